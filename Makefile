@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is a step of those.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install jars test lint unit demo bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)                     ## virtualenv + the package and its test tools
+
+jars: install                         ## HBase jars from Maven Central into ~/.cache/seqstore (reused)
+	$(BIN)/seqstore hbase fetch
+
+lint: install                         ## ruff + mypy, both must be clean
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: jars lint                       ## the whole suite, integration tests on a real HBase
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install                         ## the tests that need no server
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: jars                            ## the main job on the embedded HBase
+	$(BIN)/seqstore demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,459 @@
+"""Start, probe, stop and inspect a standalone HBase plus its Thrift servers.
+
+One data directory holds one instance::
+
+    <data_dir>/conf/     hbase-site.xml rendered from hbase/conf/, log4j2.properties
+    <data_dir>/hbase/    HBase's root dir (tables, WALs) — what persists across restarts
+    <data_dir>/zookeeper/
+    <data_dir>/logs/     master.log, thrift.log, thrift2.log
+    <data_dir>/run/      runtime.json (ports, pids), ports.json (reused on the next start)
+
+Three JVMs run per instance: the standalone master (ZooKeeper + master + RegionServer),
+the Thrift1 server (what happybase speaks) and the Thrift2 server (per-cell timestamps,
+time ranges, multi-gets). Everything listens on 127.0.0.1 except the Thrift servers, which
+bind to ``bind`` (127.0.0.1 unless asked otherwise, e.g. 0.0.0.0 inside Docker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from hbase import jars, jvm, probe, state
+from hbase.errors import HBaseRuntimeError, PortBusyError, StartupError
+from hbase.state import Runtime
+
+log = logging.getLogger(__name__)
+
+ROLES = ("master", "thrift", "thrift2")
+CONF_TEMPLATES = jars.RUNTIME_DIR / "conf"
+DATA_DIR_ENV = "SEQSTORE_HBASE_DATA_DIR"
+DEFAULT_START_TIMEOUT_S = 180.0
+DEFAULT_STOP_TIMEOUT_S = 60.0
+LOG_TAIL_LINES = 40
+
+
+def default_data_dir() -> Path:
+    """``$SEQSTORE_HBASE_DATA_DIR``, else ``~/.local/share/seqstore/hbase``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return ((Path(xdg) if xdg else Path.home() / ".local" / "share") / "seqstore" / "hbase").resolve()
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _owned_alive(pid: int, data_dir: Path) -> bool:
+    """True if ``pid`` is a live JVM of this data dir (a recycled pid does not count)."""
+    _reap(pid)
+    cmd = _cmdline(pid)
+    if cmd is not None:
+        return f"{jvm.OWNER_PROPERTY}{data_dir}".encode() in cmd.split(b"\0")
+    if not Path("/proc").is_dir():  # no procfs (macOS): fall back to a liveness check
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return False
+
+
+def _reap(pid: int) -> None:
+    # A JVM started by this very process stays a zombie until waited for.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def jvm_pids(data_dir: Path) -> list[int]:
+    """JVMs of this data dir found by their command line (covers a lost runtime.json)."""
+    marker = f"{jvm.OWNER_PROPERTY}{data_dir}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*") if Path("/proc").is_dir() else []:
+        cmd = _cmdline(int(entry.name))
+        if cmd and marker in cmd.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _terminate(pids: list[int], data_dir: Path, timeout_s: float) -> None:
+    """SIGTERM (HBase flushes and closes regions on it), then SIGKILL after ``timeout_s``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_owned_alive(p, data_dir) for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        if _owned_alive(pid, data_dir):
+            log.warning("pid %d did not stop within %.0f s; killing it", pid, timeout_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    while any(_owned_alive(p, data_dir) for p in pids):
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- ports and config
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _choose_ports(data_dir: Path, bind: str, thrift_port: int | None, thrift2_port: int | None) -> dict[str, int]:
+    """Ports for this start: asked-for ones must be free; others reuse the last start's if free.
+
+    Reusing the ports keeps the RegionServer's address stable across restarts, so the
+    master finds its regions where ZooKeeper last saw them instead of recovering them.
+    """
+    for name, port in (("thrift port", thrift_port), ("thrift2 port", thrift2_port)):
+        if port is not None and not port_is_free(port, bind):
+            raise PortBusyError(
+                f"The {name} {port} on {bind} is already in use.",
+                hint=f"Stop what listens there (e.g. `ss -ltnp 'sport = :{port}'`) or choose another port.",
+            )
+    saved_path = data_dir / "run" / "ports.json"
+    try:
+        saved: dict[str, int] = json.loads(saved_path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    ports: dict[str, int] = {}
+    for key in ("zk_port", "master_port", "regionserver_port", "thrift_port", "thrift2_port"):
+        asked = {"thrift_port": thrift_port, "thrift2_port": thrift2_port}.get(key)
+        host = bind if key.startswith("thrift") else "127.0.0.1"
+        previous = saved.get(key)
+        if asked is not None:
+            ports[key] = asked
+        elif previous and previous not in ports.values() and port_is_free(previous, host):
+            ports[key] = previous
+        else:
+            port = free_port(host)
+            while port in ports.values():
+                port = free_port(host)
+            ports[key] = port
+    saved_path.parent.mkdir(parents=True, exist_ok=True)
+    saved_path.write_text(json.dumps(ports, indent=2) + "\n")
+    return ports
+
+
+def render_config(data_dir: Path, ports: dict[str, int]) -> Path:
+    """Write ``<data_dir>/conf`` from the templates in ``hbase/conf``; returns the conf dir."""
+    conf = data_dir / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    template = string.Template((CONF_TEMPLATES / "hbase-site.xml.template").read_text())
+    site = template.substitute(data_dir=str(data_dir), **ports)
+    (conf / "hbase-site.xml").write_text(site)
+    shutil.copyfile(CONF_TEMPLATES / "log4j2.properties", conf / "log4j2.properties")
+    return conf
+
+
+# ---------------------------------------------------------------- logs
+
+
+def log_path(data_dir: Path, role: str) -> Path:
+    return data_dir / "logs" / f"{role}.log"
+
+
+def log_tail(data_dir: Path, role: str, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = log_path(data_dir, role).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def running(data_dir: Path) -> Runtime | None:
+    """The runtime recorded in ``data_dir`` if all of its JVMs are alive, else None."""
+    rt = state.read_runtime(data_dir)
+    if rt is None or not rt.pids:
+        return None
+    if all(_owned_alive(pid, data_dir) for pid in rt.pids.values()):
+        return rt
+    return None
+
+
+def start(
+    data_dir: Path | str | None = None,
+    *,
+    bind: str = "127.0.0.1",
+    thrift_port: int | None = None,
+    thrift2_port: int | None = None,
+    timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    on_progress: Callable[[str], None] | None = None,
+) -> tuple[Runtime, bool]:
+    """Start HBase in ``data_dir`` and return once a real round trip works on both Thrift servers.
+
+    Returns ``(runtime, already_running)``: if this data dir's HBase is already up, it is
+    returned as is and nothing is started. The runtime is recorded as the default endpoint.
+
+    Raises:
+        JavaNotFoundError, MavenError, PortBusyError: before anything is started.
+        StartupError: a JVM exited or HBase was not usable within ``timeout_s``; every JVM
+            started here is stopped again and the error carries the tail of the failing log.
+    """
+    data_dir = Path(data_dir).expanduser().resolve() if data_dir else _default_for_start()
+    say = on_progress or (lambda _msg: None)
+    current = running(data_dir)
+    if current is not None:
+        state.record(current)
+        return current, True
+    _terminate(jvm_pids(data_dir), data_dir, DEFAULT_STOP_TIMEOUT_S)  # leftovers of a crash
+
+    java, _ = jvm.check_java()
+    say("fetching HBase jars" if jars.cached() is None else "HBase jars cached")
+    lib = jars.fetch()
+    ports = _choose_ports(data_dir, bind, thrift_port, thrift2_port)
+    conf = render_config(data_dir, ports)
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    args = {
+        "master": ["start"],
+        "thrift": ["-p", str(ports["thrift_port"]), "-b", bind, "start"],
+        "thrift2": ["-p", str(ports["thrift2_port"]), "-b", bind, "start"],
+    }
+    t0 = time.monotonic()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for role in ROLES:
+        cmd = jvm.command(role, java=java, lib=lib, conf_dir=conf, data_dir=data_dir, args=args[role])
+        with open(log_path(data_dir, role), "ab") as out:
+            out.write(f"\n===== seqstore: starting {role} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} =====\n".encode())
+            out.flush()
+            procs[role] = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=data_dir, start_new_session=True,
+            )
+    rt = Runtime(
+        host="127.0.0.1" if bind in ("0.0.0.0", "") else bind,
+        thrift_port=ports["thrift_port"],
+        thrift2_port=ports["thrift2_port"],
+        data_dir=str(data_dir),
+        zk_port=ports["zk_port"],
+        master_port=ports["master_port"],
+        regionserver_port=ports["regionserver_port"],
+        hbase_version=jars.hbase_version(),
+        pids={role: p.pid for role, p in procs.items()},
+    )
+    state._write_atomic(state.runtime_file(data_dir), rt.to_json())  # so `stop` finds a half-started one
+    say(f"JVMs started (pids {', '.join(f'{r}={p.pid}' for r, p in procs.items())}); waiting for a round trip")
+    try:
+        _wait_usable(rt, procs, lib, timeout_s)
+    except BaseException:
+        _terminate(list(rt.pids.values()), data_dir, 10.0)
+        state.forget(data_dir)
+        raise
+    rt = replace(rt, started_at=time.time())
+    state.record(rt)
+    log.info("HBase ready in %.1f s: thrift %s:%d, thrift2 %s:%d", time.monotonic() - t0,
+             rt.host, rt.thrift_port, rt.host, rt.thrift2_port)
+    return rt, False
+
+
+def _wait_usable(rt: Runtime, procs: dict[str, subprocess.Popen[bytes]], lib: Path, timeout_s: float) -> None:
+    data_dir = Path(rt.data_dir)
+    idl = probe.load_thrift2_idl(lib)
+    deadline = time.monotonic() + timeout_s
+    pending = {"thrift": rt.thrift_port, "thrift2": rt.thrift2_port}
+    last_error: BaseException | None = None
+    while pending:
+        for role, proc in procs.items():
+            if proc.poll() is not None:
+                raise StartupError(
+                    f"HBase {role} exited with code {proc.returncode} during start-up.",
+                    hint=f"Full log: {log_path(data_dir, role)}",
+                    log_tail=log_tail(data_dir, role),
+                )
+        if time.monotonic() > deadline:
+            raise StartupError(
+                f"HBase was not usable within {timeout_s:.0f} s (last probe error: {last_error!r}).",
+                hint=f"Full logs: {data_dir / 'logs'}",
+                log_tail=log_tail(data_dir, "master"),
+            )
+        for role, port in list(pending.items()):
+            try:
+                if role == "thrift":
+                    probe.probe_thrift1(rt.host, port, timeout_s=20)
+                else:
+                    probe.probe_thrift2(rt.host, port, idl, timeout_s=20)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last_error = exc
+                break
+            del pending[role]
+        else:
+            continue
+        time.sleep(0.5)
+
+
+def stop(data_dir: Path | str | None = None, *, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> list[int]:
+    """Stop the HBase of ``data_dir`` (default: the recorded endpoint's) and return the pids stopped.
+
+    The Thrift servers go first; then the cluster is shut down the way ``stop-hbase.sh``
+    does it (``HMaster stop --shutDownCluster``: regions are flushed and closed, then the
+    JVM exits). A JVM still alive after ``timeout_s`` gets SIGTERM, then SIGKILL. No JVM of
+    this data dir is left running afterwards. Stopping a stopped instance is a no-op.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    rt = state.read_runtime(data_dir)
+    pids = dict(rt.pids) if rt else {}
+    master = pids.pop("master", None)
+    stray = [p for p in jvm_pids(data_dir) if p not in pids.values() and p != master]
+    first = [p for p in [*pids.values(), *stray] if _owned_alive(p, data_dir)]
+    _terminate(first, data_dir, timeout_s)
+    stopped = list(first)
+    if master is not None and _owned_alive(master, data_dir):
+        _shutdown_cluster(data_dir, master, timeout_s)
+        _terminate([master], data_dir, timeout_s)
+        stopped.append(master)
+    state.forget(data_dir)
+    return stopped
+
+
+def _shutdown_cluster(data_dir: Path, master: int, timeout_s: float) -> None:
+    """Ask the master for a clean cluster shutdown and wait for its JVM to exit."""
+    lib = jars.cached()
+    if lib is None:
+        return
+    try:
+        java = jvm.find_java()
+    except HBaseRuntimeError:
+        return
+    # The stopper is a short-lived client JVM: it must not carry the data dir's owner
+    # marker, or stop() would count it among the instance's processes.
+    cmd = jvm.command("master", java=java, lib=lib, conf_dir=data_dir / "conf",
+                      data_dir=data_dir / "run" / "stopper", args=["stop", "--shutDownCluster"])
+    deadline = time.monotonic() + timeout_s
+    try:
+        with open(log_path(data_dir, "stop"), "ab") as out:
+            subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        log.warning("HMaster stop did not return within %.0f s", timeout_s)
+        return
+    while time.monotonic() < deadline and _owned_alive(master, data_dir):
+        time.sleep(0.2)
+
+
+def _default_for_start() -> Path:
+    """The recorded endpoint's data dir while it runs (so a second start finds it), else the default."""
+    endpoint = state.read_endpoint()
+    if endpoint is not None and running(Path(endpoint.data_dir)) is not None:
+        return Path(endpoint.data_dir)
+    return default_data_dir()
+
+
+def resolve_data_dir(data_dir: Path | str | None) -> Path:
+    if data_dir:
+        return Path(data_dir).expanduser().resolve()
+    endpoint = state.read_endpoint()
+    return Path(endpoint.data_dir) if endpoint else default_data_dir()
+
+
+def status(data_dir: Path | str | None = None) -> dict[str, object]:
+    """What is known about the instance of ``data_dir`` (default: the recorded endpoint's).
+
+    ``running`` is true only if every JVM is alive and the Thrift1 server answers.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    rt = state.read_runtime(data_dir)
+    report: dict[str, object] = {"data_dir": str(data_dir), "running": False}
+    if rt is None:
+        return report
+    report.update(rt.to_json())
+    alive = {role: _owned_alive(pid, data_dir) for role, pid in rt.pids.items()}
+    report["alive"] = alive
+    if all(alive.values()):
+        try:
+            import happybase
+
+            conn = happybase.Connection(rt.host, rt.thrift_port, timeout=10_000)
+            try:
+                report["tables"] = len(conn.tables())
+            finally:
+                conn.close()
+            report["running"] = True
+            report["uptime_s"] = round(time.time() - rt.started_at, 1)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            report["error"] = f"Thrift server not answering: {exc!r}"
+    return report
+
+
+def serve(data_dir: Path | str | None = None, **start_kwargs: object) -> int:
+    """Run HBase in the foreground until SIGTERM/SIGINT or until one of its JVMs exits.
+
+    What the Docker image runs. Returns the exit code for the process.
+    """
+    rt, _ = start(data_dir, **start_kwargs)  # type: ignore[arg-type]
+    data_dir_path = Path(rt.data_dir)
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(json.dumps(rt.to_json()), flush=True)  # noqa: T201 - the container's start-up line
+    while not stopping:
+        dead = [role for role, pid in rt.pids.items() if not _owned_alive(pid, data_dir_path)]
+        if dead:
+            log.error("HBase %s exited; stopping the rest", ", ".join(dead))
+            stop(data_dir_path)
+            return 1
+        time.sleep(1.0)
+    stop(data_dir_path)
+    return 0
+
+
+def ensure_started(data_dir: Path | str | None = None, **kwargs: object) -> Runtime:
+    """Start the instance of ``data_dir`` unless it already runs; return it either way."""
+    rt, _ = start(data_dir, **kwargs)  # type: ignore[arg-type]
+    return rt
+
+
+__all__ = [
+    "HBaseRuntimeError",
+    "default_data_dir",
+    "ensure_started",
+    "log_path",
+    "jvm_pids",
+    "log_tail",
+    "resolve_data_dir",
+    "running",
+    "serve",
+    "start",
+    "status",
+    "stop",
+]

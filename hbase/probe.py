@@ -1,0 +1,78 @@
+"""Readiness: a real create/put/get/delete round trip through each Thrift server.
+
+An open port proves nothing: the Thrift servers accept connections before ``hbase:meta``
+is assigned. A probe passes only when a table can be created, written, read back and dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import happybase
+import thriftpy2
+from thriftpy2.rpc import make_client
+
+THRIFT2_IDL = "org/apache/hadoop/hbase/thrift2/hbase.thrift"
+
+
+def _probe_table() -> bytes:
+    return f"seqstore_probe_{os.getpid()}_{uuid.uuid4().hex[:8]}".encode()
+
+
+def probe_thrift1(host: str, port: int, *, timeout_s: float = 30.0) -> None:
+    """Create, write, read and drop a table through the Thrift1 server (happybase).
+
+    Raises whatever the connection raises on failure (the caller retries until its deadline).
+    """
+    name = _probe_table()
+    conn = happybase.Connection(host, port, timeout=int(timeout_s * 1000), autoconnect=False)
+    try:
+        conn.open()
+        conn.create_table(name, {"f": {"max_versions": 1, "block_cache_enabled": True}})
+        try:
+            table = conn.table(name)
+            table.put(b"row", {b"f:q": b"ok"})
+            got = table.row(b"row")
+            if got.get(b"f:q") != b"ok":
+                raise RuntimeError(f"probe read back {got!r} instead of the value written")
+        finally:
+            conn.delete_table(name, disable=True)
+    finally:
+        conn.close()
+
+
+def load_thrift2_idl(lib: Path) -> ModuleType:
+    """Load the Thrift2 IDL shipped inside the ``hbase-thrift`` jar of ``lib`` with thriftpy2."""
+    jars = sorted(lib.glob("hbase-thrift-*.jar"))
+    if not jars:
+        raise FileNotFoundError(f"no hbase-thrift jar in {lib}")
+    target = lib.parent / "thrift2" / "hbase.thrift"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(jars[0]) as jar:
+            target.write_bytes(jar.read(THRIFT2_IDL))
+    return thriftpy2.load(str(target), module_name="hbase2_thrift")
+
+
+def probe_thrift2(host: str, port: int, idl: ModuleType, *, timeout_s: float = 30.0) -> None:
+    """The same round trip through the Thrift2 server."""
+    name = idl.TTableName(ns=b"default", qualifier=_probe_table())
+    client = make_client(idl.THBaseService, host, port, timeout=int(timeout_s * 1000))
+    try:
+        family = idl.TColumnFamilyDescriptor(name=b"f", maxVersions=1, blockCacheEnabled=True)
+        client.createTable(idl.TTableDescriptor(tableName=name, columns=[family]), None)
+        try:
+            table = name.ns + b":" + name.qualifier
+            client.put(table, idl.TPut(row=b"row", columnValues=[idl.TColumnValue(b"f", b"q", b"ok")]))
+            got = client.get(table, idl.TGet(row=b"row"))
+            if not got.columnValues or got.columnValues[0].value != b"ok":
+                raise RuntimeError(f"probe read back {got!r} instead of the value written")
+        finally:
+            client.disableTable(name)
+            client.deleteTable(name)
+    finally:
+        client.close()

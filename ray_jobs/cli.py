@@ -1,0 +1,196 @@
+"""The ``seqstore`` command line.
+
+Every option can also be set from the environment variable named in its help text.
+Errors are printed as one clear message (no stack trace) with exit code 2; a job that
+ran but did not complete exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hbase import launcher
+from hbase.errors import HBaseRuntimeError
+from store.errors import SeqStoreError
+
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, object], human: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(payload, sort_keys=True))
+    else:
+        human()
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        if not args.json or sys.stderr.isatty():
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    return say
+
+
+# ---------------------------------------------------------------- hbase
+
+
+def cmd_hbase_start(args: argparse.Namespace) -> int:
+    rt, already = launcher.start(
+        args.data_dir,
+        bind=args.bind,
+        thrift_port=args.thrift_port,
+        thrift2_port=args.thrift2_port,
+        timeout_s=args.timeout,
+        on_progress=_progress(args),
+    )
+    payload = {**rt.to_json(), "already_running": already}
+
+    def human() -> None:
+        verb = "already running" if already else "started"
+        print(f"HBase {rt.hbase_version} {verb}")
+        print(f"  host          {rt.host}")
+        print(f"  thrift_port   {rt.thrift_port}   (Thrift1, happybase)")
+        print(f"  thrift2_port  {rt.thrift2_port}")
+        print(f"  data_dir      {rt.data_dir}")
+        print("  recorded as the default endpoint; stop with: seqstore hbase stop")
+
+    _emit(args, payload, human)
+    return 0
+
+
+def cmd_hbase_stop(args: argparse.Namespace) -> int:
+    stopped = launcher.stop(args.data_dir, timeout_s=args.timeout)
+    print(f"stopped {len(stopped)} HBase process(es)" if stopped else "HBase was not running")
+    return 0
+
+
+def cmd_hbase_status(args: argparse.Namespace) -> int:
+    report = launcher.status(args.data_dir)
+
+    def human() -> None:
+        if not report["running"]:
+            print(f"HBase is not running (data dir {report['data_dir']})")
+            if "error" in report:
+                print(f"  {report['error']}")
+            return
+        print(f"HBase {report['hbase_version']} running, up {report['uptime_s']} s")
+        for key in ("host", "thrift_port", "thrift2_port", "data_dir", "pids", "tables"):
+            print(f"  {key:<13} {report[key]}")
+
+    _emit(args, report, human)
+    return 0 if report["running"] else EXIT_FAILED
+
+
+def cmd_hbase_logs(args: argparse.Namespace) -> int:
+    data_dir = launcher.resolve_data_dir(args.data_dir)
+    path = launcher.log_path(data_dir, args.role)
+    if not path.exists():
+        print(f"no {args.role} log at {path}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"==> {path} <==", file=sys.stderr)
+    print(launcher.log_tail(data_dir, args.role, args.lines))
+    return 0
+
+
+def cmd_hbase_fetch(args: argparse.Namespace) -> int:
+    from hbase import jars
+
+    lib = jars.fetch(quiet=args.json)
+    _emit(args, {"lib": str(lib), "hbase_version": jars.hbase_version()}, lambda: print(lib))
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ray_jobs import demo
+
+    return demo.run(data_dir=args.data_dir, as_json=args.json)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqstore", description="User behaviour sequences in HBase.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", default=_env("SEQSTORE_JSON") == "1",
+                       help="print one machine-readable JSON object [SEQSTORE_JSON=1]")
+
+    def data_dir(p: argparse.ArgumentParser, default: str | None) -> None:
+        p.add_argument("--data-dir", type=Path, default=default,
+                       help="the instance's data directory [SEQSTORE_HBASE_DATA_DIR]")
+
+    hb = sub.add_parser("hbase", help="run the embedded standalone HBase").add_subparsers(dest="action", required=True)
+
+    p = hb.add_parser("start", help="start HBase + Thrift servers; returns when a real round trip works")
+    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    p.add_argument("--bind", default=_env("SEQSTORE_HBASE_BIND", "127.0.0.1"),
+                   help="address the Thrift servers listen on [SEQSTORE_HBASE_BIND]")
+    p.add_argument("--thrift-port", type=int, default=_env("SEQSTORE_HBASE_THRIFT_PORT"),
+                   help="Thrift1 port (default: a free one) [SEQSTORE_HBASE_THRIFT_PORT]")
+    p.add_argument("--thrift2-port", type=int, default=_env("SEQSTORE_HBASE_THRIFT2_PORT"),
+                   help="Thrift2 port (default: a free one) [SEQSTORE_HBASE_THRIFT2_PORT]")
+    p.add_argument("--timeout", type=float, default=float(_env("SEQSTORE_HBASE_START_TIMEOUT", "180") or 180),
+                   help="seconds to wait for HBase to become usable [SEQSTORE_HBASE_START_TIMEOUT]")
+    common(p)
+    p.set_defaults(func=cmd_hbase_start)
+
+    p = hb.add_parser("stop", help="stop HBase; no JVM is left behind")
+    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds before a JVM is killed")
+    p.set_defaults(func=cmd_hbase_stop)
+
+    p = hb.add_parser("status", help="is HBase running, and where")
+    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    common(p)
+    p.set_defaults(func=cmd_hbase_status)
+
+    p = hb.add_parser("logs", help="print the tail of an HBase log")
+    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    p.add_argument("role", nargs="?", default="master", choices=["master", "thrift", "thrift2", "stop"])
+    p.add_argument("-n", "--lines", type=int, default=100, help="number of lines")
+    p.set_defaults(func=cmd_hbase_logs)
+
+    p = hb.add_parser("fetch", help="fetch the pinned HBase jars with Maven (done by start if needed)")
+    common(p)
+    p.set_defaults(func=cmd_hbase_fetch)
+
+    p = sub.add_parser("demo", help="run the main job on the embedded HBase")
+    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (HBaseRuntimeError, SeqStoreError) as exc:
+        print(f"seqstore: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("seqstore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Where seqstore finds HBase, and how it talks to it.
+
+Resolution order for the Thrift endpoints:
+
+1. ``SEQSTORE_HBASE=host:port[,host:port...]`` — Thrift1 server(s) of any HBase;
+   ``SEQSTORE_HBASE_THRIFT2=host:port[,...]`` optionally names the Thrift2 server(s).
+2. The endpoint file written by ``seqstore hbase start`` (see :mod:`hbase.state`).
+
+Everything else comes from :class:`Config` fields, each readable from ``SEQSTORE_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+from hbase import state
+from store.errors import ConfigError
+
+HBASE_ENV = "SEQSTORE_HBASE"
+HBASE_THRIFT2_ENV = "SEQSTORE_HBASE_THRIFT2"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One Thrift server."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """Parse ``host:port``; raises :class:`ConfigError` naming the bad value."""
+        host, sep, port = text.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"expected host:port, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+
+def _parse_list(text: str) -> tuple[Endpoint, ...]:
+    return tuple(Endpoint.parse(part) for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """How to reach HBase. Immutable; build it with :meth:`from_env` or :meth:`from_mapping`.
+
+    Attributes:
+        thrift: Thrift1 servers (happybase). Several spread the load across clients.
+        thrift2: Thrift2 servers; empty if none is known.
+        timeout_ms: socket timeout of every Thrift call, in milliseconds.
+        retries: attempts after the first for a retryable (transport) error.
+        backoff_ms: first retry delay; doubles per attempt, with full jitter.
+        max_backoff_ms: cap of one retry delay.
+    """
+
+    thrift: tuple[Endpoint, ...] = ()
+    thrift2: tuple[Endpoint, ...] = ()
+    timeout_ms: int = 30_000
+    retries: int = 5
+    backoff_ms: int = 100
+    max_backoff_ms: int = 5_000
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_ms", "backoff_ms", "max_backoff_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"'{name}' must be > 0")
+        if self.retries < 0:
+            raise ConfigError("'retries' must be >= 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> Config:
+        """Build from a mapping of field names; unknown keys are rejected."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        kwargs: dict[str, object] = {}
+        for key, value in values.items():
+            if key in ("thrift", "thrift2"):
+                kwargs[key] = _parse_list(value) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
+            else:
+                try:
+                    kwargs[key] = int(value)  # type: ignore[call-overload]
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"'{key}' must be an integer, got {value!r}") from exc
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read ``SEQSTORE_HBASE``/``SEQSTORE_HBASE_THRIFT2``, else the local endpoint file.
+
+        Raises:
+            ConfigError: no HBase is configured and none was started with ``seqstore hbase start``.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            key = f"SEQSTORE_{f.name.upper()}"
+            if f.name not in ("thrift", "thrift2") and key in env:
+                values[f.name] = env[key]
+        config = cls.from_mapping(values)
+        if env.get(HBASE_ENV):
+            return replace(config, thrift=_parse_list(env[HBASE_ENV]),
+                           thrift2=_parse_list(env.get(HBASE_THRIFT2_ENV, "")))
+        rt = state.read_endpoint()
+        if rt is None:
+            raise ConfigError(
+                f"No HBase configured: run `seqstore hbase start`, or set {HBASE_ENV}=host:port "
+                f"to use another server (see `seqstore hbase status`)."
+            )
+        return replace(config, thrift=(Endpoint(rt.host, rt.thrift_port),),
+                       thrift2=(Endpoint(rt.host, rt.thrift2_port),))

@@ -1,0 +1,134 @@
+"""One session-wide HBase for the suite, from one of three back ends.
+
+* ``SEQSTORE_HBASE=host:port`` set: that server (``SEQSTORE_HBASE_THRIFT2`` for Thrift2).
+* ``--hbase=docker``: ``docker/compose.yml`` through pytest-docker.
+* otherwise (the default, and what CI uses): the project's own launcher, on a fresh data
+  dir, stopped at the end of the session with no JVM left behind.
+
+Each test that touches HBase takes ``table_prefix``: a unique prefix whose tables are
+dropped when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import happybase
+import pytest
+
+from hbase import launcher
+from store.config import HBASE_ENV, HBASE_THRIFT2_ENV, Config, Endpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hbase", choices=["launcher", "docker"], default="launcher",
+        help="where the integration tests' HBase comes from (SEQSTORE_HBASE overrides both)",
+    )
+
+
+@dataclass
+class HBaseServer:
+    """The suite's HBase. ``data_dir`` is set only for the launcher back end."""
+
+    backend: str
+    host: str
+    thrift_port: int
+    thrift2_port: int | None
+    data_dir: Path | None = None
+
+    def config(self) -> Config:
+        return Config(
+            thrift=(Endpoint(self.host, self.thrift_port),),
+            thrift2=(Endpoint(self.host, self.thrift2_port),) if self.thrift2_port else (),
+            timeout_ms=30_000,
+        )
+
+    def connect(self) -> happybase.Connection:
+        return happybase.Connection(self.host, self.thrift_port, timeout=30_000)
+
+    def restart(self) -> None:
+        """Stop and start again on the same data dir (launcher back end only)."""
+        assert self.data_dir is not None, "restart needs the launcher back end"
+        launcher.stop(self.data_dir)
+        rt, _ = launcher.start(self.data_dir)
+        self.host, self.thrift_port, self.thrift2_port = rt.host, rt.thrift_port, rt.thrift2_port
+        os.environ[HBASE_ENV] = f"{rt.host}:{rt.thrift_port}"
+        os.environ[HBASE_THRIFT2_ENV] = f"{rt.host}:{rt.thrift2_port}"
+
+
+@pytest.fixture(scope="session")
+def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep the user's endpoint file out of the suite: runtime records go to a temp dir."""
+    state_dir = tmp_path_factory.mktemp("state")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEQSTORE_STATE_DIR", str(state_dir))
+    yield state_dir
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(REPO / "docker" / "compose.yml")
+
+
+@pytest.fixture(scope="session")
+def hbase_server(
+    request: pytest.FixtureRequest, isolated_state: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HBaseServer]:
+    external = os.environ.get(HBASE_ENV)
+    mp = pytest.MonkeyPatch()
+    if external:
+        ep = Endpoint.parse(external.split(",")[0])
+        t2 = os.environ.get(HBASE_THRIFT2_ENV)
+        yield HBaseServer("external", ep.host, ep.port, Endpoint.parse(t2.split(",")[0]).port if t2 else None)
+        return
+    if request.config.getoption("--hbase") == "docker":
+        services = request.getfixturevalue("docker_services")
+        port = services.port_for("hbase", 9090)
+        port2 = services.port_for("hbase", 9091)
+
+        def usable() -> bool:
+            try:
+                launcher.probe.probe_thrift1("127.0.0.1", port, timeout_s=10)
+            except Exception:  # noqa: BLE001 - not yet
+                return False
+            return True
+
+        services.wait_until_responsive(check=usable, timeout=240.0, pause=2.0)
+        mp.setenv(HBASE_ENV, f"127.0.0.1:{port}")
+        mp.setenv(HBASE_THRIFT2_ENV, f"127.0.0.1:{port2}")
+        yield HBaseServer("docker", "127.0.0.1", port, port2)
+        mp.undo()
+        return
+    data_dir = tmp_path_factory.mktemp("hbase")
+    rt, _ = launcher.start(data_dir)
+    mp.setenv(HBASE_ENV, f"{rt.host}:{rt.thrift_port}")
+    mp.setenv(HBASE_THRIFT2_ENV, f"{rt.host}:{rt.thrift2_port}")
+    try:
+        yield HBaseServer("launcher", rt.host, rt.thrift_port, rt.thrift2_port, data_dir)
+    finally:
+        launcher.stop(data_dir)
+        mp.undo()
+    leftover = launcher.jvm_pids(data_dir)
+    assert not leftover, f"JVMs left running after stop: {leftover}"
+
+
+@pytest.fixture
+def table_prefix(hbase_server: HBaseServer) -> Iterator[str]:
+    """A unique table-name prefix for one test; its tables are dropped afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}_"
+    yield prefix
+    conn = hbase_server.connect()
+    try:
+        for name in conn.tables():
+            if name.decode().startswith(prefix):
+                conn.delete_table(name, disable=True)
+    finally:
+        conn.close()

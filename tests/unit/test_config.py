@@ -1,0 +1,49 @@
+"""Config: endpoint parsing, unknown keys, environment resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from store.config import Config, Endpoint
+from store.connection import backoff_delays
+from store.errors import ConfigError
+
+
+def test_endpoint_parse() -> None:
+    assert Endpoint.parse("10.0.0.5:9090") == Endpoint("10.0.0.5", 9090)
+    assert str(Endpoint.parse("[::1]:9090")) == "::1:9090"
+    for bad in ("nohost", "host:", ":9090", "host:99999", "host:x"):
+        with pytest.raises(ConfigError):
+            Endpoint.parse(bad)
+
+
+def test_from_mapping_rejects_unknown_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key.*timeout"):
+        Config.from_mapping({"timeout": 5})
+    with pytest.raises(ConfigError, match="'timeout_ms' must be > 0"):
+        Config.from_mapping({"timeout_ms": 0})
+
+
+def test_from_env_prefers_seqstore_hbase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQSTORE_STATE_DIR", str(tmp_path))
+    cfg = Config.from_env({"SEQSTORE_HBASE": "h1:9090,h2:9090", "SEQSTORE_HBASE_THRIFT2": "h1:9091",
+                           "SEQSTORE_TIMEOUT_MS": "1500"})
+    assert cfg.thrift == (Endpoint("h1", 9090), Endpoint("h2", 9090))
+    assert cfg.thrift2 == (Endpoint("h1", 9091),)
+    assert cfg.timeout_ms == 1500
+
+
+def test_from_env_without_any_hbase_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQSTORE_STATE_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="seqstore hbase start"):
+        Config.from_env({})
+
+
+def test_backoff_is_capped_jittered_and_bounded() -> None:
+    cfg = Config(retries=6, backoff_ms=100, max_backoff_ms=400)
+    delays = list(backoff_delays(cfg))
+    assert len(delays) == 6
+    assert all(0 <= d <= 0.4 for d in delays)
+    assert len({round(d, 6) for d in delays}) > 1
