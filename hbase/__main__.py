@@ -37,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "probe":
             probe.probe_thrift1(args.host, args.port, timeout_s=20)
             if args.thrift2_port:
-                lib = jars.cached()
-                if lib is None:
-                    raise HBaseRuntimeError("no HBase jars to load the Thrift2 IDL from; run: python -m hbase fetch")
-                probe.probe_thrift2(args.host, args.thrift2_port, probe.load_thrift2_idl(lib), timeout_s=20)
+                probe.probe_thrift2(args.host, args.thrift2_port, probe.load_thrift2_idl(), timeout_s=20)
             return 0
         print(jars.fetch(quiet=False))  # noqa: T201
         return 0

@@ -270,7 +270,7 @@ def start(
     state._write_atomic(state.runtime_file(data_dir), rt.to_json())  # so `stop` finds a half-started one
     say(f"JVMs started (pids {', '.join(f'{r}={p.pid}' for r, p in procs.items())}); waiting for a round trip")
     try:
-        _wait_usable(rt, procs, lib, timeout_s)
+        _wait_usable(rt, procs, timeout_s)
     except BaseException:
         _terminate(list(rt.pids.values()), data_dir, 10.0)
         state.forget(data_dir)
@@ -282,9 +282,9 @@ def start(
     return rt, False
 
 
-def _wait_usable(rt: Runtime, procs: dict[str, subprocess.Popen[bytes]], lib: Path, timeout_s: float) -> None:
+def _wait_usable(rt: Runtime, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
     data_dir = Path(rt.data_dir)
-    idl = probe.load_thrift2_idl(lib)
+    idl = probe.load_thrift2_idl()
     deadline = time.monotonic() + timeout_s
     pending = {"thrift": rt.thrift_port, "thrift2": rt.thrift2_port}
     last_error: BaseException | None = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import uuid
-import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -16,7 +15,8 @@ import happybase
 import thriftpy2
 from thriftpy2.rpc import make_client
 
-THRIFT2_IDL = "org/apache/hadoop/hbase/thrift2/hbase.thrift"
+IDL_PATH = Path(__file__).resolve().parent / "idl" / "hbase2.thrift"
+_IDL: ModuleType | None = None
 
 
 def _probe_table() -> bytes:
@@ -45,17 +45,16 @@ def probe_thrift1(host: str, port: int, *, timeout_s: float = 30.0) -> None:
         conn.close()
 
 
-def load_thrift2_idl(lib: Path) -> ModuleType:
-    """Load the Thrift2 IDL shipped inside the ``hbase-thrift`` jar of ``lib`` with thriftpy2."""
-    jars = sorted(lib.glob("hbase-thrift-*.jar"))
-    if not jars:
-        raise FileNotFoundError(f"no hbase-thrift jar in {lib}")
-    target = lib.parent / "thrift2" / "hbase.thrift"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(jars[0]) as jar:
-            target.write_bytes(jar.read(THRIFT2_IDL))
-    return thriftpy2.load(str(target), module_name="hbase2_thrift")
+def load_thrift2_idl() -> ModuleType:
+    """The Thrift2 IDL as a thriftpy2 module (loaded once per process).
+
+    ``hbase/idl/hbase2.thrift`` is the IDL shipped in the pinned ``hbase-thrift`` jar,
+    vendored so a client of a remote HBase needs no jars.
+    """
+    global _IDL
+    if _IDL is None:
+        _IDL = thriftpy2.load(str(IDL_PATH), module_name="hbase2_thrift")
+    return _IDL
 
 
 def probe_thrift2(host: str, port: int, idl: ModuleType, *, timeout_s: float = 30.0) -> None:

@@ -3,8 +3,40 @@
 Importing this package opens no socket. The public names are listed in ``__all__``.
 """
 
+from store.client import SequenceStore, SequenceTable
 from store.config import Config, Endpoint
-from store.errors import ConfigError, SeqStoreError, StoreUnavailableError
+from store.errors import (
+    ConfigError,
+    HBaseError,
+    InvalidEventError,
+    SchemaError,
+    SeqStoreError,
+    StoreUnavailableError,
+    TableNotFoundError,
+)
+from store.reader import to_numpy
+from store.schema import DEFAULT_SCHEMA, EventSchema
+from store.table import TableSpec
+from store.validate import Reason
+from store.writer import WriteResult
 
-__all__ = ["Config", "ConfigError", "Endpoint", "SeqStoreError", "StoreUnavailableError"]
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "Config",
+    "ConfigError",
+    "Endpoint",
+    "EventSchema",
+    "HBaseError",
+    "InvalidEventError",
+    "Reason",
+    "SchemaError",
+    "SeqStoreError",
+    "SequenceStore",
+    "SequenceTable",
+    "StoreUnavailableError",
+    "TableNotFoundError",
+    "TableSpec",
+    "WriteResult",
+    "to_numpy",
+]
 __version__ = "0.1.0"

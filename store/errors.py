@@ -26,3 +26,30 @@ class StoreUnavailableError(SeqStoreError, ConnectionError):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.endpoint})" if self.endpoint else self.message
+
+
+class SchemaError(SeqStoreError, ValueError):
+    """Data or a schema change does not fit a table's registered schema."""
+
+
+class TableNotFoundError(SeqStoreError, LookupError):
+    """The table (or its registration in the metadata table) does not exist."""
+
+
+class InvalidEventError(SeqStoreError, ValueError):
+    """One input row was rejected. ``reason`` is a :class:`~store.validate.Reason` code."""
+
+    def __init__(self, reason: str, field: str, position: int, detail: str = "") -> None:
+        super().__init__(reason, field, position, detail)
+        self.reason = reason
+        self.field = field
+        self.position = position
+        self.detail = detail
+
+    def __str__(self) -> str:
+        text = f"row {self.position}: {self.reason} in field {self.field!r}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+class HBaseError(SeqStoreError):
+    """HBase refused an operation for a reason that retrying cannot fix (not retried)."""

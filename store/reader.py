@@ -1,0 +1,227 @@
+"""Point-in-time sequence reads.
+
+Time contract: for a request ``(user_id, as_of)``, an event is visible iff
+``event_ts < as_of`` (``<=`` with ``inclusive=True``), and, with ``window_ms``, also
+``event_ts >= as_of - window_ms``. Events come newest first, ties ordered by
+``(event_ts, event_id)`` descending; ``oldest_first=True`` gives the exact reverse.
+Expired (TTL) and trimmed (``max_events_per_user``) events are never returned.
+
+Each request is one Thrift2 ``getScannerResults`` call in the common case: a scan from the
+user's bucket of ``as_of`` back in time, with the server filtering on the cell timestamp
+(= event time) and returning at most ``max_len`` cells per row. Continuations fetch
+geometrically more rows for users whose recent buckets are sparse. Requests run
+concurrently on the table's client pool. Memory per request is bounded by ``max_len``
+times a small constant, whatever the user's history length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from store import keys
+from store.connection import idl
+from store.requests import Requests, normalize
+from store.table import EVENTS
+
+if TYPE_CHECKING:
+    from store.client import SequenceTable
+
+FIRST_ROWS = 2
+MAX_CELLS_PER_CALL = 8_192
+
+
+def read_sequences(
+    table: SequenceTable,
+    requests: Requests,
+    *,
+    max_len: int,
+    window_ms: int | None = None,
+    event_types: Sequence[str] | None = None,
+    fields: Sequence[str] | None = None,
+    inclusive: bool = False,
+    oldest_first: bool = False,
+) -> pa.Table:
+    """Assemble each request's sequence as of its time.
+
+    Args:
+        table: the table to read.
+        requests: ``(user_id, as_of_ts)`` pairs: an Arrow table with ``user_id`` and
+            ``as_of_ts`` columns, a pair of arrays, or an iterable of tuples.
+        max_len: at most this many events per sequence (the newest visible ones).
+        window_ms: only events with ``event_ts >= as_of - window_ms``.
+        event_types: only events whose ``event_type`` is one of these.
+        fields: payload fields to return (default all); ``event_ts``/``event_id`` always.
+        inclusive: make an event exactly at ``as_of`` visible.
+        oldest_first: order each sequence oldest first (default newest first).
+
+    Returns:
+        One row per request, in request order: ``user_id``, ``as_of_ts``, ``length`` and
+        ``sequence`` (``list<struct<event_ts, event_id, fields...>>``). Unknown users get
+        an empty sequence.
+
+    Raises:
+        StoreUnavailableError, HBaseError: as raised by the connection. Reads have no side
+        effects and are safe to retry.
+    """
+    if max_len <= 0:
+        raise ValueError("'max_len' must be > 0")
+    if window_ms is not None and window_ms <= 0:
+        raise ValueError("'window_ms' must be > 0")
+    users, as_of = normalize(requests)
+    names = table.codec.field_names
+    wanted = list(fields) if fields is not None else names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown}; the schema has {names}")
+    if event_types is not None and "event_type" not in names:
+        raise ValueError("'event_types' needs an 'event_type' field in the schema")
+    type_filter = set(event_types) if event_types is not None else None
+    watermarks = table.watermarks(users) if table.spec.max_events_per_user else {}
+    plan = _Plan(table, max_len, window_ms, inclusive, type_filter, names.index("event_type") if type_filter else -1)
+
+    def one(i: int) -> list[tuple[int, int, list[Any]]]:
+        return plan.read(users[i], as_of[i], watermarks.get(users[i]))
+
+    with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-read") as ex:
+        sequences = list(ex.map(one, range(len(users))))
+    return _to_arrow(table, users, as_of, sequences, wanted, oldest_first)
+
+
+class _Plan:
+    """How one table is read for one call; :meth:`read` serves one request."""
+
+    def __init__(self, table: SequenceTable, max_len: int, window_ms: int | None, inclusive: bool,
+                 types: set[str] | None, type_index: int) -> None:
+        self.table = table
+        self.max_len = max_len
+        self.window_ms = window_ms
+        self.inclusive = inclusive
+        self.types = types
+        self.type_index = type_index
+        self.t = idl()
+        self.columns = [self.t.TColumn(family=EVENTS)]
+
+    def read(self, user: str, as_of: int, watermark: tuple[int, int] | None) -> list[tuple[int, int, list[Any]]]:
+        spec = self.table.spec
+        hi = as_of + 1 if self.inclusive else as_of  # exclusive upper bound on event_ts
+        lo = max(0, hi - self.window_ms) if self.window_ms else 0
+        if watermark is not None:
+            lo = max(lo, watermark[0])
+        if hi <= lo:
+            return []
+        prefix = keys.user_prefix(user, spec.salt_buckets)
+        low_bucket = keys.bucket_of(lo, spec.bucket_ms)
+        stop = keys.row_key(prefix, low_bucket - 1) if low_bucket > 0 else keys.prefix_end(prefix)
+        start = keys.scan_start(prefix, keys.bucket_of(hi - 1, spec.bucket_ms))
+        out: list[tuple[int, int, list[Any]]] = []
+        rows = FIRST_ROWS
+        skip_row, skip_qualifier = b"", b""
+        decode = self.table.codec.decode
+        while True:
+            scan = self.t.TScan(startRow=start, stopRow=stop, columns=self.columns, maxVersions=1,
+                                timeRange=self.t.TTimeRange(minStamp=lo, maxStamp=hi),
+                                batchSize=self.max_len, caching=rows)
+            results = self.table.pool.call("getScannerResults", self.table.name_bytes, scan, rows)
+            for result in results:
+                for cv in result.columnValues:
+                    if result.row == skip_row and cv.qualifier <= skip_qualifier:
+                        continue  # already seen: a wide row resumed after a partial result
+                    ts, eid = keys.parse_qualifier(cv.qualifier)
+                    if watermark is not None and (ts, eid) < watermark:
+                        continue
+                    payload = decode(cv.value)
+                    if self.types is not None and payload[self.type_index] not in self.types:
+                        continue
+                    out.append((ts, eid, payload))
+                    if len(out) == self.max_len:
+                        return out
+            if len(results) < rows:
+                return out  # the scan is exhausted
+            last = results[-1]
+            if len(last.columnValues) >= self.max_len:  # the row may go on: resume inside it
+                start, skip_row, skip_qualifier = last.row, last.row, last.columnValues[-1].qualifier
+            else:
+                start, skip_row = last.row + b"\x00", b""
+            rows = max(1, min(rows * 4, MAX_CELLS_PER_CALL // self.max_len))
+
+
+def _column(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
+    if pa.types.is_fixed_size_list(arrow_type):
+        item = arrow_type.value_type
+        width = arrow_type.list_size
+        dtype = np.dtype(item.to_pandas_dtype()).newbyteorder("<")
+        zero = bytes(dtype.itemsize * width)
+        flat = np.frombuffer(b"".join(v if v is not None else zero for v in values), dtype=dtype)
+        mask = pa.array([v is None for v in values], pa.bool_())
+        arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(dtype.newbyteorder("="), copy=False), item),
+                                                width)
+        return arr if not any(v is None for v in values) else pa.FixedSizeListArray.from_arrays(
+            arr.values, width, mask=mask)
+    return pa.array(values, arrow_type)
+
+
+def _to_arrow(table: SequenceTable, users: list[Any], as_of: list[int],
+              sequences: list[list[tuple[int, int, list[Any]]]], wanted: list[str], oldest_first: bool) -> pa.Table:
+    names = table.codec.field_names
+    payload_types = {f.name: f.type for f in table.spec.schema.payload}
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = [e for s in sequences for e in (reversed(s) if oldest_first else s)]
+    idx = [names.index(n) for n in wanted]
+    children = [pa.array([e[0] for e in flat], pa.int64()), pa.array([e[1] for e in flat], pa.uint64())]
+    children += [_column([e[2][j] for e in flat], payload_types[n]) for j, n in zip(idx, wanted, strict=True)]
+    struct_fields = [pa.field("event_ts", pa.int64(), nullable=False), pa.field("event_id", pa.uint64(), nullable=False)]
+    struct_fields += [pa.field(n, payload_types[n]) for n in wanted]
+    events = pa.StructArray.from_arrays(children, fields=struct_fields)
+    seq = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), events)
+    return pa.table({
+        "user_id": pa.array([u if isinstance(u, str) else u.decode("utf-8", "replace") for u in users], pa.string()),
+        "as_of_ts": pa.array(as_of, pa.int64()),
+        "length": pa.array(lengths, pa.int32()),
+        "sequence": seq,
+    })
+
+
+def to_numpy(sequences: pa.Table, *, max_len: int, fields: Sequence[str] | None = None,
+             pad: int | float = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Padded numpy arrays from :func:`read_sequences` output.
+
+    Returns ``(arrays, lengths)``: ``arrays[name]`` has shape ``[batch, max_len]`` (plus the
+    vector width for fixed-size-list fields), position 0 holding the first event of the
+    sequence's order; slots past ``lengths[i]`` hold ``pad`` (None for strings).
+    ``event_ts`` and ``event_id`` are always included.
+    """
+    seq = sequences.column("sequence").combine_chunks()
+    events = seq.flatten()
+    lengths = np.minimum(np.asarray(sequences.column("length").to_numpy(), dtype=np.int64), max_len)
+    starts = np.asarray(seq.offsets.to_numpy()[:-1], dtype=np.int64)
+    batch = len(lengths)
+    row = np.repeat(np.arange(batch), lengths)
+    col = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    src = np.repeat(starts, lengths) + col
+    names = ["event_ts", "event_id", *(fields if fields is not None else
+                                       [f.name for f in events.type if f.name not in ("event_ts", "event_id")])]
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        child = events.field(name)
+        if pa.types.is_fixed_size_list(child.type):
+            width = child.type.list_size
+            values = child.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            arr = np.full((batch, max_len, width), pad, dtype=values.dtype)
+            arr[row, col] = values[src]
+        elif pa.types.is_string(child.type) or pa.types.is_binary(child.type):
+            values = np.asarray(child.to_pylist(), dtype=object)
+            arr = np.full((batch, max_len), None, dtype=object)
+            arr[row, col] = values[src]
+        else:
+            values = (child.fill_null(pad) if child.null_count else child).to_numpy(zero_copy_only=False)
+            arr = np.full((batch, max_len), pad, dtype=values.dtype)
+            arr[row, col] = values[src]
+        out[name] = arr
+    return out, lengths.astype(np.int32)

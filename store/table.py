@@ -1,0 +1,251 @@
+"""Tables as code: a :class:`TableSpec` becomes an HBase table with explicit family options.
+
+A sequence table has three column families:
+
+==== ============================================================================
+e    events: one cell per event; VERSIONS=1; TTL = ``ttl_days`` (by event time)
+f    features: one column per feature; VERSIONS = ``feature_versions`` (history)
+m    per-user metadata (the retention watermark)
+==== ============================================================================
+
+All three are created with bloom filter ROW, block cache on, ``compression`` and
+``data_block_encoding``; the table is pre-split on the salt byte. The spec and every
+version of the event schema are registered in the ``seqstore_meta`` table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import pyarrow as pa
+
+from store import keys
+from store.connection import ClientPool, idl
+from store.errors import ConfigError, SchemaError, TableNotFoundError
+from store.schema import DEFAULT_SCHEMA, EventSchema
+
+META_TABLE = b"seqstore_meta"
+EVENTS, FEATURES, META = b"e", b"f", b"m"
+HBASE_FOREVER = 2**31 - 1
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """Everything about a sequence table that is chosen on purpose.
+
+    Attributes:
+        name: HBase table name.
+        schema: the event schema (its payload fields).
+        features: Arrow schema of the per-user features (may be empty).
+        salt_buckets: number of salt values = regions the table is pre-split into (1..256).
+        bucket_ms: time span of one wide row per user. Rows hold a user's events of one
+            bucket; a read touches about ``max_len / events-per-bucket`` rows.
+        ttl_days: events whose ``event_ts`` is older than this are expired by HBase and never
+            read (the cell timestamp *is* the event time). None keeps events forever.
+        max_events_per_user: keep only each user's newest N events (by ``(event_ts,
+            event_id)``); older ones are trimmed after each write and never read. None = no cap.
+        feature_versions: how many versions (valid-from times) of each feature are kept.
+        compression: HBase compression of all families (pure-Java codecs: ZSTD, SNAPPY, LZ4).
+        data_block_encoding: HBase data block encoding (FAST_DIFF suits the shared key prefixes).
+        max_payload_bytes: an event whose encoded payload is larger is quarantined.
+    """
+
+    name: str
+    schema: EventSchema = DEFAULT_SCHEMA
+    features: pa.Schema = field(default_factory=lambda: pa.schema([]))
+    salt_buckets: int = 16
+    bucket_ms: int = DAY_MS
+    ttl_days: float | None = None
+    max_events_per_user: int | None = None
+    feature_versions: int = 100
+    compression: str = "ZSTD"
+    data_block_encoding: str = "FAST_DIFF"
+    max_payload_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name.encode() == META_TABLE:
+            raise ConfigError(f"invalid table name {self.name!r}")
+        if not 1 <= self.salt_buckets <= 256:
+            raise ConfigError("'salt_buckets' must be in 1..256")
+        if self.bucket_ms <= 0:
+            raise ConfigError("'bucket_ms' must be > 0")
+        if self.ttl_days is not None and self.ttl_days <= 0:
+            raise ConfigError("'ttl_days' must be > 0")
+        if self.max_events_per_user is not None and self.max_events_per_user <= 0:
+            raise ConfigError("'max_events_per_user' must be > 0")
+        if self.feature_versions <= 0:
+            raise ConfigError("'feature_versions' must be > 0")
+        for f in self.features:
+            EventSchema.of([f])  # same type rules as event fields
+        options = idl()
+        if self.compression.upper() not in options.TCompressionAlgorithm._NAMES_TO_VALUES:
+            raise ConfigError(f"unknown compression {self.compression!r}")
+        if self.data_block_encoding.upper() not in options.TDataBlockEncoding._NAMES_TO_VALUES:
+            raise ConfigError(f"unknown data block encoding {self.data_block_encoding!r}")
+
+    @property
+    def ttl_s(self) -> int:
+        return HBASE_FOREVER if self.ttl_days is None else max(1, int(self.ttl_days * 86400))
+
+    def settings(self) -> dict[str, Any]:
+        """The spec without the schemas, as stored in the metadata table."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("schema", "features")}
+
+
+def _family(spec: TableSpec, name: bytes, *, versions: int, ttl_s: int, in_memory: bool = False) -> Any:
+    t = idl()
+    return t.TColumnFamilyDescriptor(
+        name=name,
+        maxVersions=versions,
+        timeToLive=ttl_s,
+        bloomnFilterType=t.TBloomFilterType.ROW,
+        blockCacheEnabled=True,
+        compressionType=t.TCompressionAlgorithm._NAMES_TO_VALUES[spec.compression.upper()],
+        dataBlockEncoding=t.TDataBlockEncoding._NAMES_TO_VALUES[spec.data_block_encoding.upper()],
+        inMemory=in_memory,
+    )
+
+
+def _table_name(name: str | bytes) -> Any:
+    raw = name.encode() if isinstance(name, str) else name
+    ns, _, qualifier = raw.rpartition(b":")
+    return idl().TTableName(ns=ns or b"default", qualifier=qualifier)
+
+
+def _ensure_meta_table(pool: ClientPool) -> None:
+    t = idl()
+    if pool.call("tableExists", _table_name(META_TABLE)):
+        return
+    family = t.TColumnFamilyDescriptor(name=META, maxVersions=1, blockCacheEnabled=True, inMemory=True)
+    try:
+        pool.call("createTable", t.TTableDescriptor(tableName=_table_name(META_TABLE), columns=[family]), None)
+    except Exception:
+        if not pool.call("tableExists", _table_name(META_TABLE)):  # lost a creation race: fine
+            raise
+
+
+def create_table(pool: ClientPool, spec: TableSpec) -> None:
+    """Create the HBase table for ``spec`` and register its spec and schema.
+
+    Raises:
+        SchemaError: a table of that name already exists.
+    """
+    t = idl()
+    _ensure_meta_table(pool)
+    if pool.call("tableExists", _table_name(spec.name)):
+        raise SchemaError(f"table {spec.name!r} already exists; drop it first or use another name")
+    families = [
+        _family(spec, EVENTS, versions=1, ttl_s=spec.ttl_s),
+        _family(spec, FEATURES, versions=spec.feature_versions, ttl_s=HBASE_FOREVER),
+        _family(spec, META, versions=1, ttl_s=HBASE_FOREVER, in_memory=True),
+    ]
+    descriptor = t.TTableDescriptor(tableName=_table_name(spec.name), columns=families)
+    pool.call("createTable", descriptor, keys.split_keys(spec.salt_buckets) or None)
+    _put_meta(pool, spec.name, {
+        b"spec": json.dumps(spec.settings(), sort_keys=True).encode(),
+        b"features": spec.features.serialize().to_pybytes(),
+        _schema_qualifier(spec.schema.version): spec.schema.to_bytes(),
+    })
+
+
+def _schema_qualifier(version: int) -> bytes:
+    return b"schema:%06d" % version
+
+
+def _put_meta(pool: ClientPool, table: str, cells: dict[bytes, bytes]) -> None:
+    t = idl()
+    values = [t.TColumnValue(family=META, qualifier=q, value=v) for q, v in cells.items()]
+    pool.call("put", META_TABLE, t.TPut(row=table.encode(), columnValues=values))
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A table's registered spec and every version of its event schema (oldest first)."""
+
+    spec: TableSpec
+    versions: tuple[EventSchema, ...]
+
+
+def load(pool: ClientPool, name: str) -> Registration:
+    """Read a table's registration from the metadata table.
+
+    Raises:
+        TableNotFoundError: the table was not created by seqstore (or was dropped).
+    """
+    t = idl()
+    try:
+        result = pool.call("get", META_TABLE, t.TGet(row=name.encode()))
+    except TableNotFoundError:
+        result = None
+    cells = {cv.qualifier: cv.value for cv in (result.columnValues if result else [])}
+    if b"spec" not in cells:
+        raise TableNotFoundError(f"no seqstore table {name!r} (create it with `seqstore create-table {name}`)")
+    versions = tuple(
+        EventSchema.from_bytes(v, int(q.split(b":")[1]))
+        for q, v in sorted(cells.items()) if q.startswith(b"schema:")
+    )
+    features = pa.ipc.read_schema(pa.py_buffer(cells[b"features"]))
+    spec = TableSpec(schema=versions[-1], features=features, **json.loads(cells[b"spec"]))
+    return Registration(spec, versions)
+
+
+def evolve_schema(pool: ClientPool, name: str, schema: EventSchema) -> EventSchema:
+    """Register ``schema`` as the table's next schema version (if it differs) and return it.
+
+    Raises:
+        SchemaError: the change is not compatible (type change, dropped or non-nullable field).
+    """
+    reg = load(pool, name)
+    current = reg.versions[-1]
+    if current.same_fields(schema):
+        return current
+    new = current.evolve_to(schema)
+    _put_meta(pool, name, {_schema_qualifier(new.version): new.to_bytes()})
+    return new
+
+
+def drop_table(pool: ClientPool, name: str) -> None:
+    """Disable and delete the table and its registration. Missing tables are ignored."""
+    t = idl()
+    tn = _table_name(name)
+    if pool.call("tableExists", tn):
+        if pool.call("isTableEnabled", tn):
+            pool.call("disableTable", tn)
+        pool.call("deleteTable", tn)
+    if pool.call("tableExists", _table_name(META_TABLE)):
+        pool.call("deleteSingle", META_TABLE, t.TDelete(row=name.encode()))
+
+
+def describe(pool: ClientPool, name: str) -> dict[str, Any]:
+    """The table's registered spec, schema versions and the family options HBase reports."""
+    t = idl()
+    reg = load(pool, name)
+    desc = pool.call("getTableDescriptor", _table_name(name))
+    families = {}
+    for cf in desc.columns:
+        families[cf.name.decode()] = {
+            "versions": cf.maxVersions,
+            "ttl_s": cf.timeToLive,
+            "bloom_filter": t.TBloomFilterType._VALUES_TO_NAMES.get(cf.bloomnFilterType),
+            "block_cache": cf.blockCacheEnabled,
+            "compression": t.TCompressionAlgorithm._VALUES_TO_NAMES.get(cf.compressionType),
+            "data_block_encoding": t.TDataBlockEncoding._VALUES_TO_NAMES.get(cf.dataBlockEncoding),
+            "in_memory": cf.inMemory,
+        }
+    regions = pool.call("getAllRegionLocations", name.encode())
+    return {
+        "name": name,
+        "settings": reg.spec.settings(),
+        "schema_versions": [
+            {"version": s.version, "fields": [f"{f.name}: {f.type}{'' if f.nullable else ' not null'}"
+                                              for f in s.payload]}
+            for s in reg.versions
+        ],
+        "features": [f"{f.name}: {f.type}" for f in reg.spec.features],
+        "families": families,
+        "regions": len(regions),
+    }
+

@@ -1,0 +1,166 @@
+"""Row validation: every rejected row gets a reason code, the field and its position.
+
+Validation is column-wise (pyarrow.compute) over a record batch and never raises for bad
+rows: it splits a batch into the rows to write and a quarantine table. A batch whose
+*columns* do not fit the schema (a required column missing, an unknown column) is a
+:class:`~store.errors.SchemaError` instead: no row of it could be written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store import keys
+from store.errors import SchemaError
+from store.schema import EVENT_ID, EVENT_TS, USER_ID, EventSchema
+
+# A millisecond timestamp below this (1973-03-03) is almost surely seconds (5138 AD as seconds).
+MIN_PLAUSIBLE_MS = 100_000_000_000
+DEFAULT_MAX_FUTURE_MS = 24 * 3600 * 1000
+
+
+class Reason(StrEnum):
+    """Why a row was quarantined."""
+
+    MISSING_USER = "missing_user"
+    USER_ID_TOO_LONG = "user_id_too_long"
+    MISSING_TIMESTAMP = "missing_timestamp"
+    NEGATIVE_TIMESTAMP = "negative_timestamp"
+    SECONDS_NOT_MS = "seconds_not_ms"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    WRONG_TYPE = "wrong_type"
+    MISSING_FIELD = "missing_field"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("position", pa.int64(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("field", pa.string(), nullable=False),
+    pa.field("detail", pa.string(), nullable=False),
+    pa.field("source", pa.string()),
+])
+
+
+@dataclass(slots=True)
+class Verdicts:
+    """Per-row first failure of one batch (``reason[i] == ""`` means the row is valid)."""
+
+    reason: np.ndarray
+    field: np.ndarray
+    detail: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> Verdicts:
+        return cls(np.full(n, "", dtype=object), np.full(n, "", dtype=object), np.full(n, "", dtype=object))
+
+    def reject(self, mask: np.ndarray, reason: Reason, field: str, detail: str | np.ndarray) -> None:
+        """Mark rows in ``mask`` that are still valid (the first failure wins)."""
+        fresh = mask & (self.reason == "")
+        self.reason[fresh] = reason.value
+        self.field[fresh] = field
+        self.detail[fresh] = detail if isinstance(detail, str) else detail[fresh]
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.asarray(self.reason == "", dtype=bool)
+
+    def quarantine(self, positions: np.ndarray, source: str | None) -> pa.Table:
+        bad = ~self.valid
+        n = int(bad.sum())
+        return pa.table({
+            "position": pa.array(positions[bad], pa.int64()),
+            "reason": pa.array(self.reason[bad].tolist(), pa.string()),
+            "field": pa.array(self.field[bad].tolist(), pa.string()),
+            "detail": pa.array(self.detail[bad].tolist(), pa.string()),
+            "source": pa.array([source] * n, pa.string()),
+        }, schema=QUARANTINE_SCHEMA)
+
+
+def _mask(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _cast_column(col: pa.Array, target: pa.DataType, name: str, v: Verdicts) -> pa.Array:
+    """Cast ``col`` to ``target``; rows whose value cannot be cast are rejected as wrong_type."""
+    if col.type == target:
+        return col
+    try:
+        return pc.cast(col, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    ok = np.ones(len(col), dtype=bool)
+    values = col.to_pylist()
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            pa.array([value], type=col.type).cast(target, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
+            ok[i] = False
+    bad = ~ok
+    v.reject(bad, Reason.WRONG_TYPE, name, f"not a valid {target}")
+    cleaned = pc.if_else(pa.array(bad), pa.nulls(len(col), col.type), col)
+    try:
+        return pc.cast(cleaned, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise SchemaError(f"column {name!r} of type {col.type} cannot be read as {target}: {exc}") from exc
+
+
+def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = None,
+            max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> tuple[pa.RecordBatch, Verdicts]:
+    """Cast ``batch`` to ``schema`` and judge every row (everything but the payload size).
+
+    Returns the batch with the schema's columns (plus ``event_id`` if given), cast, and the
+    verdicts. Raises :class:`SchemaError` when the columns themselves do not fit.
+    """
+    names = set(batch.schema.names)
+    payload = schema.payload
+    unknown = sorted(names - {USER_ID, EVENT_TS, EVENT_ID, *payload.names})
+    if unknown:
+        raise SchemaError(
+            f"column(s) {', '.join(map(repr, unknown))} are not in the table's schema "
+            f"(fields: {', '.join(schema.arrow.names)}); add them as nullable fields with evolve_schema first"
+        )
+    required = [USER_ID, EVENT_TS, *(f.name for f in payload if not f.nullable)]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise SchemaError(f"input has no column(s) {', '.join(map(repr, missing))} required by the schema")
+
+    n = batch.num_rows
+    v = Verdicts.empty(n)
+    users = _cast_column(batch.column(USER_ID), pa.string(), USER_ID, v)
+    v.reject(_mask(pc.is_null(users)), Reason.MISSING_USER, USER_ID, "user_id is null")
+    lengths = pc.binary_length(users)
+    v.reject(_mask(pc.equal(lengths, 0)), Reason.MISSING_USER, USER_ID, "user_id is empty")
+    v.reject(_mask(pc.greater(lengths, keys.MAX_USER_BYTES)), Reason.USER_ID_TOO_LONG, USER_ID,
+             f"user_id longer than {keys.MAX_USER_BYTES} bytes")
+
+    ts = _cast_column(batch.column(EVENT_TS), pa.int64(), EVENT_TS, v)
+    v.reject(_mask(pc.is_null(ts)), Reason.MISSING_TIMESTAMP, EVENT_TS, "event_ts is null")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    ts_np = np.asarray(ts.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    v.reject(ts_np < 0, Reason.NEGATIVE_TIMESTAMP, EVENT_TS, "event_ts is negative")
+    v.reject(ts_np < MIN_PLAUSIBLE_MS, Reason.SECONDS_NOT_MS, EVENT_TS,
+             "event_ts looks like seconds; timestamps are int64 milliseconds UTC")
+    v.reject(ts_np > now + max_future_ms, Reason.FUTURE_TIMESTAMP, EVENT_TS,
+             f"event_ts is more than {max_future_ms} ms in the future (microseconds?)")
+
+    columns = {USER_ID: users, EVENT_TS: ts}
+    for f in payload:
+        if f.name in names:
+            col = _cast_column(batch.column(f.name), f.type, f.name, v)
+        else:
+            col = pa.nulls(n, f.type)
+        if not f.nullable:
+            v.reject(_mask(pc.is_null(col)), Reason.MISSING_FIELD, f.name, f"{f.name} is null")
+        columns[f.name] = col
+    if EVENT_ID in names:
+        columns[EVENT_ID] = pc.cast(batch.column(EVENT_ID), pa.string())
+    return pa.RecordBatch.from_pydict(columns), v
