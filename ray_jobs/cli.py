@@ -14,10 +14,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from hbase import launcher
 from hbase.errors import HBaseRuntimeError
-from store.errors import SeqStoreError
+from store import DEFAULT_SCHEMA, EventSchema, SequenceStore, TableSpec
+from store.errors import SchemaError, SeqStoreError
+from store.schema import fields_from_json
+from store.table import DAY_MS
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -111,6 +117,60 @@ def cmd_hbase_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- tables
+
+
+def _load_schema_file(path: Path) -> tuple[EventSchema, pa.Schema]:
+    """Event schema and feature schema from a JSON file (example: ``ray_jobs/examples/schema.json``)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"cannot read schema file {path}: {exc}") from exc
+    unknown = set(doc) - {"fields", "features"}
+    if unknown:
+        raise SchemaError(f"schema file {path}: unknown key(s) {sorted(unknown)}; expected 'fields', 'features'")
+    schema = EventSchema.of(fields_from_json(doc.get("fields", []))) if "fields" in doc else DEFAULT_SCHEMA
+    return schema, pa.schema(fields_from_json(doc.get("features", []), "features"))
+
+
+def cmd_create_table(args: argparse.Namespace) -> int:
+    schema, features = _load_schema_file(args.schema) if args.schema else (DEFAULT_SCHEMA, pa.schema([]))
+    spec = TableSpec(args.name, schema=schema, features=features, salt_buckets=args.salt_buckets,
+                     bucket_ms=args.bucket_ms, ttl_days=args.ttl_days, max_events_per_user=args.max_events_per_user)
+    with SequenceStore() as store:
+        store.create_table(spec)
+        info = store.describe_table(args.name)
+    _emit(args, info, lambda: _print_description(info, created=True))
+    return 0
+
+
+def cmd_describe_table(args: argparse.Namespace) -> int:
+    with SequenceStore() as store:
+        info = store.describe_table(args.name)
+    _emit(args, info, lambda: _print_description(info, created=False))
+    return 0
+
+
+def cmd_drop_table(args: argparse.Namespace) -> int:
+    with SequenceStore() as store:
+        store.drop_table(args.name)
+    print(f"dropped {args.name}")
+    return 0
+
+
+def _print_description(info: dict[str, Any], *, created: bool) -> None:
+    print(f"{'created' if created else 'table'} {info['name']}  ({info['regions']} regions)")
+    for key, value in info["settings"].items():
+        if key != "name":
+            print(f"  {key:<20} {value}")
+    for version in info["schema_versions"]:
+        print(f"  schema v{version['version']}:  event_ts: int64 ms, user_id: string, " + ", ".join(version["fields"]))
+    if info["features"]:
+        print(f"  features:    {', '.join(info['features'])}")
+    for name, opts in info["families"].items():
+        print(f"  family {name}: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -170,6 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = hb.add_parser("fetch", help="fetch the pinned HBase jars with Maven (done by start if needed)")
     common(p)
     p.set_defaults(func=cmd_hbase_fetch)
+
+    p = sub.add_parser("create-table", help="create a sequence table with explicit family options")
+    p.add_argument("name")
+    p.add_argument("--schema", type=Path, default=_env("SEQSTORE_SCHEMA"),
+                   help="JSON file with 'fields' (and 'features'); default: the built-in schema [SEQSTORE_SCHEMA]")
+    p.add_argument("--salt-buckets", type=int, default=int(_env("SEQSTORE_SALT_BUCKETS", "16") or 16),
+                   help="salt values = regions pre-split [SEQSTORE_SALT_BUCKETS]")
+    p.add_argument("--bucket-ms", type=int, default=int(_env("SEQSTORE_BUCKET_MS", str(DAY_MS)) or DAY_MS),
+                   help="time span of one wide row [SEQSTORE_BUCKET_MS]")
+    p.add_argument("--ttl-days", type=float, default=_env("SEQSTORE_TTL_DAYS"),
+                   help="expire events older than this, by event time [SEQSTORE_TTL_DAYS]")
+    p.add_argument("--max-events-per-user", type=int, default=_env("SEQSTORE_MAX_EVENTS_PER_USER"),
+                   help="keep only each user's newest N events [SEQSTORE_MAX_EVENTS_PER_USER]")
+    common(p)
+    p.set_defaults(func=cmd_create_table)
+
+    p = sub.add_parser("describe-table", help="show a table's settings, schema versions and family options")
+    p.add_argument("name")
+    common(p)
+    p.set_defaults(func=cmd_describe_table)
+
+    p = sub.add_parser("drop-table", help="disable and delete a table and its registration")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_drop_table)
 
     p = sub.add_parser("demo", help="run the main job on the embedded HBase")
     data_dir(p, _env(launcher.DATA_DIR_ENV))

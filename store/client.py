@@ -108,9 +108,9 @@ class SequenceTable:
         """See :func:`store.features.feature_history`."""
         return _features.feature_history(self, user_id, name)
 
-    def trim(self, users: Iterable[str]) -> int:
+    def trim(self, users: Iterable[str | bytes]) -> int:
         """Apply ``max_events_per_user`` to these users; see :mod:`store.retention`."""
         return _retention.trim(self, users)
 
-    def watermarks(self, users: Iterable[str]) -> dict[str, tuple[int, int]]:
+    def watermarks(self, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
         return _retention.watermarks(self, users)

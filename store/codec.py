@@ -143,7 +143,10 @@ class PayloadCodec:
         for name in sorted(pieces):
             tag = name.encode() + b"="
             tagged.append([tag + p if p else b"" for p in pieces[name]])
-        identities = [b"\x00".join(parts) for parts in zip(*tagged, strict=True)] if tagged else [b""] * n
+        # Null fields contribute nothing, so a field added later (null) leaves identities as they were.
+        if not tagged:
+            return values, [b""] * n
+        identities = [b"\x00".join(p for p in parts if p) for parts in zip(*tagged, strict=True)]
         return values, identities
 
     def decode(self, value: bytes) -> list[Any]:

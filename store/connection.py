@@ -12,6 +12,7 @@ exponential backoff and full jitter; the connection is re-opened before each ret
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -34,6 +35,7 @@ from store.errors import HBaseError, StoreUnavailableError, TableNotFoundError
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TTransportException, socket.timeout, OSError, EOFError)
+RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, TException)
 
 
 def idl() -> ModuleType:
@@ -65,10 +67,8 @@ class Thrift2Client:
 
     def close(self) -> None:
         if self._client is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken socket may fail; it is gone anyway
                 self._client.close()
-            except Exception:  # noqa: BLE001 - closing a broken socket may fail; it is gone either way
-                pass
             self._client = None
 
     def call(self, method: str, *args: Any) -> Any:
@@ -89,7 +89,7 @@ class Thrift2Client:
                 if not exc.canRetry:
                     raise HBaseError(f"{method}: {message.splitlines()[0] if message else exc!r}") from exc
                 error: BaseException = exc
-            except (*TRANSIENT_ERRORS, TException) as exc:
+            except RETRYABLE as exc:
                 error = exc
             self.close()
             delay = next(delays, None)

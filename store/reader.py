@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from store.client import SequenceTable
 
 FIRST_ROWS = 2
+Event = tuple[int, int, list[Any]]  # (event_ts, event_id, payload values)
 MAX_CELLS_PER_CALL = 8_192
 
 
@@ -84,7 +85,7 @@ def read_sequences(
     watermarks = table.watermarks(users) if table.spec.max_events_per_user else {}
     plan = _Plan(table, max_len, window_ms, inclusive, type_filter, names.index("event_type") if type_filter else -1)
 
-    def one(i: int) -> list[tuple[int, int, list[Any]]]:
+    def one(i: int) -> list[Event]:
         return plan.read(users[i], as_of[i], watermarks.get(users[i]))
 
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-read") as ex:
@@ -106,7 +107,7 @@ class _Plan:
         self.t = idl()
         self.columns = [self.t.TColumn(family=EVENTS)]
 
-    def read(self, user: str, as_of: int, watermark: tuple[int, int] | None) -> list[tuple[int, int, list[Any]]]:
+    def read(self, user: str | bytes, as_of: int, watermark: tuple[int, int] | None) -> list[Event]:
         spec = self.table.spec
         hi = as_of + 1 if self.inclusive else as_of  # exclusive upper bound on event_ts
         lo = max(0, hi - self.window_ms) if self.window_ms else 0
@@ -118,7 +119,7 @@ class _Plan:
         low_bucket = keys.bucket_of(lo, spec.bucket_ms)
         stop = keys.row_key(prefix, low_bucket - 1) if low_bucket > 0 else keys.prefix_end(prefix)
         start = keys.scan_start(prefix, keys.bucket_of(hi - 1, spec.bucket_ms))
-        out: list[tuple[int, int, list[Any]]] = []
+        out: list[Event] = []
         rows = FIRST_ROWS
         skip_row, skip_qualifier = b"", b""
         decode = self.table.codec.decode
@@ -166,7 +167,7 @@ def _column(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
 
 
 def _to_arrow(table: SequenceTable, users: list[Any], as_of: list[int],
-              sequences: list[list[tuple[int, int, list[Any]]]], wanted: list[str], oldest_first: bool) -> pa.Table:
+              sequences: list[list[Event]], wanted: list[str], oldest_first: bool) -> pa.Table:
     names = table.codec.field_names
     payload_types = {f.name: f.type for f in table.spec.schema.payload}
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
@@ -176,7 +177,8 @@ def _to_arrow(table: SequenceTable, users: list[Any], as_of: list[int],
     idx = [names.index(n) for n in wanted]
     children = [pa.array([e[0] for e in flat], pa.int64()), pa.array([e[1] for e in flat], pa.uint64())]
     children += [_column([e[2][j] for e in flat], payload_types[n]) for j, n in zip(idx, wanted, strict=True)]
-    struct_fields = [pa.field("event_ts", pa.int64(), nullable=False), pa.field("event_id", pa.uint64(), nullable=False)]
+    struct_fields = [pa.field("event_ts", pa.int64(), nullable=False),
+                     pa.field("event_id", pa.uint64(), nullable=False)]
     struct_fields += [pa.field(n, payload_types[n]) for n in wanted]
     events = pa.StructArray.from_arrays(children, fields=struct_fields)
     seq = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), events)

@@ -30,11 +30,11 @@ SCAN_ROWS = 64
 DELETES_PER_CALL = 2_000
 
 
-def watermarks(table: SequenceTable, users: Iterable[str]) -> dict[str, tuple[int, int]]:
+def watermarks(table: SequenceTable, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
     """The trim watermark of each user that has one (one ``getMultiple`` per 1000 users)."""
     t = idl()
     unique = list(dict.fromkeys(users))
-    marks: dict[str, tuple[int, int]] = {}
+    marks: dict[str | bytes, tuple[int, int]] = {}
     column = [t.TColumn(family=META, qualifier=WATERMARK)]
     for start in range(0, len(unique), 1000):
         chunk = unique[start : start + 1000]
@@ -46,7 +46,7 @@ def watermarks(table: SequenceTable, users: Iterable[str]) -> dict[str, tuple[in
     return marks
 
 
-def trim(table: SequenceTable, users: Iterable[str]) -> int:
+def trim(table: SequenceTable, users: Iterable[str | bytes]) -> int:
     """Trim each user to the table's ``max_events_per_user``; returns events deleted.
 
     Idempotent; safe to re-run.
@@ -58,7 +58,7 @@ def trim(table: SequenceTable, users: Iterable[str]) -> int:
         return sum(ex.map(lambda u: _trim_user(table, u, keep), list(users)))
 
 
-def _trim_user(table: SequenceTable, user: str, keep: int) -> int:
+def _trim_user(table: SequenceTable, user: str | bytes, keep: int) -> int:
     t = idl()
     prefix = keys.user_prefix(user, table.spec.salt_buckets)
     scan = t.TScan(startRow=keys.row_key(prefix, 2**64 - 1), stopRow=keys.prefix_end(prefix),
@@ -97,6 +97,7 @@ def _delete(client: Any, table: SequenceTable, pending: dict[bytes, list[Any]]) 
     if not pending:
         return
     t = idl()
-    deletes = [t.TDelete(row=row, columns=cols, deleteType=t.TDeleteType.DELETE_COLUMN) for row, cols in pending.items()]
+    deletes = [t.TDelete(row=row, columns=cols, deleteType=t.TDeleteType.DELETE_COLUMN)
+               for row, cols in pending.items()]
     client.call("deleteMultiple", table.name_bytes, deletes)
     pending.clear()

@@ -119,7 +119,7 @@ class EventSchema:
         return EventSchema(new.payload, self.version + 1)
 
     def same_fields(self, other: EventSchema) -> bool:
-        return self.payload.equals(other.payload)
+        return bool(self.payload.equals(other.payload))
 
 
 DEFAULT_SCHEMA = EventSchema.of([
@@ -128,3 +128,36 @@ DEFAULT_SCHEMA = EventSchema.of([
     pa.field("dwell_ms", pa.int32(), nullable=True),
 ])
 """The built-in schema used by the CLI and the demo."""
+
+
+_TYPE_NAMES = {
+    "bool": pa.bool_(), "int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),
+    "uint8": pa.uint8(), "uint16": pa.uint16(), "uint32": pa.uint32(), "uint64": pa.uint64(),
+    "float16": pa.float16(), "float32": pa.float32(), "float64": pa.float64(),
+    "string": pa.string(), "binary": pa.binary(),
+}
+
+
+def parse_type(text: str) -> pa.DataType:
+    """Parse a type name: a scalar (``int64``, ``string``, ...) or ``list<float16, 8>``."""
+    spec = text.strip().lower().replace(" ", "")
+    if spec in _TYPE_NAMES:
+        return _TYPE_NAMES[spec]
+    for head in ("list<", "fixed_size_list<"):
+        if spec.startswith(head) and spec.endswith(">"):
+            item, _, size = spec[len(head) : -1].partition(",")
+            if item in _TYPE_NAMES and size.isdigit() and int(size) > 0:
+                return pa.list_(_TYPE_NAMES[item], int(size))
+    raise SchemaError(f"unknown type {text!r}; use one of {', '.join(_TYPE_NAMES)} or list<float16, N>")
+
+
+def fields_from_json(items: list[dict[str, object]], what: str = "fields") -> list[pa.Field]:
+    """Arrow fields from ``[{"name": ..., "type": ..., "nullable": true}, ...]``; unknown keys are refused."""
+    out = []
+    for i, item in enumerate(items):
+        unknown = set(item) - {"name", "type", "nullable"}
+        if unknown or "name" not in item or "type" not in item:
+            raise SchemaError(f"{what}[{i}] needs 'name' and 'type' (and optionally 'nullable'); got {sorted(item)}")
+        nullable = bool(item.get("nullable", True))
+        out.append(pa.field(str(item["name"]), parse_type(str(item["type"])), nullable=nullable))
+    return out

@@ -115,9 +115,13 @@ def _table_name(name: str | bytes) -> Any:
     return idl().TTableName(ns=ns or b"default", qualifier=qualifier)
 
 
+def _meta_exists(pool: ClientPool) -> bool:
+    return bool(pool.call("tableExists", _table_name(META_TABLE)))
+
+
 def _ensure_meta_table(pool: ClientPool) -> None:
     t = idl()
-    if pool.call("tableExists", _table_name(META_TABLE)):
+    if _meta_exists(pool):
         return
     family = t.TColumnFamilyDescriptor(name=META, maxVersions=1, blockCacheEnabled=True, inMemory=True)
     try:
@@ -176,10 +180,7 @@ def load(pool: ClientPool, name: str) -> Registration:
         TableNotFoundError: the table was not created by seqstore (or was dropped).
     """
     t = idl()
-    try:
-        result = pool.call("get", META_TABLE, t.TGet(row=name.encode()))
-    except TableNotFoundError:
-        result = None
+    result = pool.call("get", META_TABLE, t.TGet(row=name.encode())) if _meta_exists(pool) else None
     cells = {cv.qualifier: cv.value for cv in (result.columnValues if result else [])}
     if b"spec" not in cells:
         raise TableNotFoundError(f"no seqstore table {name!r} (create it with `seqstore create-table {name}`)")

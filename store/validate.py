@@ -154,10 +154,7 @@ def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = 
 
     columns = {USER_ID: users, EVENT_TS: ts}
     for f in payload:
-        if f.name in names:
-            col = _cast_column(batch.column(f.name), f.type, f.name, v)
-        else:
-            col = pa.nulls(n, f.type)
+        col = _cast_column(batch.column(f.name), f.type, f.name, v) if f.name in names else pa.nulls(n, f.type)
         if not f.nullable:
             v.reject(_mask(pc.is_null(col)), Reason.MISSING_FIELD, f.name, f"{f.name} is null")
         columns[f.name] = col

@@ -57,7 +57,7 @@ class WriteResult:
 
     @property
     def quarantined(self) -> int:
-        return self.quarantine.num_rows
+        return int(self.quarantine.num_rows)
 
     def by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -149,7 +149,8 @@ def write_events(
             position += n
     quarantine = pa.concat_tables(quarantines) if quarantines else QUARANTINE_SCHEMA.empty_table()
     if rows_in != written + quarantine.num_rows:
-        raise SeqStoreError(f"conservation violated: {rows_in} in, {written} written, {quarantine.num_rows} quarantined")
+        raise SeqStoreError(
+            f"conservation violated: {rows_in} in, {written} written, {quarantine.num_rows} quarantined")
     return WriteResult(rows_in, written, quarantine, calls)
 
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import happybase
 import pytest
 
 from hbase import launcher
+from store import SequenceStore, SequenceTable, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV, Config, Endpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,3 +134,24 @@ def table_prefix(hbase_server: HBaseServer) -> Iterator[str]:
                 conn.delete_table(name, disable=True)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def store(hbase_server: HBaseServer) -> Iterator[SequenceStore]:
+    with SequenceStore(hbase_server.config(), pool_size=4) as s:
+        yield s
+
+
+@pytest.fixture
+def make_table(store: SequenceStore, table_prefix: str) -> Iterator[Callable[..., SequenceTable]]:
+    """Create sequence tables named with the test's prefix; they are dropped afterwards."""
+    created: list[str] = []
+
+    def make(suffix: str = "events", **spec: Any) -> SequenceTable:
+        name = f"{table_prefix}{suffix}"
+        created.append(name)
+        return store.create_table(TableSpec(name, **spec))
+
+    yield make
+    for name in created:
+        store.drop_table(name)
