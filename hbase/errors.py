@@ -10,7 +10,7 @@ class HBaseRuntimeError(RuntimeError):
     relevant log when there is one. ``str()`` includes both.
     """
 
-    def __init__(self, message: str, *, hint: str = "", log_tail: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", log_tail: str = "") -> None:
         super().__init__(message, hint, log_tail)
         self.message = message
         self.hint = hint

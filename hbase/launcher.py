@@ -282,11 +282,13 @@ def start(
     return rt, False
 
 
-def _wait_usable(rt: Runtime, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
+def _wait_usable(rt: Runtime, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float,
+                 roles: tuple[str, ...] = ("thrift", "thrift2")) -> None:
     data_dir = Path(rt.data_dir)
     idl = probe.load_thrift2_idl()
     deadline = time.monotonic() + timeout_s
-    pending = {"thrift": rt.thrift_port, "thrift2": rt.thrift2_port}
+    ports = {"thrift": rt.thrift_port, "thrift2": rt.thrift2_port}
+    pending = {role: ports[role] for role in roles}
     last_error: BaseException | None = None
     while pending:
         for role, proc in procs.items():
@@ -374,6 +376,42 @@ def _default_for_start() -> Path:
     return default_data_dir()
 
 
+def kill_role(data_dir: Path | str, role: str) -> None:
+    """Kill one JVM of a running instance with SIGKILL, as a crash would (for fault tests)."""
+    data_dir = Path(data_dir).resolve()
+    rt = state.read_runtime(data_dir)
+    if rt is None or role not in rt.pids:
+        raise HBaseRuntimeError(f"no running {role} recorded in {data_dir}")
+    pid = rt.pids[role]
+    if _owned_alive(pid, data_dir):
+        os.kill(pid, signal.SIGKILL)
+    while _owned_alive(pid, data_dir):
+        time.sleep(0.05)
+
+
+def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 60.0) -> Runtime:
+    """(Re)start one Thrift server of a running instance on its recorded port; wait until usable."""
+    if role not in ("thrift", "thrift2"):
+        raise ValueError("only the Thrift servers can be restarted on their own")
+    data_dir = Path(data_dir).resolve()
+    rt = state.read_runtime(data_dir)
+    lib = jars.cached()
+    if rt is None or lib is None:
+        raise HBaseRuntimeError(f"no runtime recorded in {data_dir}")
+    if _owned_alive(rt.pids.get(role, -1), data_dir):
+        kill_role(data_dir, role)
+    port = rt.thrift_port if role == "thrift" else rt.thrift2_port
+    cmd = jvm.command(role, java=jvm.find_java(), lib=lib, conf_dir=data_dir / "conf", data_dir=data_dir,
+                      args=["-p", str(port), "-b", rt.host, "start"])
+    with open(log_path(data_dir, role), "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=data_dir, start_new_session=True)
+    rt = replace(rt, pids={**rt.pids, role: proc.pid})
+    state.record(rt)
+    _wait_usable(rt, {role: proc}, timeout_s, roles=(role,))
+    return rt
+
+
 def resolve_data_dir(data_dir: Path | str | None) -> Path:
     if data_dir:
         return Path(data_dir).expanduser().resolve()
@@ -449,10 +487,12 @@ __all__ = [
     "ensure_started",
     "log_path",
     "jvm_pids",
+    "kill_role",
     "log_tail",
     "resolve_data_dir",
     "running",
     "serve",
+    "start_role",
     "start",
     "status",
     "stop",

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,73 @@ def _print_description(info: dict[str, Any], *, created: bool) -> None:
         print(f"  family {name}: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
 
 
+# ---------------------------------------------------------------- generate / backfill / verify
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ray_jobs.generate import generate
+
+    t0 = time.monotonic()
+    result = generate(args.out, users=args.users, events=args.events, seed=args.seed,
+                      bad_fraction=args.bad_fraction, files=args.files, row_group_rows=args.row_group_rows)
+    payload = {"out": str(args.out), "files": result.files, "events": result.events, "bad_rows": result.bad_rows,
+               "users": result.users, "max_user_events": result.max_user_events,
+               "wall_s": round(time.monotonic() - t0, 2)}
+    _emit(args, payload, lambda: print(
+        f"wrote {result.events} events ({result.bad_rows} malformed) of {result.users} users "
+        f"(busiest: {result.max_user_events}) to {len(result.files)} files in {args.out}"))
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ray_jobs.backfill import init_ray, run_backfill
+    from ray_jobs.units import plan
+
+    _, units = plan(args.input)
+    show = sys.stderr.isatty() and not args.no_progress
+    bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
+               disable=not show, file=sys.stderr)
+    init_ray(args.ray_address, args.workers)
+    report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
+                          report_dir=args.report_dir, on_progress=bar.update)
+    bar.close()
+
+    def human() -> None:
+        state = "completed" if report.completed else "DID NOT COMPLETE"
+        print(f"backfill {state}: {report.events_in} events in, {report.events_written} written, "
+              f"{report.events_quarantined} quarantined {report.quarantine_by_reason}")
+        print(f"  units: {report.units_done} done, {report.units_skipped} skipped (already done), "
+              f"{report.units_retried} retried, of {report.units_total}")
+        print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers")
+        print(f"  report: {report.report_path}\n  quarantine: {report.quarantine_path}")
+        if report.error:
+            print(f"  error: {report.error}")
+
+    _emit(args, report.to_json(), human)
+    if not report.completed:
+        print(f"seqstore: backfill did not complete: {report.error}", file=sys.stderr)
+    return 0 if report.completed else EXIT_FAILED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ray_jobs.verify import verify
+
+    with SequenceStore() as store:
+        report = verify(args.input, store.table(args.table), on_progress=_progress(args))
+
+    def human() -> None:
+        print(f"verify {'OK' if report.ok else 'MISMATCH'}: {report.users_checked} users, "
+              f"{report.events_expected} events expected, {report.events_found} found")
+        if not report.ok:
+            print(f"  {report.users_mismatched} users differ: {report.events_missing} events missing, "
+                  f"{report.events_extra} extra (e.g. {', '.join(report.mismatched_users[:5])})")
+
+    _emit(args, report.to_json(), human)
+    return 0 if report.ok else EXIT_FAILED
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -254,6 +322,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drop-table", help="disable and delete a table and its registration")
     p.add_argument("name")
     p.set_defaults(func=cmd_drop_table)
+
+    p = sub.add_parser("generate", help="write a realistic, reproducible behaviour log as Parquet")
+    p.add_argument("--users", type=int, default=int(_env("SEQSTORE_GEN_USERS", "10000") or 0),
+                   help="number of users [SEQSTORE_GEN_USERS]")
+    p.add_argument("--events", type=int, default=int(_env("SEQSTORE_GEN_EVENTS", "1000000") or 0),
+                   help="number of events [SEQSTORE_GEN_EVENTS]")
+    p.add_argument("--seed", type=int, default=int(_env("SEQSTORE_GEN_SEED", "0") or 0),
+                   help="random seed: same seed, same bytes [SEQSTORE_GEN_SEED]")
+    p.add_argument("--out", type=Path, required=_env("SEQSTORE_GEN_OUT") is None, default=_env("SEQSTORE_GEN_OUT"),
+                   help="output directory [SEQSTORE_GEN_OUT]")
+    p.add_argument("--bad-fraction", type=float, default=float(_env("SEQSTORE_GEN_BAD_FRACTION", "0") or 0),
+                   help="fraction of malformed rows [SEQSTORE_GEN_BAD_FRACTION]")
+    p.add_argument("--files", type=int, default=4, help="number of Parquet files")
+    p.add_argument("--row-group-rows", type=int, default=50_000, help="rows per Parquet row group")
+    common(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("backfill", help="load Parquet events into a table with Ray (idempotent, resumable)")
+    p.add_argument("input", help="Parquet file, directory, glob or URI")
+    p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
+                   help="destination table [SEQSTORE_TABLE]")
+    p.add_argument("--workers", type=int, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
+                   help="Ray actors writing in parallel [SEQSTORE_WORKERS]")
+    p.add_argument("--ray-address", default=_env("RAY_ADDRESS"),
+                   help="join this Ray cluster instead of starting a local one [RAY_ADDRESS]")
+    p.add_argument("--force", action="store_true", help="re-run every unit, ignoring the manifest")
+    p.add_argument("--report-dir", type=Path, default=_env("SEQSTORE_REPORT_DIR"),
+                   help="where report.json and quarantine.parquet go [SEQSTORE_REPORT_DIR]")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    common(p)
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("verify", help="check that a table holds exactly the valid events of an input")
+    p.add_argument("input", help="Parquet file, directory, glob or URI")
+    p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
+                   help="table to check [SEQSTORE_TABLE]")
+    common(p)
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("demo", help="run the main job on the embedded HBase")
     data_dir(p, _env(launcher.DATA_DIR_ENV))

@@ -19,7 +19,7 @@ class ConfigError(SeqStoreError, ValueError):
 class StoreUnavailableError(SeqStoreError, ConnectionError):
     """HBase could not be reached or did not answer in time. Retryable."""
 
-    def __init__(self, message: str, *, endpoint: str = "") -> None:
+    def __init__(self, message: str, endpoint: str = "") -> None:
         super().__init__(message, endpoint)
         self.message = message
         self.endpoint = endpoint

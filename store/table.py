@@ -119,7 +119,7 @@ def _meta_exists(pool: ClientPool) -> bool:
     return bool(pool.call("tableExists", _table_name(META_TABLE)))
 
 
-def _ensure_meta_table(pool: ClientPool) -> None:
+def ensure_meta_table(pool: ClientPool) -> None:
     t = idl()
     if _meta_exists(pool):
         return
@@ -138,7 +138,7 @@ def create_table(pool: ClientPool, spec: TableSpec) -> None:
         SchemaError: a table of that name already exists.
     """
     t = idl()
-    _ensure_meta_table(pool)
+    ensure_meta_table(pool)
     if pool.call("tableExists", _table_name(spec.name)):
         raise SchemaError(f"table {spec.name!r} already exists; drop it first or use another name")
     families = [

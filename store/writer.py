@@ -154,23 +154,33 @@ def write_events(
     return WriteResult(rows_in, written, quarantine, calls)
 
 
-def _group_puts(batch: pa.RecordBatch, valid: np.ndarray, values: list[bytes], identities: list[bytes],
-                salt_buckets: int, bucket_ms: int) -> dict[bytes, list[Any]]:
-    """Cells of the valid rows grouped by row key: one wide row per (user, time bucket)."""
-    t = idl()
+def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list[bytes],
+                      salt_buckets: int) -> Iterator[tuple[int, bytes, int, int]]:
+    """``(row index, user prefix, event_ts, event_id)`` of each valid row: where its cell goes.
+
+    The event id hashes the user, the time and either the explicit ``event_id`` column or
+    the event's content identity (see :meth:`PayloadCodec.encode`).
+    """
     users = batch.column(USER_ID).to_pylist()
     ts = batch.column(EVENT_TS).to_pylist()
     explicit = batch.column(EVENT_ID).to_pylist() if EVENT_ID in batch.schema.names else None
     prefixes: dict[str, bytes] = {}
-    rows: dict[bytes, list[Any]] = defaultdict(list)
     for i in np.flatnonzero(valid).tolist():
         user, when = users[i], ts[i]
         prefix = prefixes.get(user)
         if prefix is None:
             prefix = prefixes[user] = keys.user_prefix(user, salt_buckets)
-        ub = prefix[3:]
-        ident = explicit[i] if explicit is not None and explicit[i] is not None else None
-        eid = keys.event_id(ub, when, b"id:" + ident.encode() if ident is not None else identities[i])
+        ident = explicit[i] if explicit is not None else None
+        identity = b"id:" + ident.encode() if ident is not None else identities[i]
+        yield i, prefix, when, keys.event_id(prefix[3:], when, identity)
+
+
+def _group_puts(batch: pa.RecordBatch, valid: np.ndarray, values: list[bytes], identities: list[bytes],
+                salt_buckets: int, bucket_ms: int) -> dict[bytes, list[Any]]:
+    """Cells of the valid rows grouped by row key: one wide row per (user, time bucket)."""
+    t = idl()
+    rows: dict[bytes, list[Any]] = defaultdict(list)
+    for i, prefix, when, eid in event_coordinates(batch, valid, identities, salt_buckets):
         rows[keys.row_key(prefix, when // bucket_ms)].append(
             t.TColumnValue(family=EVENTS, qualifier=keys.qualifier(when, eid), value=values[i], timestamp=when)
         )

@@ -155,3 +155,25 @@ def make_table(store: SequenceStore, table_prefix: str) -> Iterator[Callable[...
     yield make
     for name in created:
         store.drop_table(name)
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """A real local Ray for the session (4 CPUs' worth of actors on this machine)."""
+    import ray
+
+    from ray_jobs.backfill import init_ray
+
+    init_ray(None, workers=4)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated log: 30k events of 300 users, 1% malformed, 3 files x 5 row groups."""
+    from ray_jobs.generate import generate
+
+    out = tmp_path_factory.mktemp("log")
+    generate(out, users=300, events=30_000, seed=11, bad_fraction=0.01, files=3, row_group_rows=2_000)
+    return out

@@ -1,0 +1,261 @@
+"""``seqstore backfill``: parallel, idempotent, resumable loads from Parquet with Ray.
+
+The input is split into units (one per Parquet row group). Ray actors — each with its own
+HBase connection pool, spread over the configured Thrift servers — stream their unit's
+record batches through the store's writer. The driver:
+
+* skips units the manifest (in HBase) records as done, unless ``force``;
+* records a unit as done only after the worker returned, i.e. after every write of the
+  unit was acknowledged;
+* re-runs a unit on another actor when its actor dies (``units_retried``), and retries a
+  unit whose writes failed transiently, up to ``max_attempts``;
+* stops with a clear error when HBase stays unreachable past the retry budget; the
+  manifest then holds exactly the completed units and a re-run resumes from there;
+* appends every quarantined row (reason, field, source file, row number) to
+  ``quarantine.parquet`` next to ``report.json``, and checks
+  ``events_in == events_written + events_quarantined``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ray_jobs import manifest
+from ray_jobs.units import Unit, plan
+from store import SequenceStore
+from store.config import Config
+from store.errors import SeqStoreError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_FILE_SCHEMA = pa.schema([
+    pa.field("source_file", pa.string()),
+    pa.field("row_number", pa.int64()),
+    pa.field("reason", pa.string()),
+    pa.field("field", pa.string()),
+    pa.field("detail", pa.string()),
+])
+
+
+class BackfillWorker:
+    """A Ray actor body: writes units of one table through its own connection pool."""
+
+    def __init__(self, config: Config, table: str, filesystem: pafs.FileSystem, pool_size: int,
+                 batch_rows: int) -> None:
+        self.store = SequenceStore(config, pool_size=pool_size)
+        self.table = self.store.table(table)
+        self.fs = filesystem
+        self.batch_rows = batch_rows
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, unit: Unit) -> dict[str, Any]:
+        """Write one unit; returns its counts and quarantine (as Arrow IPC bytes)."""
+        with self.fs.open_input_file(unit.path) as handle:
+            parquet = pq.ParquetFile(handle)
+            batches = parquet.iter_batches(batch_size=self.batch_rows, row_groups=[unit.row_group])
+            result = self.table.write(batches, source=unit.path, start_position=unit.first_row,
+                                      chunk_rows=self.batch_rows)
+        if result.rows_in != unit.num_rows:
+            raise SeqStoreError(f"{unit.key}: read {result.rows_in} rows, the file says {unit.num_rows}")
+        q = result.quarantine
+        quarantine = pa.table({
+            "source_file": q.column("source"), "row_number": q.column("position"), "reason": q.column("reason"),
+            "field": q.column("field"), "detail": q.column("detail"),
+        }, schema=QUARANTINE_FILE_SCHEMA)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, QUARANTINE_FILE_SCHEMA) as w:
+            w.write_table(quarantine)
+        return {"rows_in": result.rows_in, "written": result.written, "quarantined": result.quarantined,
+                "by_reason": result.by_reason(), "quarantine": sink.getvalue().to_pybytes()}
+
+
+@dataclass
+class BackfillReport:
+    """The job's outcome; :meth:`to_json` is what ``--json`` prints."""
+
+    table: str
+    input: str
+    events_in: int = 0
+    events_written: int = 0
+    events_quarantined: int = 0
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    units_total: int = 0
+    units_done: int = 0
+    units_skipped: int = 0
+    units_retried: int = 0
+    wall_s: float = 0.0
+    events_per_s: float = 0.0
+    quarantine_path: str = ""
+    report_path: str = ""
+    workers: int = 0
+    completed: bool = False
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _actor_class(ray: Any) -> Any:
+    return ray.remote(num_cpus=1, max_restarts=0)(BackfillWorker)
+
+
+def run_backfill(
+    input_path: str,
+    table: str,
+    *,
+    workers: int = 2,
+    config: Config | None = None,
+    force: bool = False,
+    report_dir: Path | None = None,
+    pool_size: int = 4,
+    batch_rows: int = 10_000,
+    max_attempts: int = 3,
+    on_progress: Callable[[int], None] | None = None,
+    on_unit_done: Callable[[Unit, list[Any]], None] | None = None,
+) -> BackfillReport:
+    """Backfill ``input_path`` into ``table`` with ``workers`` Ray actors (Ray must be initialised).
+
+    Args:
+        input_path: Parquet file, directory, glob, or pyarrow filesystem URI.
+        table: a table created with ``seqstore create-table``.
+        workers: concurrent actors.
+        config: HBase endpoints (default :meth:`Config.from_env`); several Thrift2 servers
+            are spread over the actors.
+        force: forget the manifest and re-run every unit (no duplicates: writes are idempotent).
+        report_dir: where ``report.json`` and ``quarantine.parquet`` go.
+        max_attempts: tries per unit before the job gives up.
+        on_progress: called with the number of events of each finished unit.
+        on_unit_done: called after each unit with the unit and the live actor handles
+            (a test seam for fault injection).
+
+    Returns the report; ``report.completed`` is False when the job stopped early (``error`` says why).
+    """
+    import ray
+
+    if workers <= 0:
+        raise ValueError("'workers' must be > 0")
+    config = config or Config.from_env()
+    t0 = time.monotonic()
+    fs, units = plan(input_path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report_dir = (report_dir or Path("seqstore-reports") / f"backfill-{table}-{stamp}").resolve()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report = BackfillReport(table=table, input=input_path, units_total=len(units), workers=workers,
+                            quarantine_path=str(report_dir / "quarantine.parquet"),
+                            report_path=str(report_dir / "report.json"))
+    with SequenceStore(config, pool_size=2) as store:
+        store.table(table)  # fail fast, with a clear message, if the table does not exist
+        if force:
+            manifest.clear(store.pool, table)
+        done = manifest.load(store.pool, table)
+        todo = deque(u for u in units if done.get(u.key, {}).get("fingerprint") != u.fingerprint)
+        report.units_skipped = len(units) - len(todo)
+
+        Worker = _actor_class(ray)
+
+        def spawn(i: int) -> Any:
+            endpoints = config.thrift2[i % len(config.thrift2):] + config.thrift2[: i % len(config.thrift2)]
+            return Worker.remote(replace(config, thrift2=endpoints), table, fs, pool_size, batch_rows)
+
+        actors = [spawn(i) for i in range(min(workers, max(1, len(todo))))]
+        idle = deque(range(len(actors)))
+        attempts: Counter[str] = Counter()
+        in_flight: dict[Any, tuple[int, Unit]] = {}
+        reasons: Counter[str] = Counter()
+        writer = pq.ParquetWriter(report.quarantine_path, QUARANTINE_FILE_SCHEMA)
+        try:
+            while todo or in_flight:
+                while todo and idle:
+                    slot, unit = idle.popleft(), todo.popleft()
+                    attempts[unit.key] += 1
+                    in_flight[actors[slot].run.remote(unit)] = (slot, unit)
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    slot, unit = in_flight.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except ray.exceptions.RayActorError:
+                        log.warning("actor %d died during %s; re-running the unit on a new actor", slot, unit.key)
+                        actors[slot] = spawn(slot)
+                        report.units_retried += 1
+                        _requeue(todo, unit, attempts, max_attempts, "its actor died")
+                        idle.append(slot)
+                        continue
+                    except ray.exceptions.RayTaskError as exc:
+                        cause: BaseException = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
+                        idle.append(slot)
+                        if isinstance(cause, StoreUnavailableError):
+                            report.units_retried += 1
+                            _requeue(todo, unit, attempts, max_attempts, str(cause))
+                            continue
+                        raise SeqStoreError(f"unit {unit.key} failed: {cause}") from None
+                    idle.append(slot)
+                    table_q = pa.ipc.open_stream(outcome.pop("quarantine")).read_all()
+                    if table_q.num_rows:
+                        writer.write_table(table_q)
+                    manifest.record(store.pool, table, {
+                        "unit": unit.key, "fingerprint": unit.fingerprint, "rows_in": outcome["rows_in"],
+                        "written": outcome["written"], "quarantined": outcome["quarantined"],
+                        "done_at_ms": int(time.time() * 1000)})
+                    report.units_done += 1
+                    report.events_in += outcome["rows_in"]
+                    report.events_written += outcome["written"]
+                    report.events_quarantined += outcome["quarantined"]
+                    reasons.update(outcome["by_reason"])
+                    if on_progress:
+                        on_progress(outcome["rows_in"])
+                    if on_unit_done:
+                        on_unit_done(unit, actors)
+            report.completed = True
+        except SeqStoreError as exc:
+            report.error = str(exc)
+        finally:
+            writer.close()
+            for actor in actors:
+                ray.kill(actor)
+    report.quarantine_by_reason = dict(sorted(reasons.items()))
+    report.wall_s = round(time.monotonic() - t0, 2)
+    report.events_per_s = round(report.events_in / report.wall_s, 1) if report.wall_s else 0.0
+    if report.events_in != report.events_written + report.events_quarantined:
+        report.completed = False
+        report.error = (f"conservation violated: {report.events_in} in, {report.events_written} written, "
+                        f"{report.events_quarantined} quarantined")
+    Path(report.report_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return report
+
+
+def _requeue(todo: deque[Unit], unit: Unit, attempts: Counter[str], max_attempts: int, why: str) -> None:
+    if attempts[unit.key] >= max_attempts:
+        raise SeqStoreError(
+            f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. Completed units are "
+            "recorded in the manifest: re-run the same command to resume.")
+    time.sleep(min(5.0, 0.5 * 2 ** attempts[unit.key]))
+    todo.appendleft(unit)
+
+
+def init_ray(address: str | None, workers: int) -> None:
+    """Join ``address`` or start a local Ray sized for ``workers`` actors (quietly)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False,
+                 object_store_memory=512 * 2**20)

@@ -1,0 +1,62 @@
+"""The backfill manifest: which units of an input are done, stored in HBase.
+
+One row per completed unit in ``seqstore_meta``: ``backfill|<table>|<unit key>``, holding
+the unit's fingerprint (rows, bytes of its file) and its counts. A unit is recorded only
+after every write of it was acknowledged, so a crash at any point leaves a manifest that
+a re-run can trust: recorded units are skipped, everything else is (re)written, and
+re-writing is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from store.connection import ClientPool, idl
+from store.keys import prefix_end
+from store.table import META, META_TABLE, ensure_meta_table
+
+PREFIX = b"backfill|"
+
+
+def _row(table: str, unit_key: str) -> bytes:
+    return PREFIX + table.encode() + b"|" + unit_key.encode()
+
+
+def load(pool: ClientPool, table: str) -> dict[str, dict[str, Any]]:
+    """Completed units of ``table``: unit key -> recorded entry."""
+    ensure_meta_table(pool)
+    t = idl()
+    start = PREFIX + table.encode() + b"|"
+    scan = t.TScan(startRow=start, stopRow=prefix_end(start), columns=[t.TColumn(family=META)], caching=1000)
+    done: dict[str, dict[str, Any]] = {}
+    with pool.client() as client:
+        scanner = client.call("openScanner", META_TABLE, scan)
+        try:
+            while True:
+                rows = client.call("getScannerRows", scanner, 1000)
+                if not rows:
+                    break
+                for r in rows:
+                    entry = json.loads(r.columnValues[0].value)
+                    done[entry["unit"]] = entry
+        finally:
+            client.call("closeScanner", scanner)
+    return done
+
+
+def record(pool: ClientPool, table: str, entry: dict[str, Any]) -> None:
+    """Mark one unit done (``entry["unit"]`` is its key). Idempotent."""
+    t = idl()
+    value = json.dumps(entry, sort_keys=True).encode()
+    pool.call("put", META_TABLE, t.TPut(row=_row(table, entry["unit"]),
+                                        columnValues=[t.TColumnValue(META, b"unit", value)]))
+
+
+def clear(pool: ClientPool, table: str) -> int:
+    """Forget every completed unit of ``table`` (what ``--force`` does first)."""
+    t = idl()
+    keys = list(load(pool, table))
+    if keys:
+        pool.call("deleteMultiple", META_TABLE, [t.TDelete(row=_row(table, k)) for k in keys])
+    return len(keys)

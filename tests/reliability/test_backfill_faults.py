@@ -1,0 +1,99 @@
+"""Faults injected into real components during a backfill: a dead actor, a restarted or lost
+Thrift server. Each run must complete (or stop resumably) with nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from hbase import launcher
+from ray_jobs import manifest
+from ray_jobs.backfill import run_backfill
+from ray_jobs.units import Unit
+from ray_jobs.verify import verify
+from store import SequenceTable
+from tests.conftest import HBaseServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+
+
+def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_lost(
+    ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer,
+    tmp_path: Path,
+) -> None:
+    table = make_table(salt_buckets=2)
+    killed: list[int] = []
+
+    def kill_the_other_actor(unit: Unit, actors: list[Any]) -> None:
+        if not killed:
+            pid = ray.get(actors[-1].pid.remote(), timeout=30)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    report = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
+                          report_dir=tmp_path, on_unit_done=kill_the_other_actor)
+    assert killed and report.completed, report.error
+    assert report.units_retried >= 1 and report.units_done == report.units_total
+    assert report.events_in == 30_000 == report.events_written + report.events_quarantined
+    assert verify(str(small_log), table).ok
+
+
+def test_thrift_server_restarted_mid_run_is_ridden_out(
+    ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer,
+    tmp_path: Path,
+) -> None:
+    if hbase_server.backend != "launcher":
+        pytest.skip("restarting a Thrift server needs the launcher's own HBase")
+    table = make_table(salt_buckets=2)
+    restarted: list[bool] = []
+
+    def restart_thrift2(unit: Unit, actors: list[Any]) -> None:
+        if not restarted:
+            assert hbase_server.data_dir is not None
+            launcher.start_role(hbase_server.data_dir, "thrift2")
+            restarted.append(True)
+
+    config = replace(hbase_server.config(), retries=8, max_backoff_ms=2_000)
+    report = run_backfill(str(small_log), table.name, workers=2, config=config, report_dir=tmp_path,
+                          on_unit_done=restart_thrift2)
+    assert restarted and report.completed, report.error
+    assert report.units_done == report.units_total
+    assert verify(str(small_log), table).ok
+
+
+def test_hbase_gone_past_the_retry_budget_stops_resumably(
+    ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer,
+    tmp_path: Path,
+) -> None:
+    if hbase_server.backend != "launcher":
+        pytest.skip("taking a Thrift server away needs the launcher's own HBase")
+    assert hbase_server.data_dir is not None
+    table = make_table(salt_buckets=2)
+    config = replace(hbase_server.config(), retries=2, backoff_ms=50, max_backoff_ms=200)
+
+    def take_thrift2_away(unit: Unit, actors: list[Any]) -> None:
+        launcher.kill_role(hbase_server.data_dir, "thrift2")  # type: ignore[arg-type]
+
+    try:
+        report = run_backfill(str(small_log), table.name, workers=1, config=config, report_dir=tmp_path / "a",
+                              on_unit_done=take_thrift2_away)
+    finally:
+        launcher.start_role(hbase_server.data_dir, "thrift2")
+    assert not report.completed
+    assert "re-run the same command to resume" in report.error
+    assert 1 <= report.units_done < report.units_total
+    done = manifest.load(table.pool, table.name)
+    assert len(done) == report.units_done
+
+    resumed = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
+                           report_dir=tmp_path / "b")
+    assert resumed.completed and resumed.units_skipped == report.units_done
+    assert resumed.units_done == report.units_total - report.units_done
+    assert verify(str(small_log), table).ok
