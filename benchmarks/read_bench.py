@@ -1,6 +1,6 @@
 """Sequence reads: the store's reader vs a plain one-scan-per-user happybase loop.
 
-    python benchmarks/read_bench.py [--users 10000] [--events 100] [--max-len 100]
+    python -m benchmarks.read_bench [--users 10000] [--events 100] [--max-len 100]
 
 Needs a running HBase (``seqstore hbase start`` or SEQSTORE_HBASE/SEQSTORE_HBASE_THRIFT2).
 Both sides read the same table and decode the same events; each figure is sequences/s from
