@@ -254,8 +254,8 @@ def init_ray(address: str | None, workers: int) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
         ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=False,
+                 logging_level=logging.ERROR, log_to_driver=False,
                  object_store_memory=512 * 2**20)

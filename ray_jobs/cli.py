@@ -197,10 +197,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from ray_jobs.units import plan
 
     _, units = plan(args.input)
+    init_ray(args.ray_address, args.workers)
     show = sys.stderr.isatty() and not args.no_progress
     bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
                disable=not show, file=sys.stderr)
-    init_ray(args.ray_address, args.workers)
     report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
                           report_dir=args.report_dir, on_progress=bar.update)
     bar.close()

@@ -1,6 +1,6 @@
 """The backfill manifest: which units of an input are done, stored in HBase.
 
-One row per completed unit in ``seqstore_meta``: ``backfill|<table>|<unit key>``, holding
+One row per completed unit in ``seqstore_meta``: ``<table>|backfill|<unit key>``, holding
 the unit's fingerprint (rows, bytes of its file) and its counts. A unit is recorded only
 after every write of it was acknowledged, so a crash at any point leaves a manifest that
 a re-run can trust: recorded units are skipped, everything else is (re)written, and
@@ -16,18 +16,21 @@ from store.connection import ClientPool, idl
 from store.keys import prefix_end
 from store.table import META, META_TABLE, ensure_meta_table
 
-PREFIX = b"backfill|"
+
+def _prefix(table: str) -> bytes:
+    # Under the table's own prefix, so dropping the table forgets its manifest too.
+    return table.encode() + b"|backfill|"
 
 
 def _row(table: str, unit_key: str) -> bytes:
-    return PREFIX + table.encode() + b"|" + unit_key.encode()
+    return _prefix(table) + unit_key.encode()
 
 
 def load(pool: ClientPool, table: str) -> dict[str, dict[str, Any]]:
     """Completed units of ``table``: unit key -> recorded entry."""
     ensure_meta_table(pool)
     t = idl()
-    start = PREFIX + table.encode() + b"|"
+    start = _prefix(table)
     scan = t.TScan(startRow=start, stopRow=prefix_end(start), columns=[t.TColumn(family=META)], caching=1000)
     done: dict[str, dict[str, Any]] = {}
     with pool.client() as client:

@@ -10,7 +10,9 @@ m    per-user metadata (the retention watermark)
 
 All three are created with bloom filter ROW, block cache on, ``compression`` and
 ``data_block_encoding``; the table is pre-split on the salt byte. The spec and every
-version of the event schema are registered in the ``seqstore_meta`` table.
+version of the event schema are registered in the ``seqstore_meta`` table, in the row named
+after the table; rows ``<name>|...`` there (e.g. backfill manifests) belong to the table
+too and are deleted with it.
 """
 
 from __future__ import annotations
@@ -216,8 +218,12 @@ def drop_table(pool: ClientPool, name: str) -> None:
         if pool.call("isTableEnabled", tn):
             pool.call("disableTable", tn)
         pool.call("deleteTable", tn)
-    if pool.call("tableExists", _table_name(META_TABLE)):
-        pool.call("deleteSingle", META_TABLE, t.TDelete(row=name.encode()))
+    if _meta_exists(pool):
+        # The registration row and every row a job keeps about the table (``<name>|...``).
+        owned = name.encode() + b"|"
+        scan = t.TScan(startRow=owned, stopRow=keys.prefix_end(owned), filterString=b"KeyOnlyFilter()")
+        rows = [r.row for r in pool.call("getScannerResults", META_TABLE, scan, 100_000)]
+        pool.call("deleteMultiple", META_TABLE, [t.TDelete(row=r) for r in [name.encode(), *rows]])
 
 
 def describe(pool: ClientPool, name: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 from ray_jobs.backfill import run_backfill
 from ray_jobs.generate import generate
 from ray_jobs.verify import verify
-from store import SequenceTable
+from store import SequenceStore, SequenceTable
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,7 +39,7 @@ def test_generate_is_reproducible_and_has_every_ingredient(tmp_path: Path) -> No
 
 def test_backfill_verify_rerun_and_force(
     ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], tmp_path: Path,
-    hbase_server: HBaseServer,
+    hbase_server: HBaseServer, store: SequenceStore,
 ) -> None:
     table = make_table(salt_buckets=4)
     report = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
@@ -74,6 +74,13 @@ def test_backfill_verify_rerun_and_force(
     assert forced.completed and forced.units_done == 15 and forced.events_written == report.events_written
     result = verify(str(small_log), table)
     assert result.ok and result.events_found == result.events_expected and result.events_extra == 0
+
+    # A dropped and re-created table starts with an empty manifest: nothing is skipped.
+    store.drop_table(table.name)
+    store.create_table(table.spec)
+    fresh = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
+                         report_dir=tmp_path / "r4")
+    assert fresh.completed and fresh.units_skipped == 0 and fresh.units_done == 15
 
 
 def test_cli_generate_create_backfill_verify(hbase_server: HBaseServer, table_prefix: str, tmp_path: Path) -> None:
