@@ -26,8 +26,9 @@ import happybase
 import pyarrow.parquet as pq
 
 from benchmarks.common import machine_cpu_s, save
-from ray_jobs.backfill import init_ray, run_backfill
+from ray_jobs.backfill import run_backfill
 from ray_jobs.generate import generate
+from ray_jobs.runner import init_ray
 from store import SequenceStore, TableSpec, keys
 from store.codec import PayloadCodec
 from store.validate import conform

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,10 +33,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs import manifest
+from ray_jobs.runner import UnitRunner
 from ray_jobs.units import Unit, plan
 from store import SequenceStore
 from store.config import Config
-from store.errors import SeqStoreError, StoreUnavailableError
+from store.errors import SeqStoreError
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,6 @@ class BackfillReport:
         return dict(self.__dict__)
 
 
-def _actor_class(ray: Any) -> Any:
-    return ray.remote(num_cpus=1, max_restarts=0)(BackfillWorker)
-
-
 def run_backfill(
     input_path: str,
     table: str,
@@ -162,71 +159,46 @@ def run_backfill(
         if force:
             manifest.clear(store.pool, table)
         done = manifest.load(store.pool, table)
-        todo = deque(u for u in units if done.get(u.key, {}).get("fingerprint") != u.fingerprint)
+        todo = [u for u in units if done.get(u.key, {}).get("fingerprint") != u.fingerprint]
         report.units_skipped = len(units) - len(todo)
 
-        Worker = _actor_class(ray)
+        Worker = ray.remote(num_cpus=1, max_restarts=0)(BackfillWorker)
 
         def spawn(i: int) -> Any:
             endpoints = config.thrift2[i % len(config.thrift2):] + config.thrift2[: i % len(config.thrift2)]
             return Worker.remote(replace(config, thrift2=endpoints), table, fs, pool_size, batch_rows)
 
-        actors = [spawn(i) for i in range(min(workers, max(1, len(todo))))]
-        idle = deque(range(len(actors)))
-        attempts: Counter[str] = Counter()
-        in_flight: dict[Any, tuple[int, Unit]] = {}
         reasons: Counter[str] = Counter()
         writer = pq.ParquetWriter(report.quarantine_path, QUARANTINE_FILE_SCHEMA)
+
+        def done_one(unit: Unit, outcome: dict[str, Any], actors: list[Any]) -> None:
+            table_q = pa.ipc.open_stream(outcome.pop("quarantine")).read_all()
+            if table_q.num_rows:
+                writer.write_table(table_q)
+            manifest.record(store.pool, table, {
+                "unit": unit.key, "fingerprint": unit.fingerprint, "rows_in": outcome["rows_in"],
+                "written": outcome["written"], "quarantined": outcome["quarantined"],
+                "done_at_ms": int(time.time() * 1000)})
+            report.units_done += 1
+            report.events_in += outcome["rows_in"]
+            report.events_written += outcome["written"]
+            report.events_quarantined += outcome["quarantined"]
+            reasons.update(outcome["by_reason"])
+            if on_progress:
+                on_progress(outcome["rows_in"])
+            if on_unit_done:
+                on_unit_done(unit, actors)
+
+        runner: UnitRunner[Unit] = UnitRunner(spawn, lambda actor, unit: actor.run.remote(unit), workers=workers,
+                                              max_attempts=max_attempts)
         try:
-            while todo or in_flight:
-                while todo and idle:
-                    slot, unit = idle.popleft(), todo.popleft()
-                    attempts[unit.key] += 1
-                    in_flight[actors[slot].run.remote(unit)] = (slot, unit)
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    slot, unit = in_flight.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                    except ray.exceptions.RayActorError:
-                        log.warning("actor %d died during %s; re-running the unit on a new actor", slot, unit.key)
-                        actors[slot] = spawn(slot)
-                        report.units_retried += 1
-                        _requeue(todo, unit, attempts, max_attempts, "its actor died")
-                        idle.append(slot)
-                        continue
-                    except ray.exceptions.RayTaskError as exc:
-                        cause: BaseException = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
-                        idle.append(slot)
-                        if isinstance(cause, StoreUnavailableError):
-                            report.units_retried += 1
-                            _requeue(todo, unit, attempts, max_attempts, str(cause))
-                            continue
-                        raise SeqStoreError(f"unit {unit.key} failed: {cause}") from None
-                    idle.append(slot)
-                    table_q = pa.ipc.open_stream(outcome.pop("quarantine")).read_all()
-                    if table_q.num_rows:
-                        writer.write_table(table_q)
-                    manifest.record(store.pool, table, {
-                        "unit": unit.key, "fingerprint": unit.fingerprint, "rows_in": outcome["rows_in"],
-                        "written": outcome["written"], "quarantined": outcome["quarantined"],
-                        "done_at_ms": int(time.time() * 1000)})
-                    report.units_done += 1
-                    report.events_in += outcome["rows_in"]
-                    report.events_written += outcome["written"]
-                    report.events_quarantined += outcome["quarantined"]
-                    reasons.update(outcome["by_reason"])
-                    if on_progress:
-                        on_progress(outcome["rows_in"])
-                    if on_unit_done:
-                        on_unit_done(unit, actors)
+            runner.run(todo, done_one)
             report.completed = True
         except SeqStoreError as exc:
             report.error = str(exc)
         finally:
             writer.close()
-            for actor in actors:
-                ray.kill(actor)
+            report.units_retried = runner.stats.units_retried
     report.quarantine_by_reason = dict(sorted(reasons.items()))
     report.wall_s = round(time.monotonic() - t0, 2)
     report.events_per_s = round(report.events_in / report.wall_s, 1) if report.wall_s else 0.0
@@ -236,26 +208,3 @@ def run_backfill(
                         f"{report.events_quarantined} quarantined")
     Path(report.report_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report
-
-
-def _requeue(todo: deque[Unit], unit: Unit, attempts: Counter[str], max_attempts: int, why: str) -> None:
-    if attempts[unit.key] >= max_attempts:
-        raise SeqStoreError(
-            f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. Completed units are "
-            "recorded in the manifest: re-run the same command to resume.")
-    time.sleep(min(5.0, 0.5 * 2 ** attempts[unit.key]))
-    todo.appendleft(unit)
-
-
-def init_ray(address: str | None, workers: int) -> None:
-    """Join ``address`` or start a local Ray sized for ``workers`` actors (quietly)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    else:
-        ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                 logging_level=logging.ERROR, log_to_driver=False,
-                 object_store_memory=512 * 2**20)

@@ -193,7 +193,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ray_jobs.backfill import init_ray, run_backfill
+    from ray_jobs.backfill import run_backfill
+    from ray_jobs.runner import init_ray
     from ray_jobs.units import plan
 
     _, units = plan(args.input)
@@ -237,6 +238,67 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     _emit(args, report.to_json(), human)
     return 0 if report.ok else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- score / export
+
+
+def _features_arg(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def _run_with_bar(args: argparse.Namespace, total_path: str, desc: str, job: Callable[[Callable[[int], None]], Any]
+                  ) -> Any:
+    from tqdm import tqdm
+
+    from ray_jobs.runner import init_ray
+    from ray_jobs.units import plan
+
+    _, units = plan(total_path)
+    init_ray(args.ray_address, args.workers)
+    bar = tqdm(total=sum(u.num_rows for u in units), unit="rows", unit_scale=True, desc=desc, file=sys.stderr,
+               disable=not sys.stderr.isatty())
+    try:
+        return job(bar.update)
+    finally:
+        bar.close()
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ray_jobs.score import run_score
+
+    report = _run_with_bar(args, args.requests, "score", lambda progress: run_score(
+        args.requests, args.model, args.out, args.table, max_len=args.max_len,
+        features=_features_arg(args.features), workers=args.workers, on_progress=progress))
+
+    def human() -> None:
+        print(f"score {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.scored} of "
+              f"{report.requests} requests scored in {report.wall_s} s ({report.sequences_per_s:.0f} sequences/s); "
+              f"{report.units_skipped} parts already there")
+        print(f"  output: {report.out}")
+
+    _emit(args, report.to_json(), human)
+    if not report.completed:
+        print(f"seqstore: score did not complete: {report.error}", file=sys.stderr)
+    return 0 if report.completed else EXIT_FAILED
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ray_jobs.export import run_export
+
+    report = _run_with_bar(args, args.labels, "export", lambda progress: run_export(
+        args.labels, args.out, args.table, max_len=args.max_len, features=_features_arg(args.features),
+        workers=args.workers, on_progress=progress))
+
+    def human() -> None:
+        print(f"export {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.rows_written} training "
+              f"rows for {report.labels} labels in {report.shards} shards, {report.wall_s} s")
+        print(f"  output: {report.out}")
+
+    _emit(args, report.to_json(), human)
+    if not report.completed:
+        print(f"seqstore: export did not complete: {report.error}", file=sys.stderr)
+    return 0 if report.completed else EXIT_FAILED
 
 
 # ---------------------------------------------------------------- demo
@@ -360,6 +422,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table to check [SEQSTORE_TABLE]")
     common(p)
     p.set_defaults(func=cmd_verify)
+
+    def read_job(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
+                       help="table to read [SEQSTORE_TABLE]")
+        p.add_argument("--out", type=Path, required=True, help="output directory of Parquet parts")
+        p.add_argument("--max-len", type=int, default=int(_env("SEQSTORE_MAX_LEN", "100") or 100),
+                       help="events per sequence [SEQSTORE_MAX_LEN]")
+        p.add_argument("--features", default=_env("SEQSTORE_FEATURES"),
+                       help="comma-separated feature names, as of the same time [SEQSTORE_FEATURES]")
+        p.add_argument("--workers", type=int, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
+                       help="Ray actors [SEQSTORE_WORKERS]")
+        p.add_argument("--ray-address", default=_env("RAY_ADDRESS"), help="join this Ray cluster [RAY_ADDRESS]")
+        common(p)
+
+    p = sub.add_parser("score", help="score sequences as of a time with a model, into Parquet")
+    p.add_argument("--requests", required=True, help="Parquet with user_id and optional as_of_ts")
+    p.add_argument("--model", required=_env("SEQSTORE_MODEL") is None, default=_env("SEQSTORE_MODEL"),
+                   help="MODULE:FUNCTION, e.g. ray_jobs.examples.models:recency_similarity [SEQSTORE_MODEL]")
+    read_job(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("export", help="point-in-time training rows for labels, as Parquet shards")
+    p.add_argument("--labels", required=True, help="Parquet with user_id, ts and label columns")
+    read_job(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="run the main job on the embedded HBase")
     data_dir(p, _env(launcher.DATA_DIR_ENV))

@@ -162,7 +162,7 @@ def ray_local() -> Iterator[None]:
     """A real local Ray for the session (4 CPUs' worth of actors on this machine)."""
     import ray
 
-    from ray_jobs.backfill import init_ray
+    from ray_jobs.runner import init_ray
 
     init_ray(None, workers=4)
     yield

@@ -1,0 +1,51 @@
+"""Turning ``(user_id, as_of)`` requests into model inputs: padded numpy arrays plus features.
+
+Shared by batch scoring and training export, so both see exactly the same sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from store import SequenceTable, to_numpy
+
+
+def model_inputs(table: SequenceTable, users: list[Any], as_of: list[int], *, max_len: int,
+                 features: Sequence[str] = (), inclusive: bool = False) -> tuple[dict[str, np.ndarray], pa.Table]:
+    """The batch a model receives, and the Arrow sequences it was built from.
+
+    Keys of the dict: ``user_id`` (object), ``as_of_ts`` (int64), ``lengths`` (int32), one
+    ``[batch, max_len]`` array per event field (``event_ts``, ``event_id``, ``item_id``, ...;
+    newest event first, padded with 0 / None), and one array per feature as of the same time
+    (``[batch]`` for scalars, ``[batch, width]`` for vectors; NaN/None where unknown).
+    """
+    seqs = table.read_sequences((users, as_of), max_len=max_len, inclusive=inclusive)
+    arrays, lengths = to_numpy(seqs, max_len=max_len)
+    batch: dict[str, np.ndarray] = {
+        "user_id": np.asarray(users, dtype=object),
+        "as_of_ts": np.asarray(as_of, dtype=np.int64),
+        "lengths": lengths,
+        **arrays,
+    }
+    if features:
+        feats = table.read_features((users, as_of), list(features))
+        for name in features:
+            column = feats.column(name)
+            if pa.types.is_fixed_size_list(column.type):
+                width = column.type.list_size
+                filled = column.combine_chunks()
+                # .values keeps the slots of null entries (flatten() would drop them).
+                raw = filled.values.slice(filled.offset * width, len(filled) * width)
+                values = raw.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
+                valid = filled.is_valid().to_numpy(zero_copy_only=False)
+                values[~valid] = np.nan
+                batch[name] = values
+            elif pa.types.is_string(column.type):
+                batch[name] = np.asarray(column.to_pylist(), dtype=object)
+            else:
+                batch[name] = column.to_numpy(zero_copy_only=False)
+    return batch, seqs
