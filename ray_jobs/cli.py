@@ -307,7 +307,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ray_jobs import demo
 
-    return demo.run(data_dir=args.data_dir, as_json=args.json)
+    return demo.run(data_dir=args.data_dir, as_json=args.json, work_dir=args.work_dir, users=args.users,
+                    events=args.events, workers=args.workers)
 
 
 # ---------------------------------------------------------------- parser
@@ -450,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the embedded HBase")
     data_dir(p, _env(launcher.DATA_DIR_ENV))
+    p.add_argument("--work-dir", type=Path, default=Path(_env("SEQSTORE_DEMO_DIR", "seqstore-demo") or "."),
+                   help="where the demo's files go [SEQSTORE_DEMO_DIR]")
+    p.add_argument("--users", type=int, default=10_000, help="users in the generated log")
+    p.add_argument("--events", type=int, default=1_000_000, help="events in the generated log")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors per stage")
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -1,94 +1,155 @@
-"""``seqstore demo`` / ``make demo``: the main job on the embedded HBase.
+"""``seqstore demo`` / ``make demo``: the main job, end to end, on the embedded HBase.
 
-Today: start the local HBase if needed (or use ``SEQSTORE_HBASE``), create a sequence
-table, write a small generated behaviour log through the store's writer (with a few bad
-rows, quarantined), and read sequences back as of a point in time. It grows into the full
-flow (generate → backfill → score → export).
+1. start the local HBase if needed (or use ``SEQSTORE_HBASE``);
+2. generate a realistic behaviour log (~1M events of 10k users, 0.1% malformed);
+3. create the demo table and backfill the log into it with Ray;
+4. verify that HBase holds exactly the log's valid events;
+5. score every user as of now with the example numpy model;
+6. export point-in-time training rows for a sample of labelled events;
+
+then print a table of rows, time and throughput per stage, and where the outputs are.
+The demo's table is re-created on every run; its files go under ``--work-dir``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hbase import launcher
 from store import SequenceStore, TableSpec
 from store.config import HBASE_ENV
 
 DEMO_TABLE = "seqstore_demo"
-EVENT_TYPES = ("view", "click", "play", "purchase")
+MODEL = "ray_jobs.examples.models:recency_similarity"
 
 
-def _events(users: int, per_user: int, now_ms: int, seed: int = 7) -> pa.Table:
-    rng = random.Random(seed)
-    rows: dict[str, list[object]] = {"user_id": [], "event_ts": [], "event_type": [], "item_id": [], "dwell_ms": []}
-    for u in range(users):
-        ts = now_ms - 30 * 86_400_000
-        for _ in range(per_user):
-            ts += rng.randint(1_000, 3 * 86_400_000 // per_user * 10)
-            rows["user_id"].append(f"user-{u}")
-            rows["event_ts"].append(min(ts, now_ms - 1))
-            rows["event_type"].append(rng.choice(EVENT_TYPES))
-            rows["item_id"].append(rng.randint(1, 500))
-            rows["dwell_ms"].append(rng.choice([None, rng.randint(100, 60_000)]))
-    # Rows a real log has: no user, a timestamp in seconds.
-    rows["user_id"] += [None, "user-0"]
-    rows["event_ts"] += [now_ms - 5, (now_ms - 5) // 1000]
-    rows["event_type"] += ["view", "view"]
-    rows["item_id"] += [1, 2]
-    rows["dwell_ms"] += [None, None]
-    return pa.table(rows)
+def _bar(total: int, desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="rows", unit_scale=True, desc=f"  {desc}", file=sys.stderr,
+                disable=quiet or not sys.stderr.isatty())
 
 
-def run(*, data_dir: Path | None, as_json: bool) -> int:
+def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore-demo"), users: int = 10_000,
+        events: int = 1_000_000, workers: int = 2) -> int:
     """Run the demo; returns the process exit code."""
-    steps: list[dict[str, object]] = []
+    from ray_jobs.backfill import run_backfill
+    from ray_jobs.export import run_export
+    from ray_jobs.generate import generate
+    from ray_jobs.runner import init_ray
+    from ray_jobs.score import run_score
+    from ray_jobs.verify import verify
 
-    def step(name: str, t0: float, **info: object) -> None:
-        entry = {"step": name, "seconds": round(time.monotonic() - t0, 2), **info}
-        steps.append(entry)
-        if not as_json:
-            details = ", ".join(f"{k}={v}" for k, v in info.items())
-            print(f"[{entry['seconds']:>6.2f}s] {name}: {details}", flush=True)
+    stages: list[dict[str, Any]] = []
+    say: Callable[[str], None] = (lambda _m: None) if as_json else (lambda m: print(m, flush=True))
 
+    def stage(name: str, t0: float, rows: int, **info: Any) -> None:
+        seconds = time.monotonic() - t0
+        stages.append({"stage": name, "rows": rows, "seconds": round(seconds, 2),
+                       "rows_per_s": round(rows / seconds) if seconds > 0 and rows else 0, **info})
+        say(f"  done: {name} ({seconds:.1f} s)")
+
+    work_dir = work_dir.resolve()
+    for previous in ("scores", "train", "backfill-report"):  # outputs of the last run of this table
+        shutil.rmtree(work_dir / previous, ignore_errors=True)
     t0 = time.monotonic()
     if os.environ.get(HBASE_ENV):
-        step("hbase", t0, state="external", thrift=os.environ[HBASE_ENV])
+        say(f"[1/6] HBase: using {os.environ[HBASE_ENV]}")
+        stage("hbase", t0, 0, state="external")
     else:
-        rt, already = launcher.start(
-            data_dir, on_progress=None if as_json else (lambda m: print(f"  {m}", flush=True)))
-        step("hbase", t0, state="already running" if already else "started",
-             thrift=f"{rt.host}:{rt.thrift_port}", thrift2=f"{rt.host}:{rt.thrift2_port}", data_dir=rt.data_dir)
+        say("[1/6] HBase: starting the embedded standalone HBase (if not running)")
+        rt, already = launcher.start(data_dir, on_progress=lambda m: say(f"  {m}"))
+        stage("hbase", t0, 0, state="already running" if already else "started", data_dir=rt.data_dir)
 
+    say(f"[2/6] generate: {events:,} events of {users:,} users -> {work_dir / 'events'}")
+    t0 = time.monotonic()
+    log = generate(work_dir / "events", users=users, events=events, seed=7, bad_fraction=0.001)
+    stage("generate", t0, log.events, files=len(log.files))
+
+    init_ray(None, workers)
     with SequenceStore() as store:
+        say(f"[3/6] backfill into table {DEMO_TABLE} with {workers} Ray workers")
         t0 = time.monotonic()
         store.drop_table(DEMO_TABLE)  # the demo's own table: every run starts from scratch
-        table = store.create_table(TableSpec(DEMO_TABLE, salt_buckets=4))
-        step("table", t0, table=DEMO_TABLE, salt_buckets=table.spec.salt_buckets)
+        table = store.create_table(TableSpec(DEMO_TABLE, salt_buckets=8))
+        bar = _bar(log.events, "backfill", as_json)
+        backfill = run_backfill(str(work_dir / "events"), DEMO_TABLE, workers=workers,
+                                report_dir=work_dir / "backfill-report", on_progress=bar.update)
+        bar.close()
+        if not backfill.completed:
+            raise RuntimeError(f"backfill did not complete: {backfill.error}")
+        stage("backfill", t0, backfill.events_in, written=backfill.events_written,
+              quarantined=backfill.events_quarantined)
 
-        now = int(time.time() * 1000)
-        events = _events(users=20, per_user=200, now_ms=now)
+        say("[4/6] verify: recount every user's events from the log and from HBase")
         t0 = time.monotonic()
-        result = table.write(events, source="demo")
-        step("write", t0, rows_in=result.rows_in, written=result.written, quarantined=result.by_reason())
+        check = verify(str(work_dir / "events"), table)
+        stage("verify", t0, check.events_found, users=check.users_checked, mismatched=check.users_mismatched)
+        if not check.ok:
+            raise RuntimeError(f"verify found {check.users_mismatched} mismatched users")
 
+        say(f"[5/6] score: every user as of now with {MODEL}")
         t0 = time.monotonic()
-        requests = [(f"user-{u}", now) for u in range(20)] + [("nobody", now)]
-        seqs = table.read_sequences(requests, max_len=50)
-        lengths = seqs.column("length").to_pylist()
-        step("read", t0, sequences=len(lengths), max_len=50, lengths=f"{min(lengths)}..{max(lengths)}")
-        first = seqs.column("sequence")[0].as_py()[:3]
+        requests = work_dir / "requests" / "all-users.parquet"
+        requests.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"user_id": [f"user{u:07d}" for u in range(users)]}), requests,
+                       row_group_size=max(1, users // 8))
+        bar = _bar(users, "score", as_json)
+        scores_dir = work_dir / "scores"
+        score = run_score(str(requests), MODEL, scores_dir, DEMO_TABLE, max_len=50, workers=workers,
+                          on_progress=bar.update)
+        bar.close()
+        if not score.completed:
+            raise RuntimeError(f"score did not complete: {score.error}")
+        stage("score", t0, score.scored, max_len=50)
 
+        say("[6/6] export: training rows strictly before each label's time")
+        t0 = time.monotonic()
+        sample = pq.read_table(log.files).filter(pa.compute.is_valid(pa.compute.field("user_id")))
+        rng = np.random.default_rng(7)
+        picks = rng.choice(sample.num_rows, size=min(5_000, sample.num_rows), replace=False)
+        rows = sample.take(pa.array(np.sort(picks)))
+        ok = pa.compute.and_(pa.compute.greater(rows.column("event_ts"), 0),
+                             pa.compute.less(pa.compute.utf8_length(rows.column("user_id")), 1000))
+        rows = rows.filter(ok)
+        labels = pa.table({
+            "user_id": rows.column("user_id"), "ts": rows.column("event_ts"),
+            "label": pa.compute.is_in(rows.column("event_type"), pa.array(["play", "purchase"])),
+        })
+        labels_path = work_dir / "labels" / "labels.parquet"
+        labels_path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(labels, labels_path, row_group_size=1_000)
+        train_dir = work_dir / "train"
+        export = run_export(str(labels_path), train_dir, DEMO_TABLE, max_len=50, workers=workers)
+        if not export.completed:
+            raise RuntimeError(f"export did not complete: {export.error}")
+        stage("export", t0, export.rows_written, shards=export.shards)
+
+    outputs = {"events": str(work_dir / "events"), "backfill_report": backfill.report_path,
+               "quarantine": backfill.quarantine_path, "scores": score.out, "training_rows": export.out}
     if as_json:
-        print(json.dumps({"ok": True, "steps": steps}))
-    else:
-        print("\nuser-0, newest first:")
-        for e in first:
-            print(f"  {e['event_ts']}  {e['event_type']:<8} item={e['item_id']:<4} dwell_ms={e['dwell_ms']}")
-        print("\nHBase keeps running; stop it with: seqstore hbase stop")
+        print(json.dumps({"ok": True, "stages": stages, "outputs": outputs}))
+        return 0
+    print("\n| stage    |      rows |  time s |     rows/s |")
+    print("|----------|-----------|---------|------------|")
+    for s in stages:
+        print(f"| {s['stage']:<8} | {s['rows']:>9,} | {s['seconds']:>7.1f} | {s['rows_per_s']:>10,} |")
+    print()
+    for name, path in outputs.items():
+        print(f"{name:<16} {path}")
+    scored = pq.read_table(score.out)
+    print(f"\nscores: {scored.num_rows:,} users, mean {pa.compute.mean(scored['score']).as_py():.3f}; "
+          f"training rows: {export.rows_written:,} in {export.shards} shards")
+    print("HBase keeps running; stop it with: seqstore hbase stop")
     return 0
