@@ -114,6 +114,9 @@ class PayloadCodec:
         self._header = bytes((FORMAT,)) + uvarint(self.current.version)
         self._plans = {v: [_plan(f) for f in s.payload] for v, s in self.versions.items()}
         self._target = list(self.current.payload.names)
+        # Per version: (bit index, plan, position in the current schema's field order).
+        self._layouts = {v: [(i, p, self._target.index(p.name)) for i, p in enumerate(plans)]
+                         for v, plans in self._plans.items()}
 
     @property
     def field_names(self) -> list[str]:
@@ -157,24 +160,23 @@ class PayloadCodec:
         if value[0] != FORMAT:
             raise ValueError(f"unknown payload format {value[0]}")
         version, pos = read_uvarint(value, 1)
-        plans = self._plans[version]
-        bitmap_len = (len(plans) + 7) // 8
+        layout = self._layouts[version]
+        bitmap_len = (len(layout) + 7) // 8
         bitmap = value[pos : pos + bitmap_len]
         pos += bitmap_len
-        out: dict[str, Any] = {}
-        for i, plan in enumerate(plans):
-            if bitmap and bitmap[i // 8] & (1 << (i % 8)):
+        out: list[Any] = [None] * len(self._target)
+        for i, plan, target in layout:
+            if bitmap and bitmap[i >> 3] & (1 << (i & 7)):
                 continue
             if plan.kind == "fixed":
-                assert plan.unpack is not None
-                out[plan.name] = plan.unpack.unpack_from(value, pos)[0]
+                out[target] = plan.unpack.unpack_from(value, pos)[0]  # type: ignore[union-attr]
                 pos += plan.size
             elif plan.kind == "vector":
-                out[plan.name] = value[pos : pos + plan.size]
+                out[target] = value[pos : pos + plan.size]
                 pos += plan.size
             else:
                 length, pos = read_uvarint(value, pos)
                 data = value[pos : pos + length]
-                out[plan.name] = data.decode("utf-8") if plan.is_string else data
+                out[target] = data.decode("utf-8") if plan.is_string else data
                 pos += length
-        return [out.get(name) for name in self._target]
+        return out

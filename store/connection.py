@@ -77,6 +77,7 @@ class Thrift2Client:
         Idempotent calls only: a retried call may have been applied once already.
         """
         delays = backoff_delays(self.config)
+        attempt = 0
         while True:
             try:
                 return getattr(self._connect(), method)(*args)
@@ -97,7 +98,10 @@ class Thrift2Client:
                 raise StoreUnavailableError(
                     f"{method} failed after {self.config.retries} retries: {error!r}", endpoint=str(self.endpoint)
                 ) from error
-            log.warning("%s on %s failed (%r); retry in %.2f s", method, self.endpoint, error, delay)
+            # The server closes connections idle for 60 s: the first reconnect is routine.
+            log.log(logging.DEBUG if attempt == 0 else logging.WARNING, "%s on %s failed (%r); retry in %.2f s",
+                    method, self.endpoint, error, delay)
+            attempt += 1
             time.sleep(delay)
 
 
