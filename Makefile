@@ -32,10 +32,10 @@ unit: install                         ## the tests that need no server
 demo: jars                            ## the main job on the embedded HBase
 	$(BIN)/seqstore demo
 
-bench: jars                           ## benchmarks against the embedded HBase -> benchmarks/results/
+bench: jars                           ## ratios vs HBase PE, plain happybase and Feast-style reads -> benchmarks/results/
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/seqstore hbase start
-	$(BIN)/python -m benchmarks.backfill_bench
-	$(BIN)/python -m benchmarks.read_bench
+	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

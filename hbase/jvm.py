@@ -39,10 +39,11 @@ MAIN_CLASSES = {
     "master": "org.apache.hadoop.hbase.master.HMaster",
     "thrift": "org.apache.hadoop.hbase.thrift.ThriftServer",
     "thrift2": "org.apache.hadoop.hbase.thrift2.ThriftServer",
+    "pe": "org.apache.hadoop.hbase.PerformanceEvaluation",  # `hbase pe`: HBase's own benchmark
 }
 
 # Heap per role; overridable with SEQSTORE_HBASE_HEAP_<ROLE> (e.g. SEQSTORE_HBASE_HEAP_MASTER=2g).
-DEFAULT_HEAP = {"master": "1g", "thrift": "512m", "thrift2": "512m"}
+DEFAULT_HEAP = {"master": "1g", "thrift": "512m", "thrift2": "512m", "pe": "1g"}
 
 # Marks a JVM as belonging to one data dir, so stop can find it even without a pid file.
 OWNER_PROPERTY = "-Dseqstore.hbase.data.dir="

@@ -16,6 +16,7 @@ times a small constant, whatever the user's history length.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -116,7 +117,10 @@ class _Plan:
         if self.seen_rows < 8:
             return FIRST_ROWS
         per_row = max(1.0, self.seen_cells / self.seen_rows)
-        return max(1, min(int(self.max_len / per_row) + 2, MAX_CELLS_PER_CALL // self.max_len))
+        if per_row >= self.max_len:
+            return 1  # one row (batched to max_len cells) is enough
+        # One spare row absorbs the variance of row widths.
+        return max(1, min(math.ceil(self.max_len / per_row) + 1, MAX_CELLS_PER_CALL // self.max_len))
 
     def read(self, user: str | bytes, as_of: int, watermark: tuple[int, int] | None) -> list[Event]:
         spec = self.table.spec
@@ -139,9 +143,9 @@ class _Plan:
                                 timeRange=self.t.TTimeRange(minStamp=lo, maxStamp=hi),
                                 batchSize=self.max_len, caching=rows)
             results = self.table.pool.call("getScannerResults", self.table.name_bytes, scan, rows)
-            full = [r for r in results if len(r.columnValues) < self.max_len]
-            self.seen_rows += len(full)
-            self.seen_cells += sum(len(r.columnValues) for r in full)
+            # A result of max_len cells is a (possibly partial) wide row: it counts as max_len wide.
+            self.seen_rows += len(results)
+            self.seen_cells += sum(len(r.columnValues) for r in results)
             for result in results:
                 for cv in result.columnValues:
                     if result.row == skip_row and cv.qualifier <= skip_qualifier:
