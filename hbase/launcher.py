@@ -16,7 +16,6 @@ bind to ``bind`` (127.0.0.1 unless asked otherwise, e.g. 0.0.0.0 inside Docker).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from hbase import jars, jvm, probe, state
 from hbase.errors import HBaseRuntimeError, PortBusyError, StartupError
+from hbase.processes import jvm_pids, owned_alive, terminate
 from hbase.state import Runtime
 
 log = logging.getLogger(__name__)
@@ -51,65 +51,6 @@ def default_data_dir() -> Path:
         return Path(env).expanduser().resolve()
     xdg = os.environ.get("XDG_DATA_HOME")
     return ((Path(xdg) if xdg else Path.home() / ".local" / "share") / "seqstore" / "hbase").resolve()
-
-
-# ---------------------------------------------------------------- processes
-
-
-def _cmdline(pid: int) -> bytes | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-
-
-def _owned_alive(pid: int, data_dir: Path) -> bool:
-    """True if ``pid`` is a live JVM of this data dir (a recycled pid does not count)."""
-    _reap(pid)
-    cmd = _cmdline(pid)
-    if cmd is not None:
-        return f"{jvm.OWNER_PROPERTY}{data_dir}".encode() in cmd.split(b"\0")
-    if not Path("/proc").is_dir():  # no procfs (macOS): fall back to a liveness check
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-    return False
-
-
-def _reap(pid: int) -> None:
-    # A JVM started by this very process stays a zombie until waited for.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def jvm_pids(data_dir: Path) -> list[int]:
-    """JVMs of this data dir found by their command line (covers a lost runtime.json)."""
-    marker = f"{jvm.OWNER_PROPERTY}{data_dir}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*") if Path("/proc").is_dir() else []:
-        cmd = _cmdline(int(entry.name))
-        if cmd and marker in cmd.split(b"\0"):
-            found.append(int(entry.name))
-    return found
-
-
-def _terminate(pids: list[int], data_dir: Path, timeout_s: float) -> None:
-    """SIGTERM (HBase flushes and closes regions on it), then SIGKILL after ``timeout_s``."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_owned_alive(p, data_dir) for p in pids):
-        time.sleep(0.2)
-    for pid in pids:
-        if _owned_alive(pid, data_dir):
-            log.warning("pid %d did not stop within %.0f s; killing it", pid, timeout_s)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    while any(_owned_alive(p, data_dir) for p in pids):
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- ports and config
@@ -201,7 +142,7 @@ def running(data_dir: Path) -> Runtime | None:
     rt = state.read_runtime(data_dir)
     if rt is None or not rt.pids:
         return None
-    if all(_owned_alive(pid, data_dir) for pid in rt.pids.values()):
+    if all(owned_alive(pid, data_dir) for pid in rt.pids.values()):
         return rt
     return None
 
@@ -231,7 +172,7 @@ def start(
     if current is not None:
         state.record(current)
         return current, True
-    _terminate(jvm_pids(data_dir), data_dir, DEFAULT_STOP_TIMEOUT_S)  # leftovers of a crash
+    terminate(jvm_pids(data_dir), data_dir, DEFAULT_STOP_TIMEOUT_S)  # leftovers of a crash
 
     java, _ = jvm.check_java()
     say("fetching HBase jars" if jars.cached() is None else "HBase jars cached")
@@ -272,7 +213,7 @@ def start(
     try:
         _wait_usable(rt, procs, timeout_s)
     except BaseException:
-        _terminate(list(rt.pids.values()), data_dir, 10.0)
+        terminate(list(rt.pids.values()), data_dir, 10.0)
         state.forget(data_dir)
         raise
     rt = replace(rt, started_at=time.time())
@@ -332,12 +273,12 @@ def stop(data_dir: Path | str | None = None, *, timeout_s: float = DEFAULT_STOP_
     pids = dict(rt.pids) if rt else {}
     master = pids.pop("master", None)
     stray = [p for p in jvm_pids(data_dir) if p not in pids.values() and p != master]
-    first = [p for p in [*pids.values(), *stray] if _owned_alive(p, data_dir)]
-    _terminate(first, data_dir, timeout_s)
+    first = [p for p in [*pids.values(), *stray] if owned_alive(p, data_dir)]
+    terminate(first, data_dir, timeout_s)
     stopped = list(first)
-    if master is not None and _owned_alive(master, data_dir):
+    if master is not None and owned_alive(master, data_dir):
         _shutdown_cluster(data_dir, master, timeout_s)
-        _terminate([master], data_dir, timeout_s)
+        terminate([master], data_dir, timeout_s)
         stopped.append(master)
     state.forget(data_dir)
     return stopped
@@ -364,7 +305,7 @@ def _shutdown_cluster(data_dir: Path, master: int, timeout_s: float) -> None:
     except subprocess.TimeoutExpired:
         log.warning("HMaster stop did not return within %.0f s", timeout_s)
         return
-    while time.monotonic() < deadline and _owned_alive(master, data_dir):
+    while time.monotonic() < deadline and owned_alive(master, data_dir):
         time.sleep(0.2)
 
 
@@ -383,9 +324,9 @@ def kill_role(data_dir: Path | str, role: str) -> None:
     if rt is None or role not in rt.pids:
         raise HBaseRuntimeError(f"no running {role} recorded in {data_dir}")
     pid = rt.pids[role]
-    if _owned_alive(pid, data_dir):
+    if owned_alive(pid, data_dir):
         os.kill(pid, signal.SIGKILL)
-    while _owned_alive(pid, data_dir):
+    while owned_alive(pid, data_dir):
         time.sleep(0.05)
 
 
@@ -398,7 +339,7 @@ def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 60.0) -> R
     lib = jars.cached()
     if rt is None or lib is None:
         raise HBaseRuntimeError(f"no runtime recorded in {data_dir}")
-    if _owned_alive(rt.pids.get(role, -1), data_dir):
+    if owned_alive(rt.pids.get(role, -1), data_dir):
         kill_role(data_dir, role)
     port = rt.thrift_port if role == "thrift" else rt.thrift2_port
     cmd = jvm.command(role, java=jvm.find_java(), lib=lib, conf_dir=data_dir / "conf", data_dir=data_dir,
@@ -430,7 +371,7 @@ def status(data_dir: Path | str | None = None) -> dict[str, object]:
     if rt is None:
         return report
     report.update(rt.to_json())
-    alive = {role: _owned_alive(pid, data_dir) for role, pid in rt.pids.items()}
+    alive = {role: owned_alive(pid, data_dir) for role, pid in rt.pids.items()}
     report["alive"] = alive
     if all(alive.values()):
         try:
@@ -465,7 +406,7 @@ def serve(data_dir: Path | str | None = None, **start_kwargs: object) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     print(json.dumps(rt.to_json()), flush=True)  # noqa: T201 - the container's start-up line
     while not stopping:
-        dead = [role for role, pid in rt.pids.items() if not _owned_alive(pid, data_dir_path)]
+        dead = [role for role, pid in rt.pids.items() if not owned_alive(pid, data_dir_path)]
         if dead:
             log.error("HBase %s exited; stopping the rest", ", ".join(dead))
             stop(data_dir_path)

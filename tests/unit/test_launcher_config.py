@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hbase import launcher, state
+from hbase import launcher, processes, state
 from hbase.state import Runtime
 
 
@@ -54,4 +54,4 @@ def test_a_recycled_pid_is_not_taken_for_hbase(tmp_path: Path) -> None:
     import os
 
     # Our own pid is alive but is not a JVM of this data dir.
-    assert launcher._owned_alive(os.getpid(), tmp_path) is False
+    assert processes.owned_alive(os.getpid(), tmp_path) is False

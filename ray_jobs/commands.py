@@ -1,0 +1,301 @@
+"""The ``seqstore`` subcommands: each takes the parsed arguments and returns an exit code.
+
+Errors they raise (:class:`SeqStoreError`, :class:`HBaseRuntimeError`) are turned into one
+clear message by :func:`ray_jobs.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from hbase import launcher
+from store import DEFAULT_SCHEMA, EventSchema, SequenceStore, TableSpec
+from store.errors import SchemaError
+from store.schema import fields_from_json
+
+EXIT_FAILED = 1
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, object], human: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(payload, sort_keys=True))
+    else:
+        human()
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        if not args.json or sys.stderr.isatty():
+            print(f"  {msg}", file=sys.stderr, flush=True)
+
+    return say
+
+
+# ---------------------------------------------------------------- hbase
+
+
+def cmd_hbase_start(args: argparse.Namespace) -> int:
+    rt, already = launcher.start(
+        args.data_dir,
+        bind=args.bind,
+        thrift_port=args.thrift_port,
+        thrift2_port=args.thrift2_port,
+        timeout_s=args.timeout,
+        on_progress=_progress(args),
+    )
+    payload = {**rt.to_json(), "already_running": already}
+
+    def human() -> None:
+        verb = "already running" if already else "started"
+        print(f"HBase {rt.hbase_version} {verb}")
+        print(f"  host          {rt.host}")
+        print(f"  thrift_port   {rt.thrift_port}   (Thrift1, happybase)")
+        print(f"  thrift2_port  {rt.thrift2_port}")
+        print(f"  data_dir      {rt.data_dir}")
+        print("  recorded as the default endpoint; stop with: seqstore hbase stop")
+
+    _emit(args, payload, human)
+    return 0
+
+
+def cmd_hbase_stop(args: argparse.Namespace) -> int:
+    stopped = launcher.stop(args.data_dir, timeout_s=args.timeout)
+    print(f"stopped {len(stopped)} HBase process(es)" if stopped else "HBase was not running")
+    return 0
+
+
+def cmd_hbase_status(args: argparse.Namespace) -> int:
+    report = launcher.status(args.data_dir)
+
+    def human() -> None:
+        if not report["running"]:
+            print(f"HBase is not running (data dir {report['data_dir']})")
+            if "error" in report:
+                print(f"  {report['error']}")
+            return
+        print(f"HBase {report['hbase_version']} running, up {report['uptime_s']} s")
+        for key in ("host", "thrift_port", "thrift2_port", "data_dir", "pids", "tables"):
+            print(f"  {key:<13} {report[key]}")
+
+    _emit(args, report, human)
+    return 0 if report["running"] else EXIT_FAILED
+
+
+def cmd_hbase_logs(args: argparse.Namespace) -> int:
+    data_dir = launcher.resolve_data_dir(args.data_dir)
+    path = launcher.log_path(data_dir, args.role)
+    if not path.exists():
+        print(f"no {args.role} log at {path}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"==> {path} <==", file=sys.stderr)
+    print(launcher.log_tail(data_dir, args.role, args.lines))
+    return 0
+
+
+def cmd_hbase_fetch(args: argparse.Namespace) -> int:
+    from hbase import jars
+
+    lib = jars.fetch(quiet=args.json)
+    _emit(args, {"lib": str(lib), "hbase_version": jars.hbase_version()}, lambda: print(lib))
+    return 0
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _load_schema_file(path: Path) -> tuple[EventSchema, pa.Schema]:
+    """Event schema and feature schema from a JSON file (example: ``ray_jobs/examples/schema.json``)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"cannot read schema file {path}: {exc}") from exc
+    unknown = set(doc) - {"fields", "features"}
+    if unknown:
+        raise SchemaError(f"schema file {path}: unknown key(s) {sorted(unknown)}; expected 'fields', 'features'")
+    schema = EventSchema.of(fields_from_json(doc.get("fields", []))) if "fields" in doc else DEFAULT_SCHEMA
+    return schema, pa.schema(fields_from_json(doc.get("features", []), "features"))
+
+
+def cmd_create_table(args: argparse.Namespace) -> int:
+    schema, features = _load_schema_file(args.schema) if args.schema else (DEFAULT_SCHEMA, pa.schema([]))
+    spec = TableSpec(args.name, schema=schema, features=features, salt_buckets=args.salt_buckets,
+                     bucket_ms=args.bucket_ms, ttl_days=args.ttl_days, max_events_per_user=args.max_events_per_user)
+    with SequenceStore() as store:
+        store.create_table(spec)
+        info = store.describe_table(args.name)
+    _emit(args, info, lambda: _print_description(info, created=True))
+    return 0
+
+
+def cmd_describe_table(args: argparse.Namespace) -> int:
+    with SequenceStore() as store:
+        info = store.describe_table(args.name)
+    _emit(args, info, lambda: _print_description(info, created=False))
+    return 0
+
+
+def cmd_drop_table(args: argparse.Namespace) -> int:
+    with SequenceStore() as store:
+        store.drop_table(args.name)
+    print(f"dropped {args.name}")
+    return 0
+
+
+def _print_description(info: dict[str, Any], *, created: bool) -> None:
+    print(f"{'created' if created else 'table'} {info['name']}  ({info['regions']} regions)")
+    for key, value in info["settings"].items():
+        if key != "name":
+            print(f"  {key:<20} {value}")
+    for version in info["schema_versions"]:
+        print(f"  schema v{version['version']}:  event_ts: int64 ms, user_id: string, " + ", ".join(version["fields"]))
+    if info["features"]:
+        print(f"  features:    {', '.join(info['features'])}")
+    for name, opts in info["families"].items():
+        print(f"  family {name}: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
+
+
+# ---------------------------------------------------------------- generate / backfill / verify
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from ray_jobs.generate import generate
+
+    t0 = time.monotonic()
+    result = generate(args.out, users=args.users, events=args.events, seed=args.seed,
+                      bad_fraction=args.bad_fraction, files=args.files, row_group_rows=args.row_group_rows)
+    payload = {"out": str(args.out), "files": result.files, "events": result.events, "bad_rows": result.bad_rows,
+               "users": result.users, "max_user_events": result.max_user_events,
+               "wall_s": round(time.monotonic() - t0, 2)}
+    _emit(args, payload, lambda: print(
+        f"wrote {result.events} events ({result.bad_rows} malformed) of {result.users} users "
+        f"(busiest: {result.max_user_events}) to {len(result.files)} files in {args.out}"))
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ray_jobs.backfill import run_backfill
+    from ray_jobs.runner import init_ray
+    from ray_jobs.units import plan
+
+    _, units = plan(args.input)
+    init_ray(args.ray_address, args.workers)
+    show = sys.stderr.isatty() and not args.no_progress
+    bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
+               disable=not show, file=sys.stderr)
+    report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
+                          report_dir=args.report_dir, on_progress=bar.update)
+    bar.close()
+
+    def human() -> None:
+        state = "completed" if report.completed else "DID NOT COMPLETE"
+        print(f"backfill {state}: {report.events_in} events in, {report.events_written} written, "
+              f"{report.events_quarantined} quarantined {report.quarantine_by_reason}")
+        print(f"  units: {report.units_done} done, {report.units_skipped} skipped (already done), "
+              f"{report.units_retried} retried, of {report.units_total}")
+        print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers")
+        print(f"  report: {report.report_path}\n  quarantine: {report.quarantine_path}")
+        if report.error:
+            print(f"  error: {report.error}")
+
+    _emit(args, report.to_json(), human)
+    if not report.completed:
+        print(f"seqstore: backfill did not complete: {report.error}", file=sys.stderr)
+    return 0 if report.completed else EXIT_FAILED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ray_jobs.verify import verify
+
+    with SequenceStore() as store:
+        report = verify(args.input, store.table(args.table), on_progress=_progress(args))
+
+    def human() -> None:
+        print(f"verify {'OK' if report.ok else 'MISMATCH'}: {report.users_checked} users, "
+              f"{report.events_expected} events expected, {report.events_found} found")
+        if not report.ok:
+            print(f"  {report.users_mismatched} users differ: {report.events_missing} events missing, "
+                  f"{report.events_extra} extra (e.g. {', '.join(report.mismatched_users[:5])})")
+
+    _emit(args, report.to_json(), human)
+    return 0 if report.ok else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- score / export
+
+
+def _features_arg(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def _run_with_bar(args: argparse.Namespace, total_path: str, desc: str, job: Callable[[Callable[[int], None]], Any]
+                  ) -> Any:
+    from tqdm import tqdm
+
+    from ray_jobs.runner import init_ray
+    from ray_jobs.units import plan
+
+    _, units = plan(total_path)
+    init_ray(args.ray_address, args.workers)
+    bar = tqdm(total=sum(u.num_rows for u in units), unit="rows", unit_scale=True, desc=desc, file=sys.stderr,
+               disable=not sys.stderr.isatty())
+    try:
+        return job(bar.update)
+    finally:
+        bar.close()
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ray_jobs.score import run_score
+
+    report = _run_with_bar(args, args.requests, "score", lambda progress: run_score(
+        args.requests, args.model, args.out, args.table, max_len=args.max_len,
+        features=_features_arg(args.features), workers=args.workers, on_progress=progress))
+
+    def human() -> None:
+        print(f"score {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.scored} of "
+              f"{report.requests} requests scored in {report.wall_s} s ({report.sequences_per_s:.0f} sequences/s); "
+              f"{report.units_skipped} parts already there")
+        print(f"  output: {report.out}")
+
+    _emit(args, report.to_json(), human)
+    if not report.completed:
+        print(f"seqstore: score did not complete: {report.error}", file=sys.stderr)
+    return 0 if report.completed else EXIT_FAILED
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ray_jobs.export import run_export
+
+    report = _run_with_bar(args, args.labels, "export", lambda progress: run_export(
+        args.labels, args.out, args.table, max_len=args.max_len, features=_features_arg(args.features),
+        workers=args.workers, on_progress=progress))
+
+    def human() -> None:
+        print(f"export {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.rows_written} training "
+              f"rows for {report.labels} labels in {report.shards} shards, {report.wall_s} s")
+        print(f"  output: {report.out}")
+
+    _emit(args, report.to_json(), human)
+    if not report.completed:
+        print(f"seqstore: export did not complete: {report.error}", file=sys.stderr)
+    return 0 if report.completed else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ray_jobs import demo
+
+    return demo.run(data_dir=args.data_dir, as_json=args.json, work_dir=args.work_dir, users=args.users,
+                    events=args.events, workers=args.workers)
