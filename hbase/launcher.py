@@ -416,16 +416,9 @@ def serve(data_dir: Path | str | None = None, **start_kwargs: object) -> int:
     return 0
 
 
-def ensure_started(data_dir: Path | str | None = None, **kwargs: object) -> Runtime:
-    """Start the instance of ``data_dir`` unless it already runs; return it either way."""
-    rt, _ = start(data_dir, **kwargs)  # type: ignore[arg-type]
-    return rt
-
-
 __all__ = [
     "HBaseRuntimeError",
     "default_data_dir",
-    "ensure_started",
     "log_path",
     "jvm_pids",
     "kill_role",
