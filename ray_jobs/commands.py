@@ -31,6 +31,14 @@ def _emit(args: argparse.Namespace, payload: dict[str, object], human: Callable[
         human()
 
 
+def _finish(args: argparse.Namespace, job: str, report: Any, human: Callable[[], None]) -> int:
+    """Print a job's report (JSON or human); exit 1 with the reason when it did not complete."""
+    _emit(args, report.to_json(), human)
+    if not report.completed:
+        print(f"seqstore: {job} did not complete: {report.error}", file=sys.stderr)
+    return 0 if report.completed else EXIT_FAILED
+
+
 def _progress(args: argparse.Namespace) -> Callable[[str], None]:
     def say(msg: str) -> None:
         if not args.json or sys.stderr.isatty():
@@ -207,10 +215,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if report.error:
             print(f"  error: {report.error}")
 
-    _emit(args, report.to_json(), human)
-    if not report.completed:
-        print(f"seqstore: backfill did not complete: {report.error}", file=sys.stderr)
-    return 0 if report.completed else EXIT_FAILED
+    return _finish(args, "backfill", report, human)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -267,10 +272,7 @@ def cmd_score(args: argparse.Namespace) -> int:
               f"{report.units_skipped} parts already there")
         print(f"  output: {report.out}")
 
-    _emit(args, report.to_json(), human)
-    if not report.completed:
-        print(f"seqstore: score did not complete: {report.error}", file=sys.stderr)
-    return 0 if report.completed else EXIT_FAILED
+    return _finish(args, "score", report, human)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -285,10 +287,7 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"rows for {report.labels} labels in {report.shards} shards, {report.wall_s} s")
         print(f"  output: {report.out}")
 
-    _emit(args, report.to_json(), human)
-    if not report.completed:
-        print(f"seqstore: export did not complete: {report.error}", file=sys.stderr)
-    return 0 if report.completed else EXIT_FAILED
+    return _finish(args, "export", report, human)
 
 
 # ---------------------------------------------------------------- demo
