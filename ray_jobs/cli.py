@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", default=_env("SEQSTORE_JSON") == "1",
                        help="print one machine-readable JSON object [SEQSTORE_JSON=1]")
 
+    def table_arg(p: argparse.ArgumentParser, role: str) -> None:
+        p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
+                       help=f"{role} [SEQSTORE_TABLE]")
+
     def data_dir(p: argparse.ArgumentParser, default: str | None) -> None:
         p.add_argument("--data-dir", type=Path, default=default,
                        help="the instance's data directory [SEQSTORE_HBASE_DATA_DIR]")
@@ -135,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backfill", help="load Parquet events into a table with Ray (idempotent, resumable)")
     p.add_argument("input", help="Parquet file, directory, glob or URI")
-    p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
-                   help="destination table [SEQSTORE_TABLE]")
+    table_arg(p, "destination table")
     p.add_argument("--workers", type=int, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
                    help="Ray actors writing in parallel [SEQSTORE_WORKERS]")
     p.add_argument("--ray-address", default=_env("RAY_ADDRESS"),
@@ -150,14 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check that a table holds exactly the valid events of an input")
     p.add_argument("input", help="Parquet file, directory, glob or URI")
-    p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
-                   help="table to check [SEQSTORE_TABLE]")
+    table_arg(p, "table to check")
     common(p)
     p.set_defaults(func=cmd_verify)
 
     def read_job(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
-                       help="table to read [SEQSTORE_TABLE]")
+        table_arg(p, "table to read")
         p.add_argument("--out", type=Path, required=True, help="output directory of Parquet parts")
         p.add_argument("--max-len", type=int, default=int(_env("SEQSTORE_MAX_LEN", "100") or 100),
                        help="events per sequence [SEQSTORE_MAX_LEN]")
