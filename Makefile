@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+STAMP  := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
+# Optional extras to install with the package. CI adds `torch` (about 5 GB with its CUDA wheels,
+# ~1 min from PyPI) so the PyTorch dataset test runs too: `make test EXTRAS=test,dev,torch`.
+EXTRAS ?= test,dev
 
 .PHONY: install jars test lint unit demo bench clean
 
@@ -11,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 install: $(STAMP)                     ## virtualenv + the package and its test tools
