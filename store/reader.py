@@ -9,7 +9,9 @@ Expired (TTL) and trimmed (``max_events_per_user``) events are never returned.
 Each request is one Thrift2 ``getScannerResults`` call in the common case: a scan from the
 user's bucket of ``as_of`` back in time, with the server filtering on the cell timestamp
 (= event time) and returning at most ``max_len`` cells per row. Continuations fetch
-geometrically more rows for users whose recent buckets are sparse. Requests run
+geometrically more rows for users whose recent buckets are sparse; a scan that stops inside
+a wide row (an ``event_types`` filter rejecting most of it) resumes after the last cell read,
+with a server-side ``ColumnRangeFilter``, so no cell is fetched twice. Requests run
 concurrently on the table's client pool. Memory per request is bounded by ``max_len``
 times a small constant, whatever the user's history length.
 """
@@ -125,7 +127,7 @@ class _Plan:
     def read(self, user: str | bytes, as_of: int, watermark: tuple[int, int] | None) -> list[Event]:
         spec = self.table.spec
         hi = as_of + 1 if self.inclusive else as_of  # exclusive upper bound on event_ts
-        lo = max(0, hi - self.window_ms) if self.window_ms else 0
+        lo = max(0, as_of - self.window_ms) if self.window_ms else 0
         if watermark is not None:
             lo = max(lo, watermark[0])
         if hi <= lo:
@@ -134,22 +136,26 @@ class _Plan:
         low_bucket = keys.bucket_of(lo, spec.bucket_ms)
         stop = keys.row_key(prefix, low_bucket - 1) if low_bucket > 0 else keys.prefix_end(prefix)
         start = keys.scan_start(prefix, keys.bucket_of(hi - 1, spec.bucket_ms))
+        time_range = self.t.TTimeRange(minStamp=lo, maxStamp=hi)
         out: list[Event] = []
         rows = self.first_rows()
-        skip_row, skip_qualifier = b"", b""
+        inside: bytes | None = None  # the wide row being resumed, when a scan stopped inside one
+        after = b""  # ... and the last qualifier already read from it
         decode = self.table.codec.decode
         while True:
-            scan = self.t.TScan(startRow=start, stopRow=stop, columns=self.columns, maxVersions=1,
-                                timeRange=self.t.TTimeRange(minStamp=lo, maxStamp=hi),
-                                batchSize=self.max_len, caching=rows)
+            if inside is None:
+                scan = self.t.TScan(startRow=start, stopRow=stop, columns=self.columns, maxVersions=1,
+                                    timeRange=time_range, batchSize=self.max_len, caching=rows)
+            else:  # the rest of one row: the server skips the cells already read
+                scan = self.t.TScan(startRow=inside, stopRow=inside + b"\x00", columns=self.columns,
+                                    maxVersions=1, timeRange=time_range, batchSize=self.max_len,
+                                    caching=rows, filterString=_columns_after(after))
             results = self.table.pool.call("getScannerResults", self.table.name_bytes, scan, rows)
             # A result of max_len cells is a (possibly partial) wide row: it counts as max_len wide.
             self.seen_rows += len(results)
             self.seen_cells += sum(len(r.columnValues) for r in results)
             for result in results:
                 for cv in result.columnValues:
-                    if result.row == skip_row and cv.qualifier <= skip_qualifier:
-                        continue  # already seen: a wide row resumed after a partial result
                     ts, eid = keys.parse_qualifier(cv.qualifier)
                     if watermark is not None and (ts, eid) < watermark:
                         continue
@@ -159,14 +165,25 @@ class _Plan:
                     out.append((ts, eid, payload))
                     if len(out) == self.max_len:
                         return out
-            if len(results) < rows:
-                return out  # the scan is exhausted
+            if len(results) < rows:  # this scan is exhausted
+                if inside is None:
+                    return out
+                start, inside = inside + b"\x00", None  # go on with the rows after the resumed one
+                continue
             last = results[-1]
             if len(last.columnValues) >= self.max_len:  # the row may go on: resume inside it
-                start, skip_row, skip_qualifier = last.row, last.row, last.columnValues[-1].qualifier
+                inside, after = last.row, last.columnValues[-1].qualifier
             else:
-                start, skip_row = last.row + b"\x00", b""
+                start, inside = last.row + b"\x00", None
             rows = max(1, min(rows * 4, MAX_CELLS_PER_CALL // self.max_len))
+
+
+def _columns_after(qualifier: bytes) -> bytes:
+    """A server-side filter (HBase filter language) for the columns after ``qualifier``.
+
+    Qualifiers are binary; inside a quoted filter argument only ``'`` needs escaping (doubled).
+    """
+    return b"ColumnRangeFilter('" + qualifier.replace(b"'", b"''") + b"', false, '', false)"
 
 
 def _column(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
