@@ -5,7 +5,7 @@
 
     data = SequenceShards("train/", fields=["item_id"], labels=["label"], max_len=50)
     for batch in DataLoader(data, batch_size=256, num_workers=2):
-        batch["item_id"]   # int64 [256, 50], newest first, zero-padded
+        batch["item_id"]   # int64 [256, 50], newest first, zero-padded (floats: float32; nulls: 0)
         batch["length"]    # int64 [256]
         batch["label"]     # [256]
 
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 try:
@@ -28,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError("ray_jobs.torch_data needs PyTorch: pip install 'seqstore[torch]'") from exc
 
 
-class SequenceShards(IterableDataset):  # type: ignore[misc]
+class SequenceShards(IterableDataset[dict[str, Any]]):  # type: ignore[misc,unused-ignore]
     """Rows of export shards as tensors: padded ``hist_<field>`` sequences, length, labels."""
 
     def __init__(self, path: str | Path, *, fields: Sequence[str], labels: Sequence[str], max_len: int,
@@ -45,16 +47,7 @@ class SequenceShards(IterableDataset):  # type: ignore[misc]
         for shard in mine:
             for batch in pq.ParquetFile(shard).iter_batches(batch_size=self.batch_rows, columns=columns):
                 lengths = np.minimum(batch.column("length").to_numpy(), self.max_len)
-                padded = {}
-                for f in self.fields:
-                    lists = batch.column(f"hist_{f}")
-                    out = np.zeros((batch.num_rows, self.max_len), dtype=np.int64)
-                    offsets = lists.offsets.to_numpy()
-                    values = lists.values.to_numpy(zero_copy_only=False)
-                    for i in range(batch.num_rows):
-                        n = int(lengths[i])
-                        out[i, :n] = values[offsets[i] : offsets[i] + n]
-                    padded[f] = out
+                padded = {f: _padded(batch.column(f"hist_{f}"), lengths, self.max_len) for f in self.fields}
                 label_values = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in self.labels}
                 for i in range(batch.num_rows):
                     row = {f: torch.from_numpy(padded[f][i]) for f in self.fields}
@@ -62,3 +55,21 @@ class SequenceShards(IterableDataset):  # type: ignore[misc]
                     for name, values in label_values.items():
                         row[name] = torch.tensor(values[i])
                     yield row
+
+
+def _padded(lists: Any, lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """``[rows, max_len]`` from a list column: integers as int64, floats as float32, nulls and padding 0."""
+    kind = lists.type.value_type
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        dtype: Any = np.int64
+    elif pa.types.is_floating(kind):
+        dtype = np.float32
+    else:
+        raise TypeError(f"cannot make a tensor of {kind} values; pick numeric fields (fields=...)")
+    out = np.zeros((len(lists), max_len), dtype=dtype)
+    offsets = lists.offsets.to_numpy()
+    values = pc.fill_null(lists.values, 0).cast(pa.from_numpy_dtype(dtype)).to_numpy(zero_copy_only=False)
+    for i in range(len(lists)):
+        n = int(lengths[i])
+        out[i, :n] = values[offsets[i] : offsets[i] + n]
+    return out
