@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from ray_jobs.units import plan
 from store import SequenceTable, keys
 from store.connection import idl
+from store.scanning import scan_results
 from store.table import EVENTS
 from store.validate import conform
 from store.writer import event_coordinates
@@ -69,18 +70,12 @@ def _input_events(input_path: str, table: SequenceTable,
 
 def _stored_events(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[tuple[bytes, int]]:
     t = idl()
-    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=EVENTS)], caching=200,
-                   batchSize=5_000, filterString=b"KeyOnlyFilter()")
-    with table.pool.client() as client:
-        scanner = client.call("openScanner", table.name_bytes, scan)
-        try:
-            while rows := client.call("getScannerRows", scanner, 200):
-                for r in rows:
-                    prefix = r.row[: -keys.BUCKET_LEN]
-                    for cv in r.columnValues:
-                        yield prefix, keys.parse_qualifier(cv.qualifier)[1]
-        finally:
-            client.call("closeScanner", scanner)
+    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=EVENTS)],
+                   batchSize=1_000, filterString=b"KeyOnlyFilter()")
+    for r in scan_results(table.pool, table.name_bytes, scan, 100):  # at most 100k cells per call
+        prefix = r.row[: -keys.BUCKET_LEN]
+        for cv in r.columnValues:
+            yield prefix, keys.parse_qualifier(cv.qualifier)[1]
 
 
 def _tally(pairs: Iterator[tuple[bytes, int]], into: Tally) -> Tally:

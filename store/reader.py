@@ -9,9 +9,8 @@ Expired (TTL) and trimmed (``max_events_per_user``) events are never returned.
 Each request is one Thrift2 ``getScannerResults`` call in the common case: a scan from the
 user's bucket of ``as_of`` back in time, with the server filtering on the cell timestamp
 (= event time) and returning at most ``max_len`` cells per row. Continuations fetch
-geometrically more rows for users whose recent buckets are sparse; a scan that stops inside
-a wide row (an ``event_types`` filter rejecting most of it) resumes after the last cell read,
-with a server-side ``ColumnRangeFilter``, so no cell is fetched twice. Requests run
+geometrically more rows for users whose recent buckets are sparse, resuming inside a wide row
+where an ``event_types`` filter rejected most of it (see :mod:`store.scanning`). Requests run
 concurrently on the table's client pool. Memory per request is bounded by ``max_len``
 times a small constant, whatever the user's history length.
 """
@@ -29,6 +28,7 @@ import pyarrow as pa
 from store import keys
 from store.connection import idl
 from store.requests import Requests, normalize
+from store.scanning import scan_results
 from store.table import EVENTS
 
 if TYPE_CHECKING:
@@ -136,54 +136,27 @@ class _Plan:
         low_bucket = keys.bucket_of(lo, spec.bucket_ms)
         stop = keys.row_key(prefix, low_bucket - 1) if low_bucket > 0 else keys.prefix_end(prefix)
         start = keys.scan_start(prefix, keys.bucket_of(hi - 1, spec.bucket_ms))
-        time_range = self.t.TTimeRange(minStamp=lo, maxStamp=hi)
+        scan = self.t.TScan(startRow=start, stopRow=stop, columns=self.columns, maxVersions=1,
+                            timeRange=self.t.TTimeRange(minStamp=lo, maxStamp=hi), batchSize=self.max_len)
         out: list[Event] = []
-        rows = self.first_rows()
-        inside: bytes | None = None  # the wide row being resumed, when a scan stopped inside one
-        after = b""  # ... and the last qualifier already read from it
         decode = self.table.codec.decode
-        while True:
-            if inside is None:
-                scan = self.t.TScan(startRow=start, stopRow=stop, columns=self.columns, maxVersions=1,
-                                    timeRange=time_range, batchSize=self.max_len, caching=rows)
-            else:  # the rest of one row: the server skips the cells already read
-                scan = self.t.TScan(startRow=inside, stopRow=inside + b"\x00", columns=self.columns,
-                                    maxVersions=1, timeRange=time_range, batchSize=self.max_len,
-                                    caching=rows, filterString=_columns_after(after))
-            results = self.table.pool.call("getScannerResults", self.table.name_bytes, scan, rows)
+        results = scan_results(self.table.pool, self.table.name_bytes, scan, self.first_rows(),
+                               max_page=MAX_CELLS_PER_CALL // self.max_len)
+        for result in results:
             # A result of max_len cells is a (possibly partial) wide row: it counts as max_len wide.
-            self.seen_rows += len(results)
-            self.seen_cells += sum(len(r.columnValues) for r in results)
-            for result in results:
-                for cv in result.columnValues:
-                    ts, eid = keys.parse_qualifier(cv.qualifier)
-                    if watermark is not None and (ts, eid) < watermark:
-                        continue
-                    payload = decode(cv.value)
-                    if self.types is not None and payload[self.type_index] not in self.types:
-                        continue
-                    out.append((ts, eid, payload))
-                    if len(out) == self.max_len:
-                        return out
-            if len(results) < rows:  # this scan is exhausted
-                if inside is None:
+            self.seen_rows += 1
+            self.seen_cells += len(result.columnValues)
+            for cv in result.columnValues:
+                ts, eid = keys.parse_qualifier(cv.qualifier)
+                if watermark is not None and (ts, eid) < watermark:
+                    continue
+                payload = decode(cv.value)
+                if self.types is not None and payload[self.type_index] not in self.types:
+                    continue
+                out.append((ts, eid, payload))
+                if len(out) == self.max_len:
                     return out
-                start, inside = inside + b"\x00", None  # go on with the rows after the resumed one
-                continue
-            last = results[-1]
-            if len(last.columnValues) >= self.max_len:  # the row may go on: resume inside it
-                inside, after = last.row, last.columnValues[-1].qualifier
-            else:
-                start, inside = last.row + b"\x00", None
-            rows = max(1, min(rows * 4, MAX_CELLS_PER_CALL // self.max_len))
-
-
-def _columns_after(qualifier: bytes) -> bytes:
-    """A server-side filter (HBase filter language) for the columns after ``qualifier``.
-
-    Qualifiers are binary; inside a quoted filter argument only ``'`` needs escaping (doubled).
-    """
-    return b"ColumnRangeFilter('" + qualifier.replace(b"'", b"''") + b"', false, '', false)"
+        return out
 
 
 def _column(values: list[Any], arrow_type: pa.DataType) -> pa.Array:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from store import keys
 from store.connection import idl
+from store.scanning import scan_results
 from store.table import EVENTS, META
 
 if TYPE_CHECKING:
@@ -62,42 +63,33 @@ def _trim_user(table: SequenceTable, user: str | bytes, keep: int) -> int:
     t = idl()
     prefix = keys.user_prefix(user, table.spec.salt_buckets)
     scan = t.TScan(startRow=keys.row_key(prefix, 2**64 - 1), stopRow=keys.prefix_end(prefix),
-                   columns=[t.TColumn(family=EVENTS)], maxVersions=1, batchSize=1000, caching=SCAN_ROWS,
+                   columns=[t.TColumn(family=EVENTS)], maxVersions=1, batchSize=1000,
                    filterString=b"KeyOnlyFilter()")
     seen = deleted = 0
     pending: dict[bytes, list[Any]] = {}
-    with table.pool.client() as client:
-        scanner = client.call("openScanner", table.name_bytes, scan)
-        try:
-            while True:
-                results = client.call("getScannerRows", scanner, SCAN_ROWS)
-                if not results:
-                    break
-                for result in results:
-                    for cv in result.columnValues:
-                        seen += 1
-                        if seen == keep:
-                            mark = _MARK.pack(*keys.parse_qualifier(cv.qualifier))
-                        elif seen > keep:
-                            if seen == keep + 1:  # watermark first, deletes after
-                                client.call("put", table.name_bytes, t.TPut(
-                                    row=prefix, columnValues=[t.TColumnValue(META, WATERMARK, mark)]))
-                            pending.setdefault(result.row, []).append(
-                                t.TColumn(family=EVENTS, qualifier=cv.qualifier, timestamp=cv.timestamp))
-                            deleted += 1
-                            if deleted % DELETES_PER_CALL == 0:
-                                _delete(client, table, pending)
-        finally:
-            client.call("closeScanner", scanner)
-        _delete(client, table, pending)
+    for result in scan_results(table.pool, table.name_bytes, scan, SCAN_ROWS):
+        for cv in result.columnValues:
+            seen += 1
+            if seen == keep:
+                mark = _MARK.pack(*keys.parse_qualifier(cv.qualifier))
+            elif seen > keep:
+                if seen == keep + 1:  # watermark first, deletes after
+                    table.pool.call("put", table.name_bytes, t.TPut(
+                        row=prefix, columnValues=[t.TColumnValue(META, WATERMARK, mark)]))
+                pending.setdefault(result.row, []).append(
+                    t.TColumn(family=EVENTS, qualifier=cv.qualifier, timestamp=cv.timestamp))
+                deleted += 1
+                if deleted % DELETES_PER_CALL == 0:
+                    _delete(table, pending)
+    _delete(table, pending)
     return deleted
 
 
-def _delete(client: Any, table: SequenceTable, pending: dict[bytes, list[Any]]) -> None:
+def _delete(table: SequenceTable, pending: dict[bytes, list[Any]]) -> None:
     if not pending:
         return
     t = idl()
     deletes = [t.TDelete(row=row, columns=cols, deleteType=t.TDeleteType.DELETE_COLUMN)
                for row, cols in pending.items()]
-    client.call("deleteMultiple", table.name_bytes, deletes)
+    table.pool.call("deleteMultiple", table.name_bytes, deletes)
     pending.clear()

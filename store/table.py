@@ -26,6 +26,7 @@ import pyarrow as pa
 from store import keys
 from store.connection import ClientPool, idl
 from store.errors import ConfigError, SchemaError, TableNotFoundError
+from store.scanning import scan_results
 from store.schema import DEFAULT_SCHEMA, EventSchema
 
 META_TABLE = b"seqstore_meta"
@@ -143,6 +144,7 @@ def create_table(pool: ClientPool, spec: TableSpec) -> None:
     ensure_meta_table(pool)
     if pool.call("tableExists", _table_name(spec.name)):
         raise SchemaError(f"table {spec.name!r} already exists; drop it first or use another name")
+    _forget(pool, spec.name)  # leftovers of an interrupted drop: old schema versions, a backfill manifest
     families = [
         _family(spec, EVENTS, versions=1, ttl_s=spec.ttl_s),
         _family(spec, FEATURES, versions=spec.feature_versions, ttl_s=HBASE_FOREVER),
@@ -212,18 +214,24 @@ def evolve_schema(pool: ClientPool, name: str, schema: EventSchema) -> EventSche
 
 def drop_table(pool: ClientPool, name: str) -> None:
     """Disable and delete the table and its registration. Missing tables are ignored."""
-    t = idl()
     tn = _table_name(name)
     if pool.call("tableExists", tn):
         if pool.call("isTableEnabled", tn):
             pool.call("disableTable", tn)
         pool.call("deleteTable", tn)
-    if _meta_exists(pool):
-        # The registration row and every row a job keeps about the table (``<name>|...``).
-        owned = name.encode() + b"|"
-        scan = t.TScan(startRow=owned, stopRow=keys.prefix_end(owned), filterString=b"KeyOnlyFilter()")
-        rows = [r.row for r in pool.call("getScannerResults", META_TABLE, scan, 100_000)]
-        pool.call("deleteMultiple", META_TABLE, [t.TDelete(row=r) for r in [name.encode(), *rows]])
+    _forget(pool, name)
+
+
+def _forget(pool: ClientPool, name: str) -> None:
+    """Delete the registration row and every row a job keeps about the table (``<name>|...``)."""
+    if not _meta_exists(pool):
+        return
+    t = idl()
+    owned = name.encode() + b"|"
+    scan = t.TScan(startRow=owned, stopRow=keys.prefix_end(owned), filterString=b"KeyOnlyFilter()")
+    rows = [name.encode(), *(r.row for r in scan_results(pool, META_TABLE, scan, 10_000))]
+    for i in range(0, len(rows), 10_000):
+        pool.call("deleteMultiple", META_TABLE, [t.TDelete(row=r) for r in rows[i : i + 10_000]])
 
 
 def describe(pool: ClientPool, name: str) -> dict[str, Any]:

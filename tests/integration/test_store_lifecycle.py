@@ -146,3 +146,25 @@ def test_max_events_per_user_trims_and_never_returns_trimmed(
     assert stored == 8  # 5 of u + 3 of v: the trimmed cells are deleted
     table.write(pa.table({"user_id": ["u"], "event_ts": [T0 + 9000], "event_type": ["view"], "item_id": [9]}))
     assert items(table, "u") == [9, 7, 6, 5, 4]
+
+
+def test_a_recreated_table_inherits_nothing_from_an_interrupted_drop(
+    make_table: Callable[..., SequenceTable], store: SequenceStore, hbase_server: Any
+) -> None:
+    from store.connection import idl
+    from store.table import META, META_TABLE
+
+    t = idl()
+    old = make_table(salt_buckets=2)
+    store.evolve_schema(old.name, EventSchema.of([*DEFAULT_SCHEMA.payload, pa.field("extra", pa.int32())]))
+    old.pool.call("put", META_TABLE, t.TPut(row=f"{old.name}|backfill|unit-1".encode(),
+                                            columnValues=[t.TColumnValue(META, b"done", b"{}")]))
+    conn = hbase_server.connect()  # the HBase table goes, its registration stays: a drop cut short
+    conn.delete_table(old.name, disable=True)
+    conn.close()
+
+    new = make_table(salt_buckets=2)  # same name
+    assert new.spec.schema.version == 1 and "extra" not in new.spec.schema.payload.names
+    assert store.table(new.name).spec.schema.version == 1
+    scan = t.TScan(startRow=f"{old.name}|".encode(), stopRow=f"{old.name}}}".encode())
+    assert new.pool.call("getScannerResults", META_TABLE, scan, 10) == []
