@@ -31,7 +31,7 @@ from pathlib import Path
 
 from hbase import jars, jvm, probe, state
 from hbase.errors import HBaseRuntimeError, PortBusyError, StartupError
-from hbase.processes import jvm_pids, owned_alive, terminate
+from hbase.processes import jvm_pids, owned_alive, terminate, wait_gone
 from hbase.state import Runtime
 
 log = logging.getLogger(__name__)
@@ -326,8 +326,7 @@ def kill_role(data_dir: Path | str, role: str) -> None:
     pid = rt.pids[role]
     if owned_alive(pid, data_dir):
         os.kill(pid, signal.SIGKILL)
-    while owned_alive(pid, data_dir):
-        time.sleep(0.05)
+    wait_gone([pid], data_dir)
 
 
 def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 60.0) -> Runtime:

@@ -28,6 +28,8 @@ def _cmdline(pid: int) -> bytes | None:
 
 def owned_alive(pid: int, data_dir: Path) -> bool:
     """True if ``pid`` is a live JVM of this data dir (a recycled pid does not count)."""
+    if pid <= 0:
+        return False
     _reap(pid)
     cmd = _cmdline(pid)
     if cmd is not None:
@@ -42,9 +44,25 @@ def owned_alive(pid: int, data_dir: Path) -> bool:
 
 
 def _reap(pid: int) -> None:
-    # A JVM started by this very process stays a zombie until waited for.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    # A JVM started by this very process stays a zombie until waited for. (pid <= 0 would wait
+    # for *any* child, or a process group: never that.)
+    if pid > 0:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def wait_gone(pids: list[int], data_dir: Path, timeout_s: float = 30.0) -> None:
+    """Wait until none of ``pids`` is a live JVM of ``data_dir``.
+
+    Raises:
+        TimeoutError: one is still alive after ``timeout_s`` (even SIGKILL takes a moment, but
+            not this long: a process stuck in the kernel, say).
+    """
+    deadline = time.monotonic() + timeout_s
+    while alive := [p for p in pids if owned_alive(p, data_dir)]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"pids {alive} of {data_dir} still alive after {timeout_s:.0f} s")
+        time.sleep(0.05)
 
 
 def jvm_pids(data_dir: Path) -> list[int]:
@@ -71,5 +89,4 @@ def terminate(pids: list[int], data_dir: Path, timeout_s: float) -> None:
             log.warning("pid %d did not stop within %.0f s; killing it", pid, timeout_s)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    while any(owned_alive(p, data_dir) for p in pids):
-        time.sleep(0.1)
+    wait_gone(pids, data_dir)
