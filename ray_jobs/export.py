@@ -21,17 +21,19 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs.runner import run_into_parts
+from ray_jobs.runner import part_file_name, run_into_parts, write_part
 from ray_jobs.units import Unit, plan
 from store import SequenceStore
 from store.config import Config
 from store.errors import SchemaError
 
 LABEL_TS = "ts"
+SHARD_PREFIX = "shard"
 
 
 def shard_name(unit: Unit) -> str:
-    return f"shard-{Path(unit.path).stem}-rg{unit.row_group:05d}.parquet"
+    """The training shard of ``unit``: unique per unit, stable across re-runs."""
+    return part_file_name(SHARD_PREFIX, unit)
 
 
 class ExportWorker:
@@ -72,10 +74,7 @@ class ExportWorker:
                     columns[name] = feats.column(name)
             parts.append(pa.table(columns))
         result = pa.concat_tables(parts)
-        target = self.out / shard_name(unit)
-        tmp = target.with_suffix(".tmp")
-        pq.write_table(result, tmp)
-        os.replace(tmp, target)
+        write_part(result, self.out / shard_name(unit), unit)
         return {"rows": labels.num_rows}
 
 
@@ -106,17 +105,16 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
         store.table(table)
-    fs, _ = plan(labels_path)
+    fs, units = plan(labels_path)
     Worker = ray.remote(num_cpus=1, max_restarts=0)(ExportWorker)
 
     def spawn(_: int) -> Any:
         return Worker.remote(config, table, fs, str(out), max_len=max_len, features=list(features),
                              batch_rows=batch_rows)
 
-    run = run_into_parts(labels_path, out, shard_name, spawn, workers=workers, on_rows=on_progress)
-    shards = [out / shard_name(u) for u in run.units if (out / shard_name(u)).exists()]
-    report = ExportReport(labels=sum(u.num_rows for u in run.units), shards=len(shards),
-                          rows_written=sum(pq.ParquetFile(s).metadata.num_rows for s in shards),
+    run = run_into_parts(units, out, SHARD_PREFIX, spawn, workers=workers, on_rows=on_progress)
+    # ``run.parts``/``run.rows`` count only shards that each hold their own unit's complete output.
+    report = ExportReport(labels=sum(u.num_rows for u in run.units), shards=run.parts, rows_written=run.rows,
                           units_skipped=len(run.units) - len(run.ran), units_retried=run.stats.units_retried,
                           out=str(out.resolve()), completed=not run.error, error=run.error)
     report.wall_s = round(time.monotonic() - t0, 2)

@@ -1,10 +1,10 @@
 """The backfill manifest: which units of an input are done, stored in HBase.
 
 One row per completed unit in ``seqstore_meta``: ``<table>|backfill|<unit key>``, holding
-the unit's fingerprint (rows, bytes of its file) and its counts. A unit is recorded only
-after every write of it was acknowledged, so a crash at any point leaves a manifest that
-a re-run can trust: recorded units are skipped, everything else is (re)written, and
-re-writing is idempotent.
+the unit's fingerprint (rows, size and modification time of its file) and its counts. A
+unit is recorded only after every write of it was acknowledged, so a crash at any point
+leaves a manifest that a re-run can trust: recorded units whose fingerprint still matches
+are skipped, everything else is (re)written, and re-writing is idempotent.
 """
 
 from __future__ import annotations

@@ -2,24 +2,35 @@
 
 * An actor that dies (``RayActorError``) is replaced and its unit re-run elsewhere.
 * A unit that failed with :class:`StoreUnavailableError` (HBase unreachable past the
-  connection's own retry budget) is re-queued after a backoff.
+  connection's own retry budget), or with any other Ray system error (a lost object, a
+  crashed worker), is re-queued after a bounded, jittered backoff; meanwhile the other
+  units keep running.
 * Either way a unit gets at most ``max_attempts`` tries; then, or on any other error, the
-  job stops with a :class:`SeqStoreError` saying which unit failed and why.
+  job stops with a :class:`SeqStoreError` saying which unit failed and why. An unexpected
+  error in the driver loop also ends as a :class:`SeqStoreError`, so every job can report
+  it and stay resumable.
 """
 
 from __future__ import annotations
 
+import heapq
+import json
 import logging
 import os
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from store.errors import SeqStoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 5.0
 
 
 class HasKey(Protocol):
@@ -36,6 +47,16 @@ class RunStats:
     units_retried: int = 0
 
 
+def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before re-running a unit that failed ``attempt`` (>= 1) times: a ceiling of
+    ``BACKOFF_BASE_S * 2**attempt`` capped at ``BACKOFF_MAX_S`` (1, 2, 4, 5, 5 ... s), with
+    "equal jitter" (between half and all of it) so units that failed together do not all
+    retry at the same instant."""
+    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** max(1, attempt))
+    jitter = rng.uniform(0, ceiling / 2) if rng else random.uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter
+
+
 class UnitRunner(Generic[U]):
     """Feeds ``units`` to ``workers`` actors made by ``spawn(slot)``; ``submit(actor, unit)``
     returns an ObjectRef; ``on_done(unit, result, actors)`` runs in the driver per finished unit."""
@@ -44,6 +65,8 @@ class UnitRunner(Generic[U]):
                  max_attempts: int = 3) -> None:
         if workers <= 0:
             raise ValueError("'workers' must be > 0")
+        if max_attempts <= 0:
+            raise ValueError("'max_attempts' must be > 0")
         self.spawn = spawn
         self.submit = submit
         self.workers = workers
@@ -51,51 +74,91 @@ class UnitRunner(Generic[U]):
         self.stats = RunStats()
 
     def run(self, units: Sequence[U], on_done: Callable[[U, Any, list[Any]], None]) -> RunStats:
+        """Run every unit; raises :class:`SeqStoreError` when the job has to stop (whatever the
+        cause). Units finished before that have had their ``on_done``."""
         import ray
 
-        todo: deque[U] = deque(units)
-        actors = [self.spawn(i) for i in range(min(self.workers, max(1, len(todo))))]
+        actors: list[Any] = []
+        try:
+            self._loop(ray, deque(units), actors, on_done)
+        except SeqStoreError:
+            raise
+        except Exception as exc:  # anything else still ends as a reportable, resumable stop
+            log.debug("unexpected error while running units", exc_info=True)
+            raise SeqStoreError(
+                f"stopped on an unexpected {type(exc).__name__}: {_first_line(exc)}. Completed units are "
+                "recorded: re-run the same command to resume.") from exc
+        finally:
+            for actor in actors:
+                _kill(ray, actor)
+        return self.stats
+
+    def _loop(self, ray: Any, todo: deque[U], actors: list[Any], on_done: Callable[[U, Any, list[Any]], None]
+              ) -> None:
+        actors.extend(self.spawn(i) for i in range(min(self.workers, len(todo))))
         idle = deque(range(len(actors)))
         attempts: Counter[str] = Counter()
         in_flight: dict[Any, tuple[int, U]] = {}
-        try:
-            while todo or in_flight:
-                while todo and idle:
-                    slot, unit = idle.popleft(), todo.popleft()
-                    attempts[unit.key] += 1
-                    in_flight[self.submit(actors[slot], unit)] = (slot, unit)
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    slot, unit = in_flight.pop(ref)
-                    idle.append(slot)
-                    try:
-                        result = ray.get(ref)
-                    except ray.exceptions.RayActorError:
-                        log.warning("actor %d died during %s; re-running the unit on a new actor", slot, unit.key)
-                        actors[slot] = self.spawn(slot)
-                        self._requeue(todo, unit, attempts, "its actor died")
-                        continue
-                    except ray.exceptions.RayTaskError as exc:
-                        cause: BaseException = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
-                        if isinstance(cause, StoreUnavailableError):
-                            self._requeue(todo, unit, attempts, str(cause))
-                            continue
+        # Units waiting out a backoff: (due time, sequence number, unit); they do not hold an actor.
+        waiting: list[tuple[float, int, U]] = []
+        seq = 0
+        while todo or in_flight or waiting:
+            now = time.monotonic()
+            while waiting and waiting[0][0] <= now:
+                todo.appendleft(heapq.heappop(waiting)[2])
+            while todo and idle:
+                slot, unit = idle.popleft(), todo.popleft()
+                attempts[unit.key] += 1
+                in_flight[self.submit(actors[slot], unit)] = (slot, unit)
+            until_due = max(0.0, waiting[0][0] - now) if waiting else 1.0
+            if not in_flight:
+                time.sleep(until_due)  # nothing running: only backed-off units are left
+                continue
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=min(1.0, until_due))
+            for ref in ready:
+                slot, unit = in_flight.pop(ref)
+                idle.append(slot)
+                why = ""
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    log.warning("actor %d died during %s; re-running the unit on a new actor", slot, unit.key)
+                    actors[slot] = self.spawn(slot)
+                    why = "its actor died"
+                except ray.exceptions.RayTaskError as exc:
+                    cause: BaseException = exc.as_instanceof_cause()
+                    if not isinstance(cause, StoreUnavailableError):
                         raise SeqStoreError(f"unit {unit.key} failed: {_first_line(cause)}") from None
-                    on_done(unit, result, actors)
-                    self.stats.units_done += 1
-        finally:
-            for actor in actors:
-                ray.kill(actor)
-        return self.stats
+                    why = str(cause)
+                except ray.exceptions.RayError as exc:
+                    # A system error (lost object, crashed worker...): the actor may be unusable.
+                    log.warning("%s during %s; re-running the unit on a new actor", type(exc).__name__, unit.key)
+                    _kill(ray, actors[slot])
+                    actors[slot] = self.spawn(slot)
+                    why = f"{type(exc).__name__}: {_first_line(exc)}"
+                if why:
+                    delay = self._requeue(unit, attempts, why)
+                    seq += 1
+                    heapq.heappush(waiting, (time.monotonic() + delay, seq, unit))
+                    continue
+                on_done(unit, result, actors)
+                self.stats.units_done += 1
 
-    def _requeue(self, todo: deque[U], unit: U, attempts: Counter[str], why: str) -> None:
+    def _requeue(self, unit: U, attempts: Counter[str], why: str) -> float:
+        """Count a retry; raises when the unit is out of attempts, else returns its backoff."""
         self.stats.units_retried += 1
         if attempts[unit.key] >= self.max_attempts:
             raise SeqStoreError(
                 f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. Completed units are "
                 "recorded: re-run the same command to resume.")
-        time.sleep(min(5.0, 0.5 * 2 ** attempts[unit.key]))
-        todo.appendleft(unit)
+        return backoff_s(attempts[unit.key])
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    try:
+        ray.kill(actor)
+    except Exception as exc:  # noqa: BLE001 - a failed cleanup must not hide the job's outcome
+        log.warning("could not kill an actor: %s", exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -106,50 +169,127 @@ def _first_line(exc: BaseException) -> str:
 
 
 def init_ray(address: str | None, workers: int) -> None:
-    """Join ``address`` or start a local Ray sized for ``workers`` actors (quietly)."""
+    """Join a Ray cluster, or start a local Ray sized for ``workers`` actors (quietly).
+
+    Joins ``address`` if given, else ``RAY_ADDRESS`` if set (Ray's own convention); otherwise
+    starts a new local Ray — never one merely recorded in ``/tmp/ray`` by an earlier ``ray start``.
+    Does nothing if Ray is already initialised in this process.
+    """
     import ray
 
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
+                 logging_level=logging.ERROR, log_to_driver=False, object_store_memory=512 * 2**20)
     else:
-        ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                 logging_level=logging.ERROR, log_to_driver=False,
-                 object_store_memory=512 * 2**20)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+
+
+# ---------------------------------------------------------------- jobs that write one Parquet part per unit
+
+PART_METADATA_KEY = b"seqstore.unit"
+
+
+def part_file_name(prefix: str, unit: Any) -> str:
+    """``<prefix>-<unit slug>.parquet``: unique per unit and stable across re-runs."""
+    return f"{prefix}-{unit.slug}.parquet"
+
+
+def write_part(table: Any, target: Path, unit: Any) -> None:
+    """Write ``table`` to ``target`` atomically (a part exists only when complete), tagged
+    with the unit it was made from so a later run can tell whether to trust it."""
+    import pyarrow.parquet as pq
+
+    tag = json.dumps({"unit": unit.key, "location": unit.location, "fingerprint": unit.fingerprint,
+                      "rows": unit.num_rows}, sort_keys=True).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PART_METADATA_KEY: tag})
+    tmp = target.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+
+
+def part_rows(path: Path, unit: Any) -> int | None:
+    """Rows of the part at ``path`` if it is the complete output of ``unit`` as it is now
+    (written from the same file, same fingerprint, one row per input row); else None."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+        tag = json.loads((meta.metadata or {}).get(PART_METADATA_KEY, b"{}"))
+    except (OSError, ValueError):  # missing, unreadable or not a Parquet file: not trusted
+        return None
+    if (tag.get("location"), tag.get("fingerprint")) != (unit.location, unit.fingerprint):
+        return None
+    return int(meta.num_rows) if meta.num_rows == unit.num_rows else None
 
 
 @dataclass
 class PartsOutcome:
-    """What :func:`run_into_parts` did: every unit, those it ran, and how it ended."""
+    """What :func:`run_into_parts` did: every unit, those it ran, and how it ended.
+
+    ``parts`` and ``rows`` count only parts that are each the complete output of their own
+    unit, checked after the run; ``error`` is set when the job did not produce exactly one
+    such part per unit (or found parts of another input in the output directory).
+    """
 
     units: list[Any]
     ran: list[Any]
     stats: RunStats
     error: str = ""
+    parts: int = 0
+    rows: int = 0
+    names: list[str] = field(default_factory=list)
 
 
-def run_into_parts(input_path: str, out: Any, part_name: Callable[[Any], str], spawn: Callable[[int], Any], *,
+def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable[[int], Any], *,
                    workers: int, on_rows: Callable[[int], None] | None = None) -> PartsOutcome:
-    """Run one actor call per unit of ``input_path`` whose output part is not in ``out`` yet.
+    """Run one actor call per unit whose output part in ``out`` is missing or stale.
 
-    Each actor's ``run(unit)`` writes ``out/part_name(unit)`` atomically and returns
-    ``{"rows": n}``; existing parts are skipped, so a re-run resumes where a crash left off.
+    Each actor's ``run(unit)`` writes ``out/part_file_name(prefix, unit)`` with
+    :func:`write_part` and returns ``{"rows": n}``. A part already there is skipped only if
+    :func:`part_rows` trusts it, so a re-run resumes where a crash left off and a changed
+    input file is redone. Refuses to run (``error`` set) when ``out`` holds ``<prefix>-*``
+    parts no unit of this input produces: reading ``out`` would mix them in.
     """
-    from ray_jobs.units import plan
-
-    _, units = plan(input_path)
+    units = list(units)
+    names = [part_file_name(prefix, u) for u in units]
+    stats = RunStats()
+    outcome = PartsOutcome(units, [], stats, names=names)
+    if len(set(names)) != len(names):
+        dup = next(n for n, c in Counter(names).items() if c > 1)
+        outcome.error = f"two units of the input map to the same output part {dup}"
+        return outcome
     out.mkdir(parents=True, exist_ok=True)
-    todo = [u for u in units if not (out / part_name(u)).exists()]
+    expected = set(names)
+    foreign = sorted(p.name for p in out.glob(f"{prefix}-*.parquet") if p.name not in expected)
+    if foreign:
+        outcome.error = (f"{out} holds {len(foreign)} {prefix} file(s) that no unit of this input produces "
+                         f"(e.g. {foreign[0]}), left by a run over other input; remove them or write to an "
+                         "empty directory")
+        return outcome
+    outcome.ran = [u for u, name in zip(units, names, strict=True) if part_rows(out / name, u) is None]
 
     def done(_unit: Any, result: dict[str, Any], _actors: list[Any]) -> None:
         if on_rows:
             on_rows(result["rows"])
 
     runner: UnitRunner[Any] = UnitRunner(spawn, lambda a, u: a.run.remote(u), workers=workers)
-    outcome = PartsOutcome(units, todo, runner.stats)
+    outcome.stats = runner.stats
     try:
-        runner.run(todo, done)
+        runner.run(outcome.ran, done)
     except SeqStoreError as exc:
         outcome.error = str(exc)
+    bad: list[Any] = []
+    for unit, name in zip(units, names, strict=True):
+        rows = part_rows(out / name, unit)
+        if rows is None:
+            bad.append(unit)
+        else:
+            outcome.parts += 1
+            outcome.rows += rows
+    if bad and not outcome.error:
+        outcome.error = (f"{len(bad)} of {len(units)} units have no complete output part (e.g. {bad[0].key}); "
+                         "re-run the same command to redo them")
     return outcome

@@ -9,8 +9,11 @@ call the model with a dict of padded numpy arrays plus ``lengths`` (see
 
 A model is ``MODULE:FUNCTION`` taking that dict and returning a dict of equal-length
 columns (or one array, named ``score``). A model that raises stops the job with an error
-naming the batch. A re-run skips parts already written (parts are renamed into place
-only when complete).
+naming the batch. Part names are unique per unit (file stem, a hash of the file's location,
+row group), so files with the same name in different directories do not collide. A re-run
+skips parts already written (parts are renamed into place only when complete) if they were
+made from the same file as it is now and hold one row per request; others are redone. OUT
+must not hold parts of another input: the job refuses to run rather than mix them in.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.assemble import model_inputs
-from ray_jobs.runner import run_into_parts
+from ray_jobs.runner import part_file_name, run_into_parts, write_part
 from ray_jobs.units import Unit, plan
 from store import SequenceStore
 from store.config import Config
@@ -56,8 +59,12 @@ def load_model(spec: str) -> Model:
     return model  # type: ignore[no-any-return]
 
 
+PART_PREFIX = "part"
+
+
 def part_name(unit: Unit) -> str:
-    return f"part-{Path(unit.path).stem}-rg{unit.row_group:05d}.parquet"
+    """The output part of ``unit``: unique per unit, stable across re-runs."""
+    return part_file_name(PART_PREFIX, unit)
 
 
 def _columns(output: Any, n: int, where: str) -> dict[str, Any]:
@@ -108,10 +115,7 @@ class ScoreWorker:
                                    "as_of_ts": pa.array(as_of[start:stop], pa.int64()),
                                    **{k: pa.array(np.asarray(v)) for k, v in columns.items()}}))
         result = pa.concat_tables(parts) if parts else pa.table({"user_id": pa.array([], pa.string())})
-        target = self.out / part_name(unit)
-        tmp = target.with_suffix(".tmp")
-        pq.write_table(result, tmp)
-        os.replace(tmp, target)  # a part exists only when complete
+        write_part(result, self.out / part_name(unit), unit)
         return {"rows": len(users)}
 
 
@@ -146,19 +150,18 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
         store.table(table)  # a clear error now if the table does not exist
-    fs, _ = plan(requests_path)
+    fs, units = plan(requests_path)
     Worker = ray.remote(num_cpus=1, max_restarts=0)(ScoreWorker)
 
     def spawn(_: int) -> Any:
         return Worker.remote(config, table, model, fs, str(out), max_len=max_len, features=list(features),
                              now_ms=now_ms, batch_rows=batch_rows)
 
-    run = run_into_parts(requests_path, out, part_name, spawn, workers=workers, on_rows=on_progress)
-    parts = [out / part_name(u) for u in run.units if (out / part_name(u)).exists()]
+    run = run_into_parts(units, out, PART_PREFIX, spawn, workers=workers, on_rows=on_progress)
+    # ``run.rows`` counts only parts that each hold their own unit's complete output.
     report = ScoreReport(requests=sum(u.num_rows for u in run.units), units_total=len(run.units),
                          units_done=run.stats.units_done, units_skipped=len(run.units) - len(run.ran),
-                         units_retried=run.stats.units_retried, out=str(out.resolve()),
-                         scored=sum(pq.ParquetFile(p).metadata.num_rows for p in parts),
+                         units_retried=run.stats.units_retried, out=str(out.resolve()), scored=run.rows,
                          completed=not run.error, error=run.error)
     report.wall_s = round(time.monotonic() - t0, 2)
     processed = sum(u.num_rows for u in run.ran) if report.completed else 0

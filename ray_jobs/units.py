@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import glob
+import hashlib
+import os
+import re
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -11,13 +15,17 @@ import pyarrow.parquet as pq
 
 from store.errors import SeqStoreError
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
 
 @dataclass(frozen=True, slots=True)
 class Unit:
     """One row group of one Parquet file.
 
     ``first_row`` is the row group's first row number within its file, so quarantine rows
-    carry positions that point into the source file.
+    carry positions that point into the source file. ``location`` names the file uniquely
+    (an absolute local path, or ``<filesystem>://<path>``); ``mtime_ns`` is the file's
+    modification time where the filesystem reports one.
     """
 
     path: str
@@ -25,6 +33,8 @@ class Unit:
     first_row: int
     num_rows: int
     file_size: int
+    mtime_ns: int | None = None
+    location: str = ""
 
     @property
     def key(self) -> str:
@@ -32,8 +42,22 @@ class Unit:
 
     @property
     def fingerprint(self) -> str:
-        """Changes if the file is replaced by another, so a stale manifest entry is not trusted."""
-        return f"{self.file_size}:{self.first_row}:{self.num_rows}"
+        """Changes when the file is replaced or rewritten — other size, row layout or
+        modification time — so a stale manifest entry or output part is not trusted.
+
+        Copying the input without preserving modification times changes it too, which makes a
+        re-run redo the work (safe: writes and parts are idempotent).
+        """
+        return f"{self.file_size}:{self.mtime_ns}:{self.first_row}:{self.num_rows}"
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name unique to this unit: the file's stem (for people), a short
+        hash of the file's full location (so ``date=1/part-0.parquet`` and
+        ``date=2/part-0.parquet`` differ) and the row group. Stable across re-runs."""
+        stem = _UNSAFE.sub("_", PurePath(self.path).stem)[:40] or "file"
+        digest = hashlib.sha256((self.location or self.path).encode()).hexdigest()[:12]
+        return f"{stem}-{digest}-rg{self.row_group:05d}"
 
 
 def resolve(input_path: str) -> tuple[pafs.FileSystem, list[str]]:
@@ -54,17 +78,24 @@ def resolve(input_path: str) -> tuple[pafs.FileSystem, list[str]]:
     return dataset.filesystem, files
 
 
+def _location(fs: pafs.FileSystem, path: str) -> str:
+    if isinstance(fs, pafs.LocalFileSystem):
+        return os.path.abspath(path)
+    return f"{fs.type_name}://{path}"
+
+
 def plan(input_path: str) -> tuple[pafs.FileSystem, list[Unit]]:
     """All units of the input, in file and row-group order."""
     fs, files = resolve(input_path)
     units: list[Unit] = []
     for path in files:
-        size = fs.get_file_info(path).size or 0
+        info = fs.get_file_info(path)
+        size = info.size or 0
         with fs.open_input_file(path) as handle:
             meta = pq.ParquetFile(handle).metadata
         first = 0
         for rg in range(meta.num_row_groups):
             rows = meta.row_group(rg).num_rows
-            units.append(Unit(path, rg, first, rows, size))
+            units.append(Unit(path, rg, first, rows, size, info.mtime_ns, _location(fs, path)))
             first += rows
     return fs, units

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -148,3 +149,67 @@ def test_cli_score_with_json_summary(scored_table: SequenceTable, tmp_path: Path
          "--model", "ray_jobs.examples.models:failing_model", "--out", str(tmp_path / "out2")],
         env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1 and "failing_model failed on" in failed.stderr and "Traceback" not in failed.stderr
+
+
+
+def _partition(path: Path, users: list[str], as_of: list[int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"user_id": users, "as_of_ts": pa.array(as_of, pa.int64()),
+                             "ts": pa.array(as_of, pa.int64())}), path, row_group_size=7)
+
+
+def _pairs(table: pa.Table, ts: str) -> list[tuple[str, int]]:
+    return sorted(zip(table.column("user_id").to_pylist(), table.column(ts).to_pylist(), strict=True))
+
+
+def test_score_and_export_over_partitions_with_the_same_file_names(
+    ray_local: None, scored_table: SequenceTable, hbase_server: HBaseServer, tmp_path: Path
+) -> None:
+    # date=1/part-0.parquet and date=2/part-0.parquet: every request still gives exactly one row.
+    req = tmp_path / "req"
+    rows: dict[int, list[tuple[str, int]]] = {}
+    for day in (1, 2):
+        users = [f"u{(day * 7 + i) % 23}" for i in range(20)]  # u20..u22 are unknown
+        as_of = [T0 + (day * 10 + i % 15) * STEP for i in range(20)]
+        _partition(req / f"date={day}" / "part-0.parquet", users, as_of)
+        rows[day] = list(zip(users, as_of, strict=True))
+    model = "ray_jobs.examples.models:recency_similarity"
+    cfg = hbase_server.config()
+
+    def score() -> Any:
+        return run_score(str(req), model, tmp_path / "scores", scored_table.name, max_len=10, workers=2,
+                         config=cfg, now_ms=NOW)
+
+    def export() -> Any:
+        return run_export(str(req), tmp_path / "train", scored_table.name, max_len=10, workers=2, config=cfg)
+
+    scored, exported = score(), export()
+    assert scored.completed and exported.completed, (scored.error, exported.error)
+    assert scored.units_total == 6 and scored.requests == scored.scored == 40
+    assert exported.shards == 6 and exported.labels == exported.rows_written == 40
+    assert _pairs(pq.read_table(tmp_path / "scores"), "as_of_ts") == sorted(rows[1] + rows[2])
+    train = pq.read_table(tmp_path / "train")
+    assert _pairs(train, "ts") == sorted(rows[1] + rows[2])
+    for row in train.to_pylist():
+        n = int(row["user_id"][1:])
+        assert row["length"] == (min(10, (row["ts"] - T0) // STEP) if n < 20 else 0)
+
+    # A re-run over the same input trusts every part; one over a replaced partition redoes only it.
+    again = score()
+    assert again.completed and again.units_skipped == 6 and again.scored == 40
+    replaced = rows[2][::-1]
+    day2 = req / "date=2" / "part-0.parquet"
+    before = day2.stat().st_mtime_ns
+    _partition(day2, [u for u, _ in replaced], [t for _, t in rows[2]])
+    os.utime(day2, ns=(before + 10**9, before + 10**9))  # a new mtime even on a coarse clock
+    rows[2] = [(u, t) for (u, _), (_, t) in zip(replaced, rows[2], strict=True)]
+    redone = score()
+    assert redone.completed, redone.error
+    assert redone.units_skipped == 3 and redone.units_done == 3 and redone.scored == 40
+    assert _pairs(pq.read_table(tmp_path / "scores"), "as_of_ts") == sorted(rows[1] + rows[2])
+
+    # Parts of another input in the output directory are refused, never mixed in or counted.
+    other = run_score(str(req / "date=1"), model, tmp_path / "scores", scored_table.name, max_len=10,
+                      workers=1, config=cfg, now_ms=NOW)
+    assert not other.completed and "no unit of this input produces" in other.error
+    assert other.scored == 0

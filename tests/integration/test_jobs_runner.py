@@ -1,0 +1,109 @@
+"""The unit runner's fault handling with a real local Ray, and the backfill report it keeps possible."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from ray_jobs import manifest
+from ray_jobs.backfill import run_backfill
+from ray_jobs.runner import UnitRunner
+from ray_jobs.units import Unit, plan
+from ray_jobs.verify import verify
+from store import SequenceTable
+from store.errors import SeqStoreError
+from tests.conftest import HBaseServer
+
+
+def _units(tmp_path: Path, groups: int) -> list[Unit]:
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"x": list(range(2 * groups))}), path, row_group_size=2)
+    return plan(str(path))[1]
+
+
+def _echo_actor() -> Any:
+    class Echo:  # local, so Ray ships it by value
+        def run(self, unit: Unit) -> dict[str, Any]:
+            return {"rows": unit.num_rows}
+
+    return ray.remote(num_cpus=0)(Echo)
+
+
+@pytest.mark.slow
+def test_a_ray_system_error_re_runs_the_unit_on_a_new_actor(
+    ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    units = _units(tmp_path, 4)
+    Echo = _echo_actor()
+    spawned: list[int] = []
+
+    def spawn(slot: int) -> Any:
+        spawned.append(slot)
+        return Echo.remote()
+
+    real_get = ray.get
+    injected: list[Any] = []
+
+    def flaky_get(ref: Any, *args: Any, **kwargs: Any) -> Any:
+        if not injected:
+            injected.append(ref)
+            raise ray.exceptions.RaySystemError("injected: the object was lost")
+        return real_get(ref, *args, **kwargs)
+
+    monkeypatch.setattr(ray, "get", flaky_get)
+    done: list[str] = []
+    runner: UnitRunner[Unit] = UnitRunner(spawn, lambda a, u: a.run.remote(u), workers=2)
+    stats = runner.run(units, lambda unit, _result, _actors: done.append(unit.key))
+    assert injected and sorted(done) == sorted(u.key for u in units)  # every unit exactly once
+    assert stats.units_done == 4 and stats.units_retried == 1
+    assert len(spawned) == 3  # two actors, one replaced
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_in_the_driver_loop_is_a_resumable_seqstore_error(
+    ray_local: None, tmp_path: Path
+) -> None:
+    Echo = _echo_actor()
+
+    def explode(_unit: Unit, _result: Any, _actors: list[Any]) -> None:
+        raise ray.exceptions.RaySystemError("injected: raylet gone")
+
+    runner: UnitRunner[Unit] = UnitRunner(lambda _slot: Echo.remote(), lambda a, u: a.run.remote(u), workers=1)
+    with pytest.raises(SeqStoreError, match=r"unexpected RaySystemError.*re-run the same command to resume"):
+        runner.run(_units(tmp_path, 2), explode)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_backfill_writes_a_failed_resumable_report_on_an_unexpected_ray_error(
+    ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer,
+    tmp_path: Path,
+) -> None:
+    table = make_table(salt_buckets=2)
+    seen: list[str] = []
+
+    def fail_after_two(unit: Unit, _actors: list[Any]) -> None:
+        seen.append(unit.key)
+        if len(seen) == 2:
+            raise ray.exceptions.RaySystemError("injected: raylet gone")
+
+    report = run_backfill(str(small_log), table.name, workers=1, config=hbase_server.config(),
+                          report_dir=tmp_path / "a", on_unit_done=fail_after_two)
+    assert not report.completed
+    saved = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert saved["completed"] is False and "RaySystemError" in saved["error"]
+    assert "re-run the same command to resume" in saved["error"]
+    assert saved["units_done"] == 2 == len(manifest.load(table.pool, table.name))
+
+    resumed = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
+                           report_dir=tmp_path / "b")
+    assert resumed.completed, resumed.error
+    assert resumed.units_skipped == 2 and resumed.units_done == resumed.units_total - 2
+    assert verify(str(small_log), table).ok
