@@ -23,7 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.errors import SchemaError
 from store.schema import EventSchema
+from store.validate import null_vector_items
 
 FORMAT = 1
 _FIXED = {
@@ -84,6 +86,11 @@ def _pieces(column: pa.Array, field: pa.Field) -> list[bytes]:
         size = struct.calcsize(_FIXED[t])
         out = [raw[i * size : (i + 1) * size] for i in range(n)]
     elif pa.types.is_fixed_size_list(t):
+        first_null = null_vector_items(column)
+        if (first_null >= 0).any():
+            row = int(np.argmax(first_null >= 0))
+            raise ValueError(f"field {field.name!r}, row {row}: item {int(first_null[row])} of the vector is null "
+                             "and has no encoding; validate rows first (store.validate.conform)")
         size = np.dtype(t.value_type.to_pandas_dtype()).itemsize * t.list_size
         flat = column.fill_null([0] * t.list_size) if column.null_count else column
         raw = np.asarray(flat.flatten().to_numpy(zero_copy_only=False)).astype(
@@ -104,11 +111,17 @@ def _pieces(column: pa.Array, field: pa.Field) -> list[bytes]:
 
 
 class PayloadCodec:
-    """Encodes payloads with a table's current schema; decodes any of its versions."""
+    """Encodes payloads with a table's current schema; decodes any of its versions.
 
-    def __init__(self, versions: Sequence[EventSchema]) -> None:
+    Args:
+        versions: the table's registered schema versions.
+        table: the table's name, for error messages.
+    """
+
+    def __init__(self, versions: Sequence[EventSchema], *, table: str = "") -> None:
         if not versions:
             raise ValueError("'versions' must not be empty")
+        self.table = table
         self.versions = {s.version: s for s in versions}
         self.current = max(versions, key=lambda s: s.version)
         self._header = bytes((FORMAT,)) + uvarint(self.current.version)
@@ -156,11 +169,18 @@ class PayloadCodec:
         """Payload values in the current schema's field order (None where null or absent).
 
         Strings come back as ``str``, binary and fixed-size lists as ``bytes``.
+
+        Raises:
+            SchemaError: the value names a schema version this codec does not know, e.g. one
+                registered by another process after this table was opened (open it again).
+            ValueError: the value is not in a payload format this codec knows.
         """
-        if value[0] != FORMAT:
-            raise ValueError(f"unknown payload format {value[0]}")
+        if not value or value[0] != FORMAT:
+            raise ValueError(f"unknown payload format {value[:1]!r}")
         version, pos = read_uvarint(value, 1)
-        layout = self._layouts[version]
+        layout = self._layouts.get(version)
+        if layout is None:
+            raise SchemaError(self._unknown_version(version))
         bitmap_len = (len(layout) + 7) // 8
         bitmap = value[pos : pos + bitmap_len]
         pos += bitmap_len
@@ -180,3 +200,12 @@ class PayloadCodec:
                 out[target] = data.decode("utf-8") if plan.is_string else data
                 pos += length
         return out
+
+    def _unknown_version(self, version: int) -> str:
+        known = sorted(self._layouts)
+        table = f"table {self.table!r}" if self.table else "the table"
+        if version > known[-1]:
+            return (f"a value of {table} was written with schema version {version}, newer than the versions "
+                    f"this handle knows ({known}); the schema evolved after the table was opened: open it again "
+                    "(SequenceStore.table) to read it")
+        return f"a value of {table} names schema version {version}, which is not registered (known: {known})"

@@ -23,11 +23,11 @@ import pyarrow as pa
 from store import keys
 from store.codec import PayloadCodec
 from store.connection import idl
-from store.errors import SchemaError
-from store.requests import Requests, normalize
+from store.errors import InvalidEventError, SchemaError
+from store.requests import Requests, normalize, user_ids
 from store.schema import USER_ID, EventSchema
 from store.table import FEATURES
-from store.validate import MIN_PLAUSIBLE_MS
+from store.validate import MIN_PLAUSIBLE_MS, Verdicts, conform_user_ids, reject_null_vector_items
 
 if TYPE_CHECKING:
     from store.client import SequenceTable
@@ -47,9 +47,14 @@ def write_features(table: SequenceTable, data: pa.Table) -> int:
 
     ``data`` has ``user_id``, ``valid_from_ts`` (int64 ms UTC) and one column per feature
     to set (a subset of the table's features). Null values are skipped (not written).
+    User ids are converted and checked exactly as for events
+    (:func:`store.validate.conform_user_ids`): the integer ``5`` is user ``"5"``.
 
     Raises:
         SchemaError: unknown feature columns, missing key columns, a bad timestamp or type.
+        InvalidEventError: a row's user id is null, empty, too long or not castable to a
+            string (``missing_user``, ``user_id_too_long``, ``wrong_type``), or a vector has
+            a null item (``null_in_vector``); names the first such row. Nothing is written.
 
     Idempotent: the same value at the same valid-from time is the same cell.
     """
@@ -62,15 +67,24 @@ def write_features(table: SequenceTable, data: pa.Table) -> int:
     ts = np.asarray(data.column(VALID_FROM).cast(pa.int64()).fill_null(-1).to_numpy(), dtype=np.int64)
     if (ts < MIN_PLAUSIBLE_MS).any():
         raise SchemaError(f"{VALID_FROM} must be int64 milliseconds UTC (row {int(np.argmax(ts < MIN_PLAUSIBLE_MS))})")
-    t = idl()
-    users = data.column(USER_ID).to_pylist()
-    per_row: dict[bytes, list[Any]] = {}
+    verdicts = Verdicts.empty(data.num_rows)
+    users = conform_user_ids(data.column(USER_ID), verdicts).to_pylist()
+    cast: dict[str, pa.Array] = {}
     for name in names:
         column = data.column(name).combine_chunks()
         try:
             column = column.cast(known[name].type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise SchemaError(f"feature {name!r} must be {known[name].type}: {exc}") from exc
+        if pa.types.is_fixed_size_list(column.type):
+            column = reject_null_vector_items(column, name, verdicts)
+        cast[name] = column
+    if not verdicts.valid.all():
+        i = int(np.argmin(verdicts.valid))
+        raise InvalidEventError(verdicts.reason[i], verdicts.field[i], i, verdicts.detail[i])
+    t = idl()
+    per_row: dict[bytes, list[Any]] = {}
+    for name, column in cast.items():
         values, _ = table.feature_codecs[name].encode(pa.RecordBatch.from_arrays([column], names=[name]))
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         qualifier = name.encode()
@@ -94,7 +108,12 @@ def write_features(table: SequenceTable, data: pa.Table) -> int:
 def read_features(table: SequenceTable, requests: Requests, names: Sequence[str]) -> pa.Table:
     """Per request, each feature's newest version with ``valid_from <= as_of`` (null if none).
 
-    Returns ``user_id``, ``as_of_ts`` and one column per name, in request order.
+    ``requests`` takes the shapes of :func:`store.requests.normalize`; user ids are converted
+    as on writes, so a feature written for ``5`` reads back for ``5`` and ``"5"``.
+    Returns ``user_id`` (string), ``as_of_ts`` and one column per name, in request order.
+
+    Raises:
+        SchemaError: an unknown feature, or requests that are ambiguous or invalid.
     """
     known = {f.name: f for f in table.spec.features}
     unknown = sorted(set(names) - set(known))
@@ -133,12 +152,17 @@ def _feature_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
     return pa.array(values, arrow_type)
 
 
-def feature_history(table: SequenceTable, user_id: str, name: str) -> list[tuple[int, Any]]:
-    """All kept versions of one feature of one user: ``[(valid_from_ts, value), ...]`` newest first."""
+def feature_history(table: SequenceTable, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
+    """All kept versions of one feature of one user: ``[(valid_from_ts, value), ...]`` newest first.
+
+    Raises:
+        SchemaError: an unknown feature, or a null, empty or too long user id.
+    """
     if name not in table.feature_codecs:
         raise SchemaError(f"unknown feature {name!r}")
+    (user,) = user_ids([user_id])
     t = idl()
-    get = t.TGet(row=keys.user_prefix(user_id, table.spec.salt_buckets),
+    get = t.TGet(row=keys.user_prefix(user, table.spec.salt_buckets),
                  columns=[t.TColumn(family=FEATURES, qualifier=name.encode())],
                  maxVersions=table.spec.feature_versions)
     result = table.pool.call("get", table.name_bytes, get)

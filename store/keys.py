@@ -36,8 +36,17 @@ BUCKET_LEN = 8
 
 
 def user_bytes(user_id: str | bytes) -> bytes:
-    """The bytes a user id is keyed by: UTF-8 for ``str``, as is for ``bytes``."""
-    return user_id.encode("utf-8") if isinstance(user_id, str) else bytes(user_id)
+    """The bytes a user id is keyed by: UTF-8 for ``str``, as is for ``bytes``.
+
+    Raises:
+        TypeError: ``user_id`` is neither (``bytes(5)`` would be five zero bytes: another
+            user's row). Convert other ids first, as :func:`store.requests.user_ids` does.
+    """
+    if isinstance(user_id, str):
+        return user_id.encode("utf-8")
+    if isinstance(user_id, (bytes, bytearray, memoryview)):
+        return bytes(user_id)
+    raise TypeError(f"'user_id' must be str or bytes, not {type(user_id).__name__}")
 
 
 def salt_of(user: bytes, salt_buckets: int) -> int:

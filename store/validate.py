@@ -36,6 +36,7 @@ class Reason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     WRONG_TYPE = "wrong_type"
     MISSING_FIELD = "missing_field"
+    NULL_IN_VECTOR = "null_in_vector"
     PAYLOAD_TOO_LARGE = "payload_too_large"
 
 
@@ -113,6 +114,53 @@ def _cast_column(col: pa.Array, target: pa.DataType, name: str, v: Verdicts) -> 
         raise SchemaError(f"column {name!r} of type {col.type} cannot be read as {target}: {exc}") from exc
 
 
+def conform_user_ids(col: pa.Array | pa.ChunkedArray, v: Verdicts) -> pa.Array:
+    """User ids as they are keyed: cast to string (``5`` is ``"5"``, bytes must be UTF-8).
+
+    Null and empty ids are rejected as ``missing_user``, ids over ``MAX_USER_BYTES`` as
+    ``user_id_too_long``, uncastable ones as ``wrong_type``. This is the one rule for user
+    ids: events, features and read requests all go through it.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    users = _cast_column(col, pa.string(), USER_ID, v)
+    v.reject(_mask(pc.is_null(users)), Reason.MISSING_USER, USER_ID, "user_id is null")
+    lengths = pc.binary_length(users)
+    v.reject(_mask(pc.equal(lengths, 0)), Reason.MISSING_USER, USER_ID, "user_id is empty")
+    v.reject(_mask(pc.greater(lengths, keys.MAX_USER_BYTES)), Reason.USER_ID_TOO_LONG, USER_ID,
+             f"user_id longer than {keys.MAX_USER_BYTES} bytes")
+    return users
+
+
+def null_vector_items(col: pa.Array) -> np.ndarray:
+    """Per row of a fixed-size-list column: the index of the first null item of a non-null
+    vector, else -1. (A null *vector* is fine in a nullable field; a null *item* has no
+    encoding: it would be written as 0 or NaN.)"""
+    n, width = len(col), col.type.list_size
+    first = np.full(n, -1, dtype=np.int64)
+    items = col.values.slice(col.offset * width, n * width)  # .values ignores the slice offset
+    if n == 0 or width == 0 or items.null_count == 0:
+        return first
+    nulls = np.asarray(items.is_null().to_numpy(zero_copy_only=False), dtype=bool).reshape(n, width)
+    nulls &= np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)[:, None]
+    bad = nulls.any(axis=1)
+    first[bad] = nulls[bad].argmax(axis=1)
+    return first
+
+
+def reject_null_vector_items(col: pa.Array, name: str, v: Verdicts) -> pa.Array:
+    """Reject rows whose vector has a null item (``null_in_vector``); returns ``col`` with
+    those vectors nulled, so the rejected rows cannot reach the encoder."""
+    first = null_vector_items(col)
+    bad = first >= 0
+    if not bad.any():
+        return col
+    detail = np.full(len(col), "", dtype=object)
+    detail[bad] = [f"item {i} of {name} is null; a vector is whole or null" for i in first[bad].tolist()]
+    v.reject(bad, Reason.NULL_IN_VECTOR, name, detail)
+    return pc.if_else(pa.array(bad), pa.nulls(len(col), col.type), col)
+
+
 def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = None,
             max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> tuple[pa.RecordBatch, Verdicts]:
     """Cast ``batch`` to ``schema`` and judge every row (everything but the payload size).
@@ -135,12 +183,7 @@ def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = 
 
     n = batch.num_rows
     v = Verdicts.empty(n)
-    users = _cast_column(batch.column(USER_ID), pa.string(), USER_ID, v)
-    v.reject(_mask(pc.is_null(users)), Reason.MISSING_USER, USER_ID, "user_id is null")
-    lengths = pc.binary_length(users)
-    v.reject(_mask(pc.equal(lengths, 0)), Reason.MISSING_USER, USER_ID, "user_id is empty")
-    v.reject(_mask(pc.greater(lengths, keys.MAX_USER_BYTES)), Reason.USER_ID_TOO_LONG, USER_ID,
-             f"user_id longer than {keys.MAX_USER_BYTES} bytes")
+    users = conform_user_ids(batch.column(USER_ID), v)
 
     ts = _cast_column(batch.column(EVENT_TS), pa.int64(), EVENT_TS, v)
     v.reject(_mask(pc.is_null(ts)), Reason.MISSING_TIMESTAMP, EVENT_TS, "event_ts is null")
@@ -155,6 +198,8 @@ def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = 
     columns = {USER_ID: users, EVENT_TS: ts}
     for f in payload:
         col = _cast_column(batch.column(f.name), f.type, f.name, v) if f.name in names else pa.nulls(n, f.type)
+        if pa.types.is_fixed_size_list(f.type):
+            col = reject_null_vector_items(col, f.name, v)
         if not f.nullable:
             v.reject(_mask(pc.is_null(col)), Reason.MISSING_FIELD, f.name, f"{f.name} is null")
         columns[f.name] = col

@@ -74,3 +74,23 @@ def test_schema_changes_that_are_refused() -> None:
 
 def test_schema_serializes_through_arrow_ipc() -> None:
     assert EventSchema.from_bytes(RICH.to_bytes(), 3).payload.equals(RICH.payload)
+
+
+def test_the_encoder_refuses_a_null_item_inside_a_vector() -> None:
+    schema = EventSchema.of([pa.field("emb", pa.list_(pa.float32(), 3))])
+    batch = pa.RecordBatch.from_pydict({"emb": [[1.0, 2.0, 3.0], None, [1.0, None, 3.0]]}, schema=schema.payload)
+    with pytest.raises(ValueError, match=r"'emb', row 2: item 1 of the vector is null"):
+        PayloadCodec([schema]).encode(batch)
+    values, _ = PayloadCodec([schema]).encode(batch.slice(0, 2))  # a whole null vector is fine
+    assert PayloadCodec([schema]).decode(values[1]) == [None]
+
+
+def test_a_value_of_a_newer_schema_version_is_a_clear_error() -> None:
+    v2 = DEFAULT_SCHEMA.evolve_to(EventSchema.of([*DEFAULT_SCHEMA.payload, pa.field("campaign", pa.string())]))
+    newer = PayloadCodec([DEFAULT_SCHEMA, v2]).encode(pa.RecordBatch.from_pydict(
+        {"event_type": ["view"], "item_id": [1], "dwell_ms": [5], "campaign": ["x"]}, schema=v2.payload))[0][0]
+    stale = PayloadCodec([DEFAULT_SCHEMA], table="clicks")
+    with pytest.raises(SchemaError, match=r"table 'clicks' was written with schema version 2.*\[1\].*open it again"):
+        stale.decode(newer)
+    with pytest.raises(ValueError, match="unknown payload format"):
+        stale.decode(b"")

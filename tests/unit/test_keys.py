@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,3 +83,12 @@ def test_event_id_is_deterministic_and_content_sensitive() -> None:
 def test_split_keys_pre_split_on_salt() -> None:
     assert keys.split_keys(1) == []
     assert keys.split_keys(4) == [b"\x01", b"\x02", b"\x03"]
+
+
+@pytest.mark.parametrize("user_id", [5, 0, None, 5.0])
+def test_a_user_id_that_is_not_str_or_bytes_is_refused(user_id: object) -> None:
+    # bytes(5) would be five zero bytes: the row of another user, silently.
+    with pytest.raises(TypeError, match="'user_id' must be str or bytes"):
+        keys.user_bytes(user_id)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        keys.user_prefix(user_id, 16)  # type: ignore[arg-type]

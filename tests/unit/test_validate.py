@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from store.errors import SchemaError
-from store.schema import DEFAULT_SCHEMA
-from store.validate import Reason, conform
+from store.schema import DEFAULT_SCHEMA, EventSchema
+from store.validate import Reason, conform, null_vector_items
 
 NOW = 1_800_000_000_000
 
@@ -63,3 +63,44 @@ def test_a_missing_nullable_column_reads_as_null() -> None:
     del cols["dwell_ms"]
     batch, verdicts = conform(pa.RecordBatch.from_pydict(cols), DEFAULT_SCHEMA, now_ms=NOW)
     assert verdicts.valid.all() and batch.column("dwell_ms").null_count == 3
+
+
+EMB = EventSchema.of([pa.field("emb", pa.list_(pa.float32(), 3)),
+                      pa.field("q", pa.list_(pa.int8(), 2), nullable=False)])
+
+
+def test_a_null_item_inside_a_vector_is_quarantined_never_written() -> None:
+    rows = pa.RecordBatch.from_pydict({
+        "user_id": ["u"] * 5, "event_ts": [NOW - 1] * 5,
+        "emb": [[1.0, 2.0, 3.0], [1.0, None, 3.0], None, [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]],
+        "q": [[1, 2], [1, 2], [1, 2], [None, 2], None],
+    }, schema=pa.schema([pa.field("user_id", pa.string()), pa.field("event_ts", pa.int64()), *EMB.payload]))
+    batch, verdicts = conform(rows, EMB, now_ms=NOW)
+    # A whole null vector in a nullable field is fine; in a non-nullable one it is missing_field.
+    assert verdicts.reason.tolist() == ["", "null_in_vector", "", "null_in_vector", "missing_field"]
+    assert verdicts.field.tolist()[1:4:2] == ["emb", "q"]
+    assert "item 1 of emb is null" in verdicts.detail[1] and "item 0 of q" in verdicts.detail[3]
+    q = verdicts.quarantine(pa.array([100, 101, 102, 103, 104]).to_numpy(), None)
+    assert q.column("position").to_pylist() == [101, 103, 104]
+    # The rejected vectors are nulled, so nothing can encode them as 0 or NaN.
+    assert batch.column("emb").to_pylist()[:3] == [[1.0, 2.0, 3.0], None, None]
+
+
+def test_null_vector_items_respects_a_sliced_array() -> None:
+    col = pa.array([[1.0, None, 3.0], [1.0, 2.0, 3.0], None, [None, 2.0, 3.0]], pa.list_(pa.float32(), 3))
+    assert null_vector_items(col).tolist() == [1, -1, -1, 0]
+    assert null_vector_items(col.slice(1)).tolist() == [-1, -1, 0]
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([5, 7, 5], ["5", "7", "5"]),
+    ([b"a", "ü".encode(), b"c"], ["a", "ü", "c"]),
+])
+def test_user_ids_are_cast_to_their_string(values: list[object], expected: list[str]) -> None:
+    batch, verdicts = conform(_batch(user_id=values), DEFAULT_SCHEMA, now_ms=NOW)
+    assert verdicts.valid.all() and batch.column("user_id").to_pylist() == expected
+
+
+def test_a_user_id_that_is_not_utf8_is_wrong_type() -> None:
+    _, verdicts = conform(_batch(user_id=[b"\xff", b"u", b"u"]), DEFAULT_SCHEMA, now_ms=NOW)
+    assert verdicts.reason.tolist() == ["wrong_type", "", ""] and verdicts.field[0] == "user_id"
