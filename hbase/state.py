@@ -3,7 +3,8 @@
 Two files hold the same JSON: ``<data_dir>/run/runtime.json`` (the instance's own record)
 and the *endpoint file* (``$SEQSTORE_STATE_DIR/hbase.json``, default
 ``~/.local/state/seqstore/hbase.json``), which names the instance started last and is what
-the CLI and the Python client read when ``SEQSTORE_HBASE`` is not set.
+the CLI and the Python client read when neither ``SEQSTORE_HBASE_THRIFT2`` nor
+``SEQSTORE_HBASE`` is set.
 """
 
 from __future__ import annotations

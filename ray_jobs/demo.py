@@ -1,6 +1,6 @@
 """``seqstore demo`` / ``make demo``: the main job, end to end, on the embedded HBase.
 
-1. start the local HBase if needed (or use ``SEQSTORE_HBASE``);
+1. start the local HBase if needed (or use ``SEQSTORE_HBASE_THRIFT2``);
 2. generate a realistic behaviour log (~1M events of 10k users, 0.1% malformed);
 3. create the demo table and backfill the log into it with Ray;
 4. verify that HBase holds exactly the log's valid events;
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from hbase import launcher
 from store import SequenceStore, TableSpec
-from store.config import HBASE_ENV
+from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
 
 DEMO_TABLE = "seqstore_demo"
 MODEL = "ray_jobs.examples.models:recency_similarity"
@@ -64,8 +64,8 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
     for previous in ("scores", "train", "backfill-report"):  # outputs of the last run of this table
         shutil.rmtree(work_dir / previous, ignore_errors=True)
     t0 = time.monotonic()
-    if os.environ.get(HBASE_ENV):
-        say(f"[1/6] HBase: using {os.environ[HBASE_ENV]}")
+    if os.environ.get(HBASE_THRIFT2_ENV) or os.environ.get(HBASE_ENV):
+        say(f"[1/6] HBase: using {os.environ.get(HBASE_THRIFT2_ENV) or os.environ[HBASE_ENV]}")
         stage("hbase", t0, 0, state="external")
     else:
         say("[1/6] HBase: starting the embedded standalone HBase (if not running)")

@@ -2,8 +2,9 @@
 
 Resolution order for the Thrift endpoints:
 
-1. ``SEQSTORE_HBASE=host:port[,host:port...]`` — Thrift1 server(s) of any HBase;
-   ``SEQSTORE_HBASE_THRIFT2=host:port[,...]`` optionally names the Thrift2 server(s).
+1. ``SEQSTORE_HBASE_THRIFT2=host:port[,...]`` — the Thrift2 server(s) of any HBase, which
+   the store speaks; ``SEQSTORE_HBASE=host:port[,...]`` — its Thrift1 server(s), used only by
+   happybase tools (benchmark baselines, tests). Setting either skips the endpoint file.
 2. The endpoint file written by ``seqstore hbase start`` (see :mod:`hbase.state`).
 
 Everything else comes from :class:`Config` fields, each readable from ``SEQSTORE_<FIELD>``.
@@ -92,7 +93,7 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        """Read ``SEQSTORE_HBASE``/``SEQSTORE_HBASE_THRIFT2``, else the local endpoint file.
+        """Read ``SEQSTORE_HBASE_THRIFT2``/``SEQSTORE_HBASE``, else the local endpoint file.
 
         Raises:
             ConfigError: no HBase is configured and none was started with ``seqstore hbase start``.
@@ -104,14 +105,14 @@ class Config:
             if f.name not in ("thrift", "thrift2") and key in env:
                 values[f.name] = env[key]
         config = cls.from_mapping(values)
-        if env.get(HBASE_ENV):
-            return replace(config, thrift=_parse_list(env[HBASE_ENV]),
+        if env.get(HBASE_ENV) or env.get(HBASE_THRIFT2_ENV):
+            return replace(config, thrift=_parse_list(env.get(HBASE_ENV, "")),
                            thrift2=_parse_list(env.get(HBASE_THRIFT2_ENV, "")))
         rt = state.read_endpoint()
         if rt is None:
             raise ConfigError(
-                f"No HBase configured: run `seqstore hbase start`, or set {HBASE_ENV}=host:port "
-                f"to use another server (see `seqstore hbase status`)."
+                f"No HBase configured: run `seqstore hbase start`, or set {HBASE_THRIFT2_ENV}=host:port "
+                f"(and {HBASE_ENV}=host:port for Thrift1 tools) to use another HBase (see `seqstore hbase status`)."
             )
         return replace(config, thrift=(Endpoint(rt.host, rt.thrift_port),),
                        thrift2=(Endpoint(rt.host, rt.thrift2_port),))

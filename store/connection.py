@@ -19,7 +19,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -51,13 +51,25 @@ def backoff_delays(config: Config) -> Iterator[float]:
 
 
 class Thrift2Client:
-    """One connection to a Thrift2 server; :meth:`call` retries transient failures."""
+    """One connection to a Thrift2 server; :meth:`call` retries transient failures.
 
-    def __init__(self, endpoint: Endpoint, config: Config) -> None:
-        self.endpoint = endpoint
+    With several endpoints, the client starts on ``endpoints[first]`` and moves on to the next
+    one after each failed attempt, so a dead Thrift server costs one retry, not the budget.
+    """
+
+    def __init__(self, endpoints: Sequence[Endpoint], config: Config, first: int = 0) -> None:
+        if not endpoints:
+            raise ValueError("no endpoints")
+        self.endpoints = tuple(endpoints)
+        self._at = first % len(self.endpoints)
         self.config = config
         self._idl = idl()
         self._client: Any = None
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The endpoint the client is (or will next be) connected to."""
+        return self.endpoints[self._at]
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -85,24 +97,38 @@ class Thrift2Client:
                 raise HBaseError(f"{method}: illegal argument: {exc.message}") from exc
             except self._idl.TIOError as exc:
                 message = exc.message or ""
-                if "TableNotFoundException" in message:
-                    raise TableNotFoundError(message.splitlines()[0]) from exc
+                table = _table_of(args)
+                if "TableNotFoundException" in message or (table and message.strip() == table):
+                    # HBase's TableNotFoundException reaches Thrift2 clients as just the table's name.
+                    missing = table or message.splitlines()[0]
+                    raise TableNotFoundError(f"{method}: table {missing!r} does not exist") from exc
                 if not exc.canRetry:
                     raise HBaseError(f"{method}: {message.splitlines()[0] if message else exc!r}") from exc
                 error: BaseException = exc
             except RETRYABLE as exc:
                 error = exc
             self.close()
+            failed, self._at = self.endpoint, (self._at + 1) % len(self.endpoints)
             delay = next(delays, None)
             if delay is None:
                 raise StoreUnavailableError(
-                    f"{method} failed after {self.config.retries} retries: {error!r}", endpoint=str(self.endpoint)
+                    f"{method} failed after {self.config.retries} retries: {error!r}", endpoint=str(failed)
                 ) from error
             # The server closes connections idle for 60 s: the first reconnect is routine.
-            log.log(logging.DEBUG if attempt == 0 else logging.WARNING, "%s on %s failed (%r); retry in %.2f s",
-                    method, self.endpoint, error, delay)
+            log.log(logging.DEBUG if attempt == 0 else logging.WARNING, "%s on %s failed (%r); retry on %s in %.2f s",
+                    method, failed, error, self.endpoint, delay)
             attempt += 1
             time.sleep(delay)
+
+
+def _table_of(args: tuple[Any, ...]) -> str | None:
+    """The table a THBaseService call names first (a ``bytes`` name or a ``TTableName``), if any."""
+    first = args[0] if args else None
+    name = getattr(first, "qualifier", first)
+    if isinstance(name, bytes):
+        ns = getattr(first, "ns", None)
+        return (ns + b":" + name if ns else name).decode(errors="replace")
+    return None
 
 
 class ClientPool:
@@ -116,13 +142,14 @@ class ClientPool:
             raise ValueError("'size' must be > 0")
         if not config.thrift2:
             raise StoreUnavailableError(
-                "no Thrift2 endpoint configured (set SEQSTORE_HBASE_THRIFT2=host:port or run `seqstore hbase start`)"
+                "no Thrift2 endpoint configured: the store speaks Thrift2; set SEQSTORE_HBASE_THRIFT2=host:port[,...] "
+                "to the HBase Thrift2 server(s) (`hbase thrift2 start`), or run `seqstore hbase start`"
             )
         self.config = config
         self.size = size
         self._free: queue.LifoQueue[Thrift2Client] = queue.LifoQueue()
         for i in range(size):
-            self._free.put(Thrift2Client(config.thrift2[i % len(config.thrift2)], config))
+            self._free.put(Thrift2Client(config.thrift2, config, first=i))
         self._lock = threading.Lock()
 
     @contextmanager

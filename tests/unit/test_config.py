@@ -35,6 +35,12 @@ def test_from_env_prefers_seqstore_hbase(tmp_path: Path, monkeypatch: pytest.Mon
     assert cfg.timeout_ms == 1500
 
 
+def test_thrift2_alone_is_enough_for_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQSTORE_STATE_DIR", str(tmp_path))
+    cfg = Config.from_env({"SEQSTORE_HBASE_THRIFT2": "h1:9091,h2:9091"})
+    assert cfg.thrift2 == (Endpoint("h1", 9091), Endpoint("h2", 9091)) and cfg.thrift == ()
+
+
 def test_from_env_without_any_hbase_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEQSTORE_STATE_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="seqstore hbase start"):

@@ -30,7 +30,7 @@ class Flaky:
 
 
 def _client(stub: Flaky, retries: int = 3) -> Thrift2Client:
-    client = Thrift2Client(Endpoint("127.0.0.1", 1), Config(retries=retries, backoff_ms=1, max_backoff_ms=2))
+    client = Thrift2Client([Endpoint("127.0.0.1", 1)], Config(retries=retries, backoff_ms=1, max_backoff_ms=2))
     client._connect = lambda: stub  # type: ignore[method-assign]
     return client
 
@@ -54,3 +54,18 @@ def test_non_retryable_errors_are_not_retried(error: BaseException) -> None:
     with pytest.raises(HBaseError):
         _client(stub).call("tableExists", None)
     assert stub.calls == 1
+
+
+def test_each_failed_attempt_moves_on_to_the_next_endpoint() -> None:
+    endpoints = [Endpoint("h1", 1), Endpoint("h2", 2), Endpoint("h3", 3)]
+    client = Thrift2Client(endpoints, Config(retries=3, backoff_ms=1, max_backoff_ms=2), first=1)
+    stub = Flaky([TTransportException(message="down"), TTransportException(message="down")])
+    tried: list[Endpoint] = []
+
+    def connect() -> Flaky:
+        tried.append(client.endpoint)
+        return stub
+
+    client._connect = connect  # type: ignore[method-assign]
+    assert client.call("tableExists", None) is True
+    assert tried == [endpoints[1], endpoints[2], endpoints[0]]
