@@ -27,8 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hbase import launcher
-from store import SequenceStore, TableSpec
+from store import DEFAULT_SCHEMA, SequenceStore, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
+from store.validate import conform
 
 DEMO_TABLE = "seqstore_demo"
 MODEL = "ray_jobs.examples.models:recency_similarity"
@@ -116,13 +117,12 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
 
         say("[6/6] export: training rows strictly before each label's time")
         t0 = time.monotonic()
-        sample = pq.read_table(log.files).filter(pa.compute.is_valid(pa.compute.field("user_id")))
+        # Labels come from the log's valid events (the ones the backfill wrote), picked at random.
+        batch, verdicts = conform(pq.read_table(log.files).combine_chunks().to_batches()[0], DEFAULT_SCHEMA)
+        valid = np.flatnonzero(verdicts.valid)
         rng = np.random.default_rng(7)
-        picks = rng.choice(sample.num_rows, size=min(5_000, sample.num_rows), replace=False)
-        rows = sample.take(pa.array(np.sort(picks)))
-        ok = pa.compute.and_(pa.compute.greater(rows.column("event_ts"), 0),
-                             pa.compute.less(pa.compute.utf8_length(rows.column("user_id")), 1000))
-        rows = rows.filter(ok)
+        picks = np.sort(rng.choice(valid, size=min(5_000, len(valid)), replace=False))
+        rows = pa.Table.from_batches([batch]).take(pa.array(picks))
         labels = pa.table({
             "user_id": rows.column("user_id"), "ts": rows.column("event_ts"),
             "label": pa.compute.is_in(rows.column("event_type"), pa.array(["play", "purchase"])),

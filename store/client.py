@@ -80,7 +80,7 @@ class SequenceTable:
         self.pool = pool
         self.spec: TableSpec = registration.spec
         self.versions = registration.versions
-        self.codec = PayloadCodec(registration.versions)
+        self.codec = PayloadCodec(registration.versions, table=self.spec.name)
         self.feature_codecs = _features.codecs(self.spec.features)
         self.name_bytes = self.spec.name.encode()
 

@@ -33,6 +33,9 @@ def test_waiting_for_a_process_that_stays_is_bounded(tmp_path: Path) -> None:
     marker = f"-Dseqstore.hbase.data.dir={tmp_path}"
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
     try:
+        deadline = time.monotonic() + 10  # until exec, /proc/<pid>/cmdline is still ours
+        while not owned_alive(child.pid, tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert owned_alive(child.pid, tmp_path)
         with pytest.raises(TimeoutError, match="still alive"):
             wait_gone([child.pid], tmp_path, timeout_s=0.3)
