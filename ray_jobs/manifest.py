@@ -14,6 +14,7 @@ from typing import Any
 
 from store.connection import ClientPool, idl
 from store.keys import prefix_end
+from store.scanning import scan_results
 from store.table import META, META_TABLE, ensure_meta_table
 
 
@@ -31,20 +32,11 @@ def load(pool: ClientPool, table: str) -> dict[str, dict[str, Any]]:
     ensure_meta_table(pool)
     t = idl()
     start = _prefix(table)
-    scan = t.TScan(startRow=start, stopRow=prefix_end(start), columns=[t.TColumn(family=META)], caching=1000)
+    scan = t.TScan(startRow=start, stopRow=prefix_end(start), columns=[t.TColumn(family=META)])
     done: dict[str, dict[str, Any]] = {}
-    with pool.client() as client:
-        scanner = client.call("openScanner", META_TABLE, scan)
-        try:
-            while True:
-                rows = client.call("getScannerRows", scanner, 1000)
-                if not rows:
-                    break
-                for r in rows:
-                    entry = json.loads(r.columnValues[0].value)
-                    done[entry["unit"]] = entry
-        finally:
-            client.call("closeScanner", scanner)
+    for r in scan_results(pool, META_TABLE, scan, 1000):
+        entry = json.loads(r.columnValues[0].value)
+        done[entry["unit"]] = entry
     return done
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 
 from hbase import launcher
 from ray_jobs import manifest
@@ -24,47 +25,73 @@ from tests.conftest import HBaseServer
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 
 
-def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_lost(
+def _busy_workers(actor_class: str) -> list[int]:
+    """Pids of Ray actors executing a method right now: Ray titles them ``ray::<Class>.<method>``."""
+    busy = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if title.startswith(f"ray::{actor_class}.run".encode()):
+            busy.append(int(entry.name))
+    return busy
+
+
+def test_an_actor_killed_mid_unit_is_replaced_and_nothing_is_lost(
     ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer,
     tmp_path: Path,
 ) -> None:
     table = make_table(salt_buckets=2)
     killed: list[int] = []
 
-    def kill_the_other_actor(unit: Unit, actors: list[Any]) -> None:
-        if not killed:
-            pid = ray.get(actors[-1].pid.remote(), timeout=30)
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+    def kill_a_busy_actor(unit: Unit, actors: list[Any]) -> None:
+        deadline = time.monotonic() + 10
+        while not killed and time.monotonic() < deadline:  # the next unit is being written now
+            for pid in _busy_workers("BackfillWorker")[:1]:
+                os.kill(pid, signal.SIGKILL)  # mid-unit: its writes so far are in HBase, unrecorded
+                killed.append(pid)
+            time.sleep(0.005)
 
     report = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
-                          report_dir=tmp_path, on_unit_done=kill_the_other_actor)
-    assert killed and report.completed, report.error
+                          report_dir=tmp_path, on_unit_done=kill_a_busy_actor)
+    assert killed, "no actor was caught inside a unit"
+    assert report.completed, report.error
     assert report.units_retried >= 1 and report.units_done == report.units_total
     assert report.events_in == 30_000 == report.events_written + report.events_quarantined
     assert verify(str(small_log), table).ok
 
 
-def test_thrift_server_restarted_mid_run_is_ridden_out(
+def test_thrift_server_down_for_seconds_mid_run_is_ridden_out(
     ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer,
     tmp_path: Path,
 ) -> None:
     if hbase_server.backend != "launcher":
         pytest.skip("restarting a Thrift server needs the launcher's own HBase")
+    assert hbase_server.data_dir is not None
+    data_dir = hbase_server.data_dir
     table = make_table(salt_buckets=2)
-    restarted: list[bool] = []
+    outage: list[threading.Thread] = []
 
-    def restart_thrift2(unit: Unit, actors: list[Any]) -> None:
-        if not restarted:
-            assert hbase_server.data_dir is not None
-            launcher.start_role(hbase_server.data_dir, "thrift2")
-            restarted.append(True)
+    def back_in_two_seconds() -> None:
+        time.sleep(2)
+        launcher.start_role(data_dir, "thrift2")
+
+    def take_thrift2_down(unit: Unit, actors: list[Any]) -> None:
+        if not outage:  # after the first unit: the other 14 are written into and after the outage
+            launcher.kill_role(data_dir, "thrift2")
+            outage.append(threading.Thread(target=back_in_two_seconds))
+            outage[0].start()
 
     config = replace(hbase_server.config(), retries=8, max_backoff_ms=2_000)
-    report = run_backfill(str(small_log), table.name, workers=2, config=config, report_dir=tmp_path,
-                          on_unit_done=restart_thrift2)
-    assert restarted and report.completed, report.error
-    assert report.units_done == report.units_total
+    try:
+        report = run_backfill(str(small_log), table.name, workers=2, config=config, report_dir=tmp_path,
+                              on_unit_done=take_thrift2_down)
+    finally:
+        for thread in outage:
+            thread.join(timeout=120)
+    assert outage and report.completed, report.error
+    assert report.units_done == report.units_total == 15
     assert verify(str(small_log), table).ok
 
 
