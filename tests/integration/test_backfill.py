@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,21 +19,6 @@ from store import SequenceStore, SequenceTable
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def test_generate_is_reproducible_and_has_every_ingredient(tmp_path: Path) -> None:
-    a = generate(tmp_path / "a", users=50, events=5_000, seed=3, bad_fraction=0.02, files=2, row_group_rows=1_000)
-    b = generate(tmp_path / "b", users=50, events=5_000, seed=3, bad_fraction=0.02, files=2, row_group_rows=1_000)
-    assert [Path(f).read_bytes() for f in a.files] == [Path(f).read_bytes() for f in b.files]
-    assert pq.ParquetFile(a.files[0]).metadata.num_row_groups == 3
-    table = pq.read_table(a.files)
-    ts = table.column("event_ts").to_numpy()
-    assert (ts[1:] < ts[:-1]).any(), "some rows out of order"
-    _, per_user = np.unique(table.column("user_id").drop_null().to_numpy(zero_copy_only=False), return_counts=True)
-    assert per_user.max() > 10 * np.median(per_user), "a few users dominate (Zipf)"
-    pairs = list(zip(table.column("user_id").to_pylist(), ts.tolist(), strict=True))
-    assert len(pairs) > len(set(pairs)), "same-millisecond ties"
-    assert a.bad_rows == 100 and len(set(table.column("event_type").to_pylist())) >= 4
 
 
 def test_backfill_verify_rerun_and_force(

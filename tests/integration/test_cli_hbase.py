@@ -37,6 +37,9 @@ def test_start_status_logs_stop_and_persistence(user_env: dict[str, str], tmp_pa
         info = json.loads(started.stdout)
         assert info["host"] == "127.0.0.1" and info["data_dir"] == str(data_dir)
         assert info["already_running"] is False
+        assert {"thrift_port", "thrift2_port"} <= set(info)
+        # The JVMs are found by their data-dir marker (what `stop` relies on): all three are.
+        assert sorted(launcher.jvm_pids(data_dir)) == sorted(info["pids"].values())
 
         # A second start reports the running instance instead of starting another.
         again = seqstore("hbase", "start", "--json", env=user_env)
