@@ -1,6 +1,6 @@
 """The ``seqstore`` command line.
 
-Every option can also be set from the environment variable named in its help text.
+Options whose help text ends in ``[VAR]`` can also be set from that environment variable.
 Errors are printed as one clear message (no stack trace) with exit code 2; a job that
 ran but did not complete exits with 1.
 """
@@ -40,6 +40,28 @@ EXIT_ERROR = 2
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer > 0 (argparse turns the error into a usage message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a float in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
 
 
 # ---------------------------------------------------------------- parser
@@ -90,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = hb.add_parser("logs", help="print the tail of an HBase log")
     data_dir(p, _env(launcher.DATA_DIR_ENV))
     p.add_argument("role", nargs="?", default="master", choices=["master", "thrift", "thrift2", "stop"])
-    p.add_argument("-n", "--lines", type=int, default=100, help="number of lines")
+    p.add_argument("-n", "--lines", type=_positive, default=100, help="number of lines")
     p.set_defaults(func=cmd_hbase_logs)
 
     p = hb.add_parser("fetch", help="fetch the pinned HBase jars with Maven (done by start if needed)")
@@ -101,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--schema", type=Path, default=_env("SEQSTORE_SCHEMA"),
                    help="JSON file with 'fields' (and 'features'); default: the built-in schema [SEQSTORE_SCHEMA]")
-    p.add_argument("--salt-buckets", type=int, default=int(_env("SEQSTORE_SALT_BUCKETS", "16") or 16),
+    p.add_argument("--salt-buckets", type=_positive, default=int(_env("SEQSTORE_SALT_BUCKETS", "16") or 16),
                    help="salt values = regions pre-split [SEQSTORE_SALT_BUCKETS]")
-    p.add_argument("--bucket-ms", type=int, default=int(_env("SEQSTORE_BUCKET_MS", str(DAY_MS)) or DAY_MS),
+    p.add_argument("--bucket-ms", type=_positive, default=int(_env("SEQSTORE_BUCKET_MS", str(DAY_MS)) or DAY_MS),
                    help="time span of one wide row [SEQSTORE_BUCKET_MS]")
     p.add_argument("--ttl-days", type=float, default=_env("SEQSTORE_TTL_DAYS"),
                    help="expire events older than this, by event time [SEQSTORE_TTL_DAYS]")
-    p.add_argument("--max-events-per-user", type=int, default=_env("SEQSTORE_MAX_EVENTS_PER_USER"),
+    p.add_argument("--max-events-per-user", type=_positive, default=_env("SEQSTORE_MAX_EVENTS_PER_USER"),
                    help="keep only each user's newest N events [SEQSTORE_MAX_EVENTS_PER_USER]")
     common(p)
     p.set_defaults(func=cmd_create_table)
@@ -122,25 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_drop_table)
 
     p = sub.add_parser("generate", help="write a realistic, reproducible behaviour log as Parquet")
-    p.add_argument("--users", type=int, default=int(_env("SEQSTORE_GEN_USERS", "10000") or 0),
+    p.add_argument("--users", type=_positive, default=int(_env("SEQSTORE_GEN_USERS", "10000") or 0),
                    help="number of users [SEQSTORE_GEN_USERS]")
-    p.add_argument("--events", type=int, default=int(_env("SEQSTORE_GEN_EVENTS", "1000000") or 0),
+    p.add_argument("--events", type=_positive, default=int(_env("SEQSTORE_GEN_EVENTS", "1000000") or 0),
                    help="number of events [SEQSTORE_GEN_EVENTS]")
     p.add_argument("--seed", type=int, default=int(_env("SEQSTORE_GEN_SEED", "0") or 0),
                    help="random seed: same seed, same bytes [SEQSTORE_GEN_SEED]")
     p.add_argument("--out", type=Path, required=_env("SEQSTORE_GEN_OUT") is None, default=_env("SEQSTORE_GEN_OUT"),
                    help="output directory [SEQSTORE_GEN_OUT]")
-    p.add_argument("--bad-fraction", type=float, default=float(_env("SEQSTORE_GEN_BAD_FRACTION", "0") or 0),
+    p.add_argument("--bad-fraction", type=_fraction, default=float(_env("SEQSTORE_GEN_BAD_FRACTION", "0") or 0),
                    help="fraction of malformed rows [SEQSTORE_GEN_BAD_FRACTION]")
-    p.add_argument("--files", type=int, default=4, help="number of Parquet files")
-    p.add_argument("--row-group-rows", type=int, default=50_000, help="rows per Parquet row group")
+    p.add_argument("--files", type=_positive, default=4, help="number of Parquet files")
+    p.add_argument("--row-group-rows", type=_positive, default=50_000, help="rows per Parquet row group")
     common(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("backfill", help="load Parquet events into a table with Ray (idempotent, resumable)")
     p.add_argument("input", help="Parquet file, directory, glob or URI")
     table_arg(p, "destination table")
-    p.add_argument("--workers", type=int, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
+    p.add_argument("--workers", type=_positive, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
                    help="Ray actors writing in parallel [SEQSTORE_WORKERS]")
     p.add_argument("--ray-address", default=_env("RAY_ADDRESS"),
                    help="join this Ray cluster instead of starting a local one [RAY_ADDRESS]")
@@ -160,11 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     def read_job(p: argparse.ArgumentParser) -> None:
         table_arg(p, "table to read")
         p.add_argument("--out", type=Path, required=True, help="output directory of Parquet parts")
-        p.add_argument("--max-len", type=int, default=int(_env("SEQSTORE_MAX_LEN", "100") or 100),
+        p.add_argument("--max-len", type=_positive, default=int(_env("SEQSTORE_MAX_LEN", "100") or 100),
                        help="events per sequence [SEQSTORE_MAX_LEN]")
         p.add_argument("--features", default=_env("SEQSTORE_FEATURES"),
                        help="comma-separated feature names, as of the same time [SEQSTORE_FEATURES]")
-        p.add_argument("--workers", type=int, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
+        p.add_argument("--workers", type=_positive, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
                        help="Ray actors [SEQSTORE_WORKERS]")
         p.add_argument("--ray-address", default=_env("RAY_ADDRESS"), help="join this Ray cluster [RAY_ADDRESS]")
         common(p)
@@ -185,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p, _env(launcher.DATA_DIR_ENV))
     p.add_argument("--work-dir", type=Path, default=Path(_env("SEQSTORE_DEMO_DIR", "seqstore-demo") or "."),
                    help="where the demo's files go [SEQSTORE_DEMO_DIR]")
-    p.add_argument("--users", type=int, default=10_000, help="users in the generated log")
-    p.add_argument("--events", type=int, default=1_000_000, help="events in the generated log")
-    p.add_argument("--workers", type=int, default=2, help="Ray actors per stage")
+    p.add_argument("--users", type=_positive, default=10_000, help="users in the generated log")
+    p.add_argument("--events", type=_positive, default=1_000_000, help="events in the generated log")
+    p.add_argument("--workers", type=_positive, default=2, help="Ray actors per stage")
     common(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hbase import launcher
-from store import DEFAULT_SCHEMA, SequenceStore, TableSpec
+from store import DEFAULT_SCHEMA, SeqStoreError, SequenceStore, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
 from store.validate import conform
 
@@ -89,7 +89,7 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
                                 report_dir=work_dir / "backfill-report", on_progress=bar.update)
         bar.close()
         if not backfill.completed:
-            raise RuntimeError(f"backfill did not complete: {backfill.error}")
+            raise SeqStoreError(f"backfill did not complete: {backfill.error}")
         stage("backfill", t0, backfill.events_in, written=backfill.events_written,
               quarantined=backfill.events_quarantined)
 
@@ -98,7 +98,7 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
         check = verify(str(work_dir / "events"), table)
         stage("verify", t0, check.events_found, users=check.users_checked, mismatched=check.users_mismatched)
         if not check.ok:
-            raise RuntimeError(f"verify found {check.users_mismatched} mismatched users")
+            raise SeqStoreError(f"verify found {check.users_mismatched} mismatched users")
 
         say(f"[5/6] score: every user as of now with {MODEL}")
         t0 = time.monotonic()
@@ -112,7 +112,7 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
                           on_progress=bar.update)
         bar.close()
         if not score.completed:
-            raise RuntimeError(f"score did not complete: {score.error}")
+            raise SeqStoreError(f"score did not complete: {score.error}")
         stage("score", t0, score.scored, max_len=50)
 
         say("[6/6] export: training rows strictly before each label's time")
@@ -133,7 +133,7 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
         train_dir = work_dir / "train"
         export = run_export(str(labels_path), train_dir, DEMO_TABLE, max_len=50, workers=workers)
         if not export.completed:
-            raise RuntimeError(f"export did not complete: {export.error}")
+            raise SeqStoreError(f"export did not complete: {export.error}")
         stage("export", t0, export.rows_written, shards=export.shards)
 
     outputs = {"events": str(work_dir / "events"), "backfill_report": backfill.report_path,
