@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 FIRST_ROWS = 2
 Event = tuple[int, int, list[Any]]  # (event_ts, event_id, payload values)
-MAX_CELLS_PER_CALL = 8_192
+# Cells one getScannerResults call may return (page rows x max_len): bounds one Thrift reply.
+SCAN_CELLS_PER_CALL = 8_192
 
 
 def read_sequences(
@@ -122,7 +123,7 @@ class _Plan:
         if per_row >= self.max_len:
             return 1  # one row (batched to max_len cells) is enough
         # One spare row absorbs the variance of row widths.
-        return max(1, min(math.ceil(self.max_len / per_row) + 1, MAX_CELLS_PER_CALL // self.max_len))
+        return max(1, min(math.ceil(self.max_len / per_row) + 1, SCAN_CELLS_PER_CALL // self.max_len))
 
     def read(self, user: str | bytes, as_of: int, watermark: tuple[int, int] | None) -> list[Event]:
         spec = self.table.spec
@@ -141,7 +142,7 @@ class _Plan:
         out: list[Event] = []
         decode = self.table.codec.decode
         results = scan_results(self.table.pool, self.table.name_bytes, scan, self.first_rows(),
-                               max_page=MAX_CELLS_PER_CALL // self.max_len)
+                               max_page=SCAN_CELLS_PER_CALL // self.max_len)
         for result in results:
             # A result of max_len cells is a (possibly partial) wide row: it counts as max_len wide.
             self.seen_rows += 1

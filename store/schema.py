@@ -21,7 +21,6 @@ from store.errors import SchemaError
 USER_ID = "user_id"
 EVENT_TS = "event_ts"
 EVENT_ID = "event_id"
-KEY_FIELDS = (USER_ID, EVENT_TS)
 
 # Payload types the codec can encode; fixed-size lists carry embeddings.
 _SCALARS = {

@@ -6,8 +6,8 @@ Guarantees (see :func:`write_events`):
   value depend only on the event, so writing the same input again rewrites the very same
   cells; a retried or partly applied batch converges to the same state.
 * Conservation: ``rows_in == written + quarantined`` for every call, checked before return.
-* Bounded memory: input is consumed ``chunk_rows`` rows at a time, with at most
-  ``pool.size`` put calls in flight.
+* Bounded memory: input is consumed ``chunk_rows`` rows at a time; at most ``pool.size``
+  put calls run at once, with at most as many more submitted and waiting behind them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 10_000
-MAX_CELLS_PER_CALL = 4_000
+# Cells per putMultiple call: bounds the size of one Thrift request.
+PUT_CELLS_PER_CALL = 4_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,7 @@ def write_events(
             for group in _split(puts):
                 calls += 1
                 in_flight.append(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
+                # pool.size calls run; as many more wait queued, so no worker idles while the oldest is awaited.
                 if len(in_flight) >= table.pool.size * 2:
                     in_flight.pop(0).result()
             for future in in_flight:  # a chunk counts as written once all of its puts are acked
@@ -181,21 +183,21 @@ def _group_puts(batch: pa.RecordBatch, valid: np.ndarray, values: list[bytes], i
     t = idl()
     rows: dict[bytes, list[Any]] = defaultdict(list)
     for i, prefix, when, eid in event_coordinates(batch, valid, identities, salt_buckets):
-        rows[keys.row_key(prefix, when // bucket_ms)].append(
+        rows[keys.row_key(prefix, keys.bucket_of(when, bucket_ms))].append(
             t.TColumnValue(family=EVENTS, qualifier=keys.qualifier(when, eid), value=values[i], timestamp=when)
         )
     return rows
 
 
 def _split(rows: dict[bytes, list[Any]]) -> Iterator[list[Any]]:
-    """TPut lists of at most MAX_CELLS_PER_CALL cells (a wide row may span calls)."""
+    """TPut lists of at most PUT_CELLS_PER_CALL cells (a wide row may span calls)."""
     t = idl()
     group: list[Any] = []
     cells = 0
     for row, columns in rows.items():
-        for start in range(0, len(columns), MAX_CELLS_PER_CALL):
-            part = columns[start : start + MAX_CELLS_PER_CALL]
-            if cells + len(part) > MAX_CELLS_PER_CALL and group:
+        for start in range(0, len(columns), PUT_CELLS_PER_CALL):
+            part = columns[start : start + PUT_CELLS_PER_CALL]
+            if cells + len(part) > PUT_CELLS_PER_CALL and group:
                 yield group
                 group, cells = [], 0
             group.append(t.TPut(row=row, columnValues=part))
