@@ -28,13 +28,13 @@ from store.requests import Requests, normalize, user_ids
 from store.schema import USER_ID, EventSchema
 from store.table import FEATURES
 from store.validate import MIN_PLAUSIBLE_MS, Verdicts, conform_user_ids, reject_null_vector_items
+from store.writer import put_batches
 
 if TYPE_CHECKING:
     from store.client import SequenceTable
 
 VALID_FROM = "valid_from_ts"
 GETS_PER_CALL = 1_000
-CELLS_PER_CALL = 4_000
 
 
 def codecs(features: pa.Schema) -> dict[str, PayloadCodec]:
@@ -92,17 +92,9 @@ def write_features(table: SequenceTable, data: pa.Table) -> int:
             row = keys.user_prefix(users[i], table.spec.salt_buckets)
             per_row.setdefault(row, []).append(
                 t.TColumnValue(family=FEATURES, qualifier=qualifier, value=values[i], timestamp=int(ts[i])))
-    cells = 0
-    batch: list[Any] = []
-    for row, columns in per_row.items():
-        batch.append(t.TPut(row=row, columnValues=columns))
-        cells += len(columns)
-        if sum(len(p.columnValues) for p in batch) >= CELLS_PER_CALL:
-            table.pool.call("putMultiple", table.name_bytes, batch)
-            batch = []
-    if batch:
-        table.pool.call("putMultiple", table.name_bytes, batch)
-    return cells
+    for puts in put_batches(per_row):
+        table.pool.call("putMultiple", table.name_bytes, puts)
+    return sum(len(columns) for columns in per_row.values())
 
 
 def read_features(table: SequenceTable, requests: Requests, names: Sequence[str]) -> pa.Table:

@@ -134,7 +134,7 @@ def write_events(
                 i = int(np.argmin(valid))
                 raise InvalidEventError(verdicts.reason[i], verdicts.field[i], int(positions[i]), verdicts.detail[i])
             puts = _group_puts(batch, valid, values, identities, spec.salt_buckets, spec.bucket_ms)
-            for group in _split(puts):
+            for group in put_batches(puts):
                 calls += 1
                 in_flight.append(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
                 # pool.size calls run; as many more wait queued, so no worker idles while the oldest is awaited.
@@ -189,15 +189,23 @@ def _group_puts(batch: pa.RecordBatch, valid: np.ndarray, values: list[bytes], i
     return rows
 
 
-def _split(rows: dict[bytes, list[Any]]) -> Iterator[list[Any]]:
-    """TPut lists of at most PUT_CELLS_PER_CALL cells (a wide row may span calls)."""
+def put_batches(rows: dict[bytes, list[Any]], *, max_cells: int = PUT_CELLS_PER_CALL) -> Iterator[list[Any]]:
+    """The ``TPut`` lists of one ``putMultiple`` call each, at most ``max_cells`` cells per list.
+
+    Args:
+        rows: ``TColumnValue`` lists by row key. Rows keep their order; a row wider than
+            ``max_cells`` is split over several calls.
+        max_cells: cells per call (bounds the size of one Thrift request).
+    """
+    if max_cells <= 0:
+        raise ValueError("'max_cells' must be > 0")
     t = idl()
     group: list[Any] = []
     cells = 0
     for row, columns in rows.items():
-        for start in range(0, len(columns), PUT_CELLS_PER_CALL):
-            part = columns[start : start + PUT_CELLS_PER_CALL]
-            if cells + len(part) > PUT_CELLS_PER_CALL and group:
+        for start in range(0, len(columns), max_cells):
+            part = columns[start : start + max_cells]
+            if cells + len(part) > max_cells and group:
                 yield group
                 group, cells = [], 0
             group.append(t.TPut(row=row, columnValues=part))
