@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from store import SequenceTable, to_numpy
+from store.vectors import vector_rows
 
 
 def model_inputs(table: SequenceTable, users: list[Any], as_of: list[int], *, max_len: int,
@@ -36,12 +37,8 @@ def model_inputs(table: SequenceTable, users: list[Any], as_of: list[int], *, ma
         for name in features:
             column = feats.column(name)
             if pa.types.is_fixed_size_list(column.type):
-                width = column.type.list_size
-                filled = column.combine_chunks()
-                # .values keeps the slots of null entries (flatten() would drop them).
-                raw = filled.values.slice(filled.offset * width, len(filled) * width)
-                values = raw.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
-                valid = filled.is_valid().to_numpy(zero_copy_only=False)
+                rows, valid = vector_rows(column)
+                values = rows.astype(np.float32)
                 values[~valid] = np.nan
                 batch[name] = values
             elif pa.types.is_string(column.type):

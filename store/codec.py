@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from store.errors import SchemaError
 from store.schema import EventSchema
 from store.validate import null_vector_items
+from store.vectors import item_dtype, vector_array
 
 FORMAT = 1
 _FIXED = {
@@ -70,8 +71,7 @@ def _plan(field: pa.Field) -> _FieldPlan:
         s = struct.Struct("<" + _FIXED[t])
         return _FieldPlan(field.name, "fixed", s.size, s, False)
     if pa.types.is_fixed_size_list(t):
-        item = np.dtype(t.value_type.to_pandas_dtype()).itemsize
-        return _FieldPlan(field.name, "vector", item * t.list_size, None, False)
+        return _FieldPlan(field.name, "vector", item_dtype(t).itemsize * t.list_size, None, False)
     return _FieldPlan(field.name, "var", 0, None, pa.types.is_string(t))
 
 
@@ -91,10 +91,9 @@ def _pieces(column: pa.Array, field: pa.Field) -> list[bytes]:
             row = int(np.argmax(first_null >= 0))
             raise ValueError(f"field {field.name!r}, row {row}: item {int(first_null[row])} of the vector is null "
                              "and has no encoding; validate rows first (store.validate.conform)")
-        size = np.dtype(t.value_type.to_pandas_dtype()).itemsize * t.list_size
+        size = item_dtype(t).itemsize * t.list_size
         flat = column.fill_null([0] * t.list_size) if column.null_count else column
-        raw = np.asarray(flat.flatten().to_numpy(zero_copy_only=False)).astype(
-            np.dtype(t.value_type.to_pandas_dtype()).newbyteorder("<"), copy=False).tobytes()
+        raw = np.asarray(flat.flatten().to_numpy(zero_copy_only=False)).astype(item_dtype(t), copy=False).tobytes()
         out = [raw[i * size : (i + 1) * size] for i in range(n)]
     else:
         values = column.to_pylist()
@@ -209,3 +208,14 @@ class PayloadCodec:
                     f"this handle knows ({known}); the schema evolved after the table was opened: open it again "
                     "(SequenceStore.table) to read it")
         return f"a value of {table} names schema version {version}, which is not registered (known: {known})"
+
+
+def payload_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """One field's decoded values (as :meth:`PayloadCodec.decode` returns them) as an Arrow array.
+
+    None is null. Vectors, decoded as their stored bytes, become a ``fixed_size_list``
+    array without a Python object per item (:func:`store.vectors.vector_array`).
+    """
+    if pa.types.is_fixed_size_list(arrow_type):
+        return vector_array(values, arrow_type)
+    return pa.array(values, arrow_type)

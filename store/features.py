@@ -21,13 +21,14 @@ import numpy as np
 import pyarrow as pa
 
 from store import keys
-from store.codec import PayloadCodec
+from store.codec import PayloadCodec, payload_array
 from store.connection import idl
 from store.errors import InvalidEventError, SchemaError
 from store.requests import Requests, normalize, user_ids
 from store.schema import USER_ID, EventSchema
 from store.table import FEATURES
 from store.validate import MIN_PLAUSIBLE_MS, Verdicts, conform_user_ids, reject_null_vector_items
+from store.vectors import vector_array, vector_rows
 from store.writer import put_batches
 
 if TYPE_CHECKING:
@@ -133,15 +134,8 @@ def read_features(table: SequenceTable, requests: Requests, names: Sequence[str]
             out[name][i] = table.feature_codecs[name].decode(cv.value)[0]
     arrays = {USER_ID: pa.array(users, pa.string()), "as_of_ts": pa.array(as_of, pa.int64())}
     for n in names:
-        arrays[n] = _feature_array(out[n], known[n].type)
+        arrays[n] = payload_array(out[n], known[n].type)
     return pa.table(arrays)
-
-
-def _feature_array(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
-    if pa.types.is_fixed_size_list(arrow_type):
-        dtype = np.dtype(arrow_type.value_type.to_pandas_dtype()).newbyteorder("<")
-        return pa.array([None if v is None else np.frombuffer(v, dtype=dtype).tolist() for v in values], arrow_type)
-    return pa.array(values, arrow_type)
 
 
 def feature_history(table: SequenceTable, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
@@ -159,8 +153,9 @@ def feature_history(table: SequenceTable, user_id: str | bytes | int, name: str)
                  maxVersions=table.spec.feature_versions)
     result = table.pool.call("get", table.name_bytes, get)
     arrow_type = next(f.type for f in table.spec.features if f.name == name)
-    history = [(cv.timestamp, table.feature_codecs[name].decode(cv.value)[0]) for cv in result.columnValues]
+    values = [table.feature_codecs[name].decode(cv.value)[0] for cv in result.columnValues]
     if pa.types.is_fixed_size_list(arrow_type):
-        dtype = np.dtype(arrow_type.value_type.to_pandas_dtype()).newbyteorder("<")
-        history = [(ts, None if v is None else np.frombuffer(v, dtype=dtype)) for ts, v in history]
+        rows, valid = vector_rows(vector_array(values, arrow_type))
+        values = [row if ok else None for row, ok in zip(rows, valid, strict=True)]
+    history = [(cv.timestamp, v) for cv, v in zip(result.columnValues, values, strict=True)]
     return sorted(history, key=lambda h: -h[0])

@@ -26,10 +26,12 @@ import numpy as np
 import pyarrow as pa
 
 from store import keys
+from store.codec import payload_array
 from store.connection import idl
 from store.requests import Requests, normalize
 from store.scanning import scan_results
 from store.table import EVENTS
+from store.vectors import vector_rows
 
 if TYPE_CHECKING:
     from store.client import SequenceTable
@@ -160,21 +162,6 @@ class _Plan:
         return out
 
 
-def _column(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
-    if pa.types.is_fixed_size_list(arrow_type):
-        item = arrow_type.value_type
-        width = arrow_type.list_size
-        dtype = np.dtype(item.to_pandas_dtype()).newbyteorder("<")
-        zero = bytes(dtype.itemsize * width)
-        flat = np.frombuffer(b"".join(v if v is not None else zero for v in values), dtype=dtype)
-        mask = pa.array([v is None for v in values], pa.bool_())
-        arr = pa.FixedSizeListArray.from_arrays(pa.array(flat.astype(dtype.newbyteorder("="), copy=False), item),
-                                                width)
-        return arr if not any(v is None for v in values) else pa.FixedSizeListArray.from_arrays(
-            arr.values, width, mask=mask)
-    return pa.array(values, arrow_type)
-
-
 def _to_arrow(table: SequenceTable, users: list[Any], as_of: list[int],
               sequences: list[list[Event]], wanted: list[str], oldest_first: bool) -> pa.Table:
     names = table.codec.field_names
@@ -185,7 +172,7 @@ def _to_arrow(table: SequenceTable, users: list[Any], as_of: list[int],
     flat = [e for s in sequences for e in (reversed(s) if oldest_first else s)]
     idx = [names.index(n) for n in wanted]
     children = [pa.array([e[0] for e in flat], pa.int64()), pa.array([e[1] for e in flat], pa.uint64())]
-    children += [_column([e[2][j] for e in flat], payload_types[n]) for j, n in zip(idx, wanted, strict=True)]
+    children += [payload_array([e[2][j] for e in flat], payload_types[n]) for j, n in zip(idx, wanted, strict=True)]
     struct_fields = [pa.field("event_ts", pa.int64(), nullable=False),
                      pa.field("event_id", pa.uint64(), nullable=False)]
     struct_fields += [pa.field(n, payload_types[n]) for n in wanted]
@@ -222,10 +209,10 @@ def to_numpy(sequences: pa.Table, *, max_len: int, fields: Sequence[str] | None 
     for name in names:
         child = events.field(name)
         if pa.types.is_fixed_size_list(child.type):
-            width = child.type.list_size
-            values = child.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-            arr = np.full((batch, max_len, width), pad, dtype=values.dtype)
-            arr[row, col] = values[src]
+            rows, valid = vector_rows(child)
+            arr = np.full((batch, max_len, child.type.list_size), pad, dtype=rows.dtype)
+            keep = valid[src]  # a null vector stays pad, as a null scalar does
+            arr[row[keep], col[keep]] = rows[src[keep]]
         elif pa.types.is_string(child.type) or pa.types.is_binary(child.type):
             values = np.asarray(child.to_pylist(), dtype=object)
             arr = np.full((batch, max_len), None, dtype=object)
