@@ -11,6 +11,7 @@ from store.errors import (
     InvalidEventError,
     SchemaError,
     SeqStoreError,
+    StoreClosedError,
     StoreUnavailableError,
     TableNotFoundError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "SeqStoreError",
     "SequenceStore",
     "SequenceTable",
+    "StoreClosedError",
     "StoreUnavailableError",
     "TableNotFoundError",
     "TableSpec",

@@ -30,7 +30,7 @@ from thriftpy2.transport import TTransportException
 
 from hbase.probe import load_thrift2_idl
 from store.config import Config, Endpoint
-from store.errors import HBaseError, StoreUnavailableError, TableNotFoundError
+from store.errors import HBaseError, StoreClosedError, StoreUnavailableError, TableNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def _table_of(args: tuple[Any, ...]) -> str | None:
 class ClientPool:
     """``size`` Thrift2 clients spread over the configured endpoints, shared by threads.
 
-    Clients connect lazily, so creating a pool opens no socket.
+    Clients connect lazily, so creating a pool opens no socket. After :meth:`close` the pool
+    hands out no client: :meth:`client` and :meth:`call` raise :class:`StoreClosedError`.
     """
 
     def __init__(self, config: Config, size: int = 4) -> None:
@@ -151,20 +152,52 @@ class ClientPool:
         for i in range(size):
             self._free.put(Thrift2Client(config.thrift2, config, first=i))
         self._lock = threading.Lock()
+        self._closed = False
 
     @contextmanager
     def client(self) -> Iterator[Thrift2Client]:
+        """A client for this thread's exclusive use; waits while all ``size`` are in use.
+
+        Raises:
+            StoreClosedError: the pool is closed, or was closed while this thread waited.
+        """
+        self._check_open()
         c = self._free.get()
+        if self._closed:  # closed while this thread waited
+            self._give_back(c)
+            self._check_open()
         try:
             yield c
         finally:
-            self._free.put(c)
+            self._give_back(c)
 
     def call(self, method: str, *args: Any) -> Any:
+        """:meth:`Thrift2Client.call` on a pooled client. Raises :class:`StoreClosedError` once closed."""
         with self.client() as c:
             return c.call(method, *args)
 
     def close(self) -> None:
+        """Close the idle clients now and every client in use when it is returned. Idempotent.
+
+        Calls running at that moment finish; every later :meth:`client` or :meth:`call`
+        raises :class:`StoreClosedError`.
+        """
         with self._lock:
+            self._closed = True
+            idle: list[Thrift2Client] = []
             while not self._free.empty():
-                self._free.get_nowait().close()
+                idle.append(self._free.get_nowait())
+            for c in idle:
+                c.close()
+                # Back in the queue, closed: a thread still waiting for a client wakes and raises.
+                self._free.put(c)
+
+    def _give_back(self, c: Thrift2Client) -> None:
+        with self._lock:  # so that close() cannot run between the check and the put
+            if self._closed:
+                c.close()
+            self._free.put(c)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed; open a new SequenceStore")

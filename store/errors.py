@@ -28,6 +28,10 @@ class StoreUnavailableError(SeqStoreError, ConnectionError):
         return f"{self.message} ({self.endpoint})" if self.endpoint else self.message
 
 
+class StoreClosedError(SeqStoreError, RuntimeError):
+    """The store (its connection pool) was closed; open a new :class:`SequenceStore`. Not retryable."""
+
+
 class SchemaError(SeqStoreError, ValueError):
     """Data or a schema change does not fit a table's registered schema."""
 

@@ -13,6 +13,7 @@ from store.errors import (
     InvalidEventError,
     SchemaError,
     SeqStoreError,
+    StoreClosedError,
     StoreUnavailableError,
     TableNotFoundError,
 )
@@ -21,6 +22,7 @@ ERRORS = [
     StoreUnavailableError("down", "h:1"),
     InvalidEventError("missing_user", "user_id", 7, "null"),
     SchemaError("bad"), ConfigError("bad"), HBaseError("no"), TableNotFoundError("t"),
+    StoreClosedError("closed"),
     StartupError("died", hint="see log", log_tail="tail"),
 ]
 
@@ -35,4 +37,5 @@ def test_errors_catch_as_library_root_or_builtin() -> None:
     assert isinstance(StoreUnavailableError("x"), (SeqStoreError, ConnectionError))
     assert isinstance(InvalidEventError("r", "f", 1), ValueError)
     assert isinstance(TableNotFoundError("t"), LookupError)
+    assert isinstance(StoreClosedError("x"), (SeqStoreError, RuntimeError))
     assert isinstance(StartupError("x"), (HBaseRuntimeError, RuntimeError))
