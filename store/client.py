@@ -51,6 +51,11 @@ class SequenceStore:
         self.close()
 
     def close(self) -> None:
+        """Close the connections. Idempotent.
+
+        Afterwards this store and its tables refuse calls with :class:`StoreClosedError`;
+        a call already running finishes, and its connection is closed when it is done.
+        """
         self.pool.close()
 
     def create_table(self, spec: TableSpec) -> SequenceTable:
@@ -63,6 +68,15 @@ class SequenceStore:
         return SequenceTable(self.pool, _table.load(self.pool, name))
 
     def drop_table(self, name: str) -> None:
+        """Disable and delete the table and its registration; a table that does not exist is ignored.
+
+        Idempotent; safe to retry: an interrupted drop is finished by the next one (or by a
+        :meth:`create_table` of the same name).
+
+        Raises:
+            StoreUnavailableError: HBase stayed unreachable past the retry budget.
+            HBaseError: HBase refused a step.
+        """
         _table.drop_table(self.pool, name)
 
     def evolve_schema(self, name: str, schema: EventSchema) -> EventSchema:
@@ -70,6 +84,16 @@ class SequenceStore:
         return _table.evolve_schema(self.pool, name, schema)
 
     def describe_table(self, name: str) -> dict[str, Any]:
+        """What is known of a table, as JSON-ready values.
+
+        Keys: ``name``, ``settings`` (the spec), ``schema_versions`` (each version's fields),
+        ``features``, ``families`` (the options HBase reports per column family) and
+        ``regions`` (how many). Reads only.
+
+        Raises:
+            TableNotFoundError: no such table is registered.
+            StoreUnavailableError, HBaseError: as raised by the connection.
+        """
         return _table.describe(self.pool, name)
 
 
@@ -86,15 +110,77 @@ class SequenceTable:
 
     @property
     def name(self) -> str:
+        """The table's name (in HBase and in the registry)."""
         return self.spec.name
 
-    def write(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch], **options: Any) -> _writer.WriteResult:
-        """Write events; see :func:`store.writer.write_events` for options and guarantees."""
-        return _writer.write_events(self, data, **options)
+    def write(
+        self,
+        data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
+        *,
+        source: str | None = None,
+        start_position: int = 0,
+        chunk_rows: int = _writer.DEFAULT_CHUNK_ROWS,
+        on_invalid: str = "quarantine",
+        now_ms: int | None = None,
+    ) -> _writer.WriteResult:
+        """Write events; return counts and the quarantine of rejected rows.
 
-    def read_sequences(self, requests: Requests, *, max_len: int, **options: Any) -> pa.Table:
-        """Sequences as of each request's time; see :func:`store.reader.read_sequences`."""
-        return _reader.read_sequences(self, requests, max_len=max_len, **options)
+        Args:
+            data: a ``pyarrow.Table``, a record batch, or an iterator of record batches with
+                ``user_id``, ``event_ts`` (int64 ms UTC), the schema's payload fields and
+                optionally ``event_id``.
+            source: a label carried into quarantine rows (e.g. the input file).
+            start_position: position of the first input row (quarantine ``position`` counts on).
+            chunk_rows: rows validated, encoded and sent at a time (bounds memory).
+            on_invalid: ``"quarantine"`` (default) or ``"raise"``: raise
+                :class:`InvalidEventError` for the first invalid row before writing its chunk.
+            now_ms: "now" in ms UTC for the future-timestamp check (default: the clock).
+
+        Raises:
+            SchemaError, StoreUnavailableError, HBaseError: see :func:`store.writer.write_events`,
+                which also states the guarantees (conservation, bounded memory).
+
+        Idempotent; safe to retry.
+        """
+        return _writer.write_events(self, data, source=source, start_position=start_position,
+                                    chunk_rows=chunk_rows, on_invalid=on_invalid, now_ms=now_ms)
+
+    def read_sequences(
+        self,
+        requests: Requests,
+        *,
+        max_len: int,
+        window_ms: int | None = None,
+        event_types: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        inclusive: bool = False,
+        oldest_first: bool = False,
+    ) -> pa.Table:
+        """Each request's sequence as of its time (see :mod:`store.reader` for the time contract).
+
+        Args:
+            requests: ``(user_id, as_of_ts)`` pairs: an Arrow table with ``user_id`` and
+                ``as_of_ts`` columns, a pair of arrays, or an iterable of tuples.
+            max_len: at most this many events per sequence (the newest visible ones).
+            window_ms: only events with ``event_ts >= as_of - window_ms``.
+            event_types: only events whose ``event_type`` is one of these.
+            fields: payload fields to return (default all); ``event_ts``/``event_id`` always.
+            inclusive: make an event exactly at ``as_of`` visible.
+            oldest_first: order each sequence oldest first (default newest first).
+
+        Returns:
+            One row per request, in request order: ``user_id``, ``as_of_ts``, ``length`` and
+            ``sequence``; see :func:`store.reader.read_sequences`.
+
+        Raises:
+            ValueError: a non-positive ``max_len`` or ``window_ms``, or an unknown field.
+            SchemaError: requests that are ambiguous or invalid (a null user id or time).
+            StoreUnavailableError, HBaseError: as raised by the connection. Reads have no
+                side effects and are safe to retry.
+        """
+        return _reader.read_sequences(self, requests, max_len=max_len, window_ms=window_ms,
+                                      event_types=event_types, fields=fields, inclusive=inclusive,
+                                      oldest_first=oldest_first)
 
     def write_features(self, data: pa.Table) -> int:
         """See :func:`store.features.write_features`."""
@@ -104,7 +190,7 @@ class SequenceTable:
         """See :func:`store.features.read_features`."""
         return _features.read_features(self, requests, names)
 
-    def feature_history(self, user_id: str, name: str) -> list[tuple[int, Any]]:
+    def feature_history(self, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
         """See :func:`store.features.feature_history`."""
         return _features.feature_history(self, user_id, name)
 
@@ -113,4 +199,13 @@ class SequenceTable:
         return _retention.trim(self, users)
 
     def watermarks(self, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
+        """Each given user's trim watermark, for users that have one.
+
+        The watermark is the ``(event_ts, event_id)`` of the oldest event kept by
+        ``max_events_per_user``; reads skip everything older. Users never trimmed are absent.
+        Reads only; see :mod:`store.retention`.
+
+        Raises:
+            StoreUnavailableError, HBaseError: as raised by the connection.
+        """
         return _retention.watermarks(self, users)
