@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from thriftpy2.rpc import make_client
-from thriftpy2.thrift import TException
+from thriftpy2.thrift import TApplicationException, TException
 from thriftpy2.transport import TTransportException
 
 from hbase.probe import load_thrift2_idl
@@ -105,6 +105,8 @@ class Thrift2Client:
                 if not exc.canRetry:
                     raise HBaseError(f"{method}: {message.splitlines()[0] if message else exc!r}") from exc
                 error: BaseException = exc
+            except TApplicationException as exc:  # a server-side exception Thrift could not map: a bug, not weather
+                raise HBaseError(f"{method}: server error: {exc.message or exc!r}") from exc
             except RETRYABLE as exc:
                 error = exc
             self.close()

@@ -5,7 +5,9 @@ Guarantees (see :func:`write_events`):
 * Idempotent: an event's cell coordinates (row, qualifier, timestamp = event time) and
   value depend only on the event, so writing the same input again rewrites the very same
   cells; a retried or partly applied batch converges to the same state.
-* Conservation: ``rows_in == written + quarantined`` for every call, checked before return.
+* Conservation: ``rows_in == written + quarantined`` for every call, checked before return,
+  where ``written`` counts the cells of acknowledged puts (not the rows judged valid), so a
+  row lost between validation and HBase fails the call instead of vanishing.
 * Bounded memory: input is consumed ``chunk_rows`` rows at a time; at most ``pool.size``
   put calls run at once, with at most as many more submitted and waiting behind them.
 """
@@ -45,7 +47,7 @@ class WriteResult:
 
     Attributes:
         rows_in: input rows seen.
-        written: rows written (acknowledged by HBase).
+        written: events written: cells in puts HBase acknowledged, one per valid row.
         quarantine: one row per rejected input row (``position``, ``reason``, ``field``,
             ``detail``, ``source``); ``len(quarantine) == rows_in - written``.
         put_calls: Thrift calls made for the writes.
@@ -134,8 +136,10 @@ def write_events(
                 i = int(np.argmin(valid))
                 raise InvalidEventError(verdicts.reason[i], verdicts.field[i], int(positions[i]), verdicts.detail[i])
             puts = _group_puts(batch, valid, values, identities, spec.salt_buckets, spec.bucket_ms)
+            chunk_cells = 0
             for group in put_batches(puts):
                 calls += 1
+                chunk_cells += sum(len(p.columnValues) for p in group)
                 in_flight.append(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
                 # pool.size calls run; as many more wait queued, so no worker idles while the oldest is awaited.
                 if len(in_flight) >= table.pool.size * 2:
@@ -146,7 +150,7 @@ def write_events(
             if spec.max_events_per_user is not None:
                 table.trim(_touched_users(batch, valid))
             rows_in += n
-            written += int(valid.sum())
+            written += chunk_cells  # cells of acknowledged puts: counted, not inferred from `valid`
             quarantines.append(verdicts.quarantine(positions, source))
             position += n
     quarantine = pa.concat_tables(quarantines) if quarantines else QUARANTINE_SCHEMA.empty_table()

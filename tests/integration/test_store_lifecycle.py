@@ -10,7 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from store import DEFAULT_SCHEMA, EventSchema, InvalidEventError, SchemaError, SequenceStore, SequenceTable
+from store import (
+    DEFAULT_SCHEMA,
+    EventSchema,
+    InvalidEventError,
+    SchemaError,
+    SeqStoreError,
+    SequenceStore,
+    SequenceTable,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +176,24 @@ def test_a_recreated_table_inherits_nothing_from_an_interrupted_drop(
     assert store.table(new.name).spec.schema.version == 1
     scan = t.TScan(startRow=f"{old.name}|".encode(), stopRow=f"{old.name}}}".encode())
     assert new.pool.call("getScannerResults", META_TABLE, scan, 10) == []
+
+
+def test_a_row_lost_between_validation_and_hbase_fails_the_write(
+    make_table: Callable[..., SequenceTable], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault-injection seam: put batching that silently loses one cell. Conservation counts the
+    # cells HBase acknowledged, so the loss is an error, not a quietly smaller `written`.
+    from store import writer
+
+    real = writer.put_batches
+
+    def lossy(rows: Any, **kw: Any) -> Any:
+        for group in real(rows, **kw):
+            group[0].columnValues = group[0].columnValues[1:]
+            yield group
+
+    monkeypatch.setattr(writer, "put_batches", lossy)
+    table = make_table()
+    with pytest.raises(SeqStoreError, match="conservation violated: 3 in, 2 written, 0 quarantined"):
+        table.write(pa.table({"user_id": ["a"] * 3, "event_ts": [T0, T0 + 1, T0 + 2], "event_type": ["view"] * 3,
+                              "item_id": [1, 2, 3]}))  # one wide row: one put of 3 cells
