@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs.runner import part_file_name, run_into_parts, write_part
+from ray_jobs.parts import part_file_name, run_into_parts, write_part
 from ray_jobs.units import Unit, plan
 from store import SequenceStore
 from store.config import Config

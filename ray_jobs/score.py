@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.assemble import model_inputs
-from ray_jobs.runner import part_file_name, run_into_parts, write_part
+from ray_jobs.parts import part_file_name, run_into_parts, write_part
 from ray_jobs.units import Unit, plan
 from store import SequenceStore
 from store.config import Config

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.export import shard_name
-from ray_jobs.runner import BACKOFF_MAX_S, backoff_s, part_rows, run_into_parts, write_part
+from ray_jobs.parts import part_rows, run_into_parts, write_part
+from ray_jobs.runner import BACKOFF_MAX_S, backoff_s
 from ray_jobs.score import part_name
 from ray_jobs.units import Unit, plan
 
