@@ -88,29 +88,44 @@ def _mask(arr: pa.Array) -> np.ndarray:
     return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def _uncastable(col: pa.Array, target: pa.DataType) -> np.ndarray:
+    """Rows of ``col`` that do not cast to ``target``, found by bisection: a slice that casts
+    is cleared at once, so a few bad rows among many cost O(bad * log n) casts, not one
+    Python-level cast per row."""
+    bad = np.zeros(len(col), dtype=bool)
+    todo = [(0, len(col))]
+    while todo:
+        lo, hi = todo.pop()
+        try:
+            pc.cast(col.slice(lo, hi - lo), target, safe=True)
+            continue
+        except _CAST_ERRORS:
+            pass
+        if hi - lo == 1:
+            bad[lo] = True
+        else:
+            mid = (lo + hi) // 2
+            todo += [(lo, mid), (mid, hi)]
+    return bad
+
+
 def _cast_column(col: pa.Array, target: pa.DataType, name: str, v: Verdicts) -> pa.Array:
     """Cast ``col`` to ``target``; rows whose value cannot be cast are rejected as wrong_type."""
     if col.type == target:
         return col
     try:
         return pc.cast(col, target, safe=True)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+    except _CAST_ERRORS:
         pass
-    ok = np.ones(len(col), dtype=bool)
-    values = col.to_pylist()
-    for i, value in enumerate(values):
-        if value is None:
-            continue
-        try:
-            pa.array([value], type=col.type).cast(target, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
-            ok[i] = False
-    bad = ~ok
+    bad = _uncastable(col, target)
     v.reject(bad, Reason.WRONG_TYPE, name, f"not a valid {target}")
     cleaned = pc.if_else(pa.array(bad), pa.nulls(len(col), col.type), col)
     try:
         return pc.cast(cleaned, target, safe=True)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+    except _CAST_ERRORS as exc:
         raise SchemaError(f"column {name!r} of type {col.type} cannot be read as {target}: {exc}") from exc
 
 

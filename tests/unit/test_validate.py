@@ -43,6 +43,23 @@ def test_each_bad_row_gets_its_reason_and_field(column: str, values: list[object
     assert batch.num_rows == 3 and batch.column("item_id").type == pa.int64()
 
 
+@pytest.mark.parametrize(("column", "bad_value", "good"), [
+    ("dwell_ms", 2**40, lambda i: i % 1000),      # int64 column into int32: overflow
+    ("item_id", "x7", lambda i: str(i)),           # string column into int64: unparsable
+])
+def test_exactly_the_uncastable_rows_among_many_are_rejected(column: str, bad_value: object,
+                                                             good: object) -> None:
+    n, bad_at = 10_000, [0, 4_999, 5_000, 9_999]
+    values = [bad_value if i in bad_at else good(i) for i in range(n)]  # type: ignore[operator]
+    base = {"user_id": ["u"] * n, "event_ts": [NOW - 1] * n, "event_type": ["view"] * n,
+            "item_id": list(range(n)), "dwell_ms": [1] * n}
+    batch, verdicts = conform(pa.RecordBatch.from_pydict({**base, column: values}), DEFAULT_SCHEMA, now_ms=NOW)
+    assert [i for i, r in enumerate(verdicts.reason.tolist()) if r] == bad_at
+    assert set(verdicts.reason[bad_at].tolist()) == {Reason.WRONG_TYPE.value}
+    kept = batch.column(column).to_pylist()
+    assert kept[1] == int(good(1)) and kept[0] is None  # type: ignore[operator]
+
+
 def test_castable_values_are_accepted() -> None:
     batch, verdicts = conform(_batch(item_id=["1", "2", "3"]), DEFAULT_SCHEMA, now_ms=NOW)
     assert verdicts.valid.all()
