@@ -181,3 +181,11 @@ def test_event_type_filter_reaches_past_thousands_of_cells_in_one_wide_row(
     out = table.read_sequences([("w", NOW), ("w", base + 5)], max_len=5, event_types=["buy"])
     assert [e["item_id"] for e in out.column("sequence")[0].as_py()] == [7, 1, 0]
     assert [e["item_id"] for e in out.column("sequence")[1].as_py()] == [1, 0]
+
+
+def test_oldest_first_is_the_newest_max_len_events_reversed(make_table: Callable[..., SequenceTable]) -> None:
+    table = make_table(bucket_ms=2)  # the 6 events span 3 rows
+    table.write(events([("u", T0 + i, "view", i) for i in range(6)]))
+    assert seq(table, "u", NOW, max_len=3) == [(T0 + 5, 5), (T0 + 4, 4), (T0 + 3, 3)]
+    assert seq(table, "u", NOW, max_len=3, oldest_first=True) == [(T0 + 3, 3), (T0 + 4, 4), (T0 + 5, 5)]
+    assert seq(table, "u", T0 + 3, max_len=2, oldest_first=True) == [(T0 + 1, 1), (T0 + 2, 2)]
