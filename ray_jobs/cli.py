@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hbase import launcher
+from hbase import datadir
 from hbase.errors import HBaseRuntimeError
 from ray_jobs.commands import (
     cmd_backfill,
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     hb = sub.add_parser("hbase", help="run the embedded standalone HBase").add_subparsers(dest="action", required=True)
 
     p = hb.add_parser("start", help="start HBase + Thrift servers; returns when a real round trip works")
-    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    data_dir(p, _env(datadir.DATA_DIR_ENV))
     p.add_argument("--bind", default=_env("SEQSTORE_HBASE_BIND", "127.0.0.1"),
                    help="address the Thrift servers listen on [SEQSTORE_HBASE_BIND]")
     p.add_argument("--thrift-port", type=int, default=_env("SEQSTORE_HBASE_THRIFT_PORT"),
@@ -100,17 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hbase_start)
 
     p = hb.add_parser("stop", help="stop HBase; no JVM is left behind")
-    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    data_dir(p, _env(datadir.DATA_DIR_ENV))
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before a JVM is killed")
     p.set_defaults(func=cmd_hbase_stop)
 
     p = hb.add_parser("status", help="is HBase running, and where")
-    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    data_dir(p, _env(datadir.DATA_DIR_ENV))
     common(p)
     p.set_defaults(func=cmd_hbase_status)
 
     p = hb.add_parser("logs", help="print the tail of an HBase log")
-    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    data_dir(p, _env(datadir.DATA_DIR_ENV))
     p.add_argument("role", nargs="?", default="master", choices=["master", "thrift", "thrift2", "stop"])
     p.add_argument("-n", "--lines", type=_positive, default=100, help="number of lines")
     p.set_defaults(func=cmd_hbase_logs)
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="run the main job on the embedded HBase")
-    data_dir(p, _env(launcher.DATA_DIR_ENV))
+    data_dir(p, _env(datadir.DATA_DIR_ENV))
     p.add_argument("--work-dir", type=Path, default=Path(_env("SEQSTORE_DEMO_DIR", "seqstore-demo") or "."),
                    help="where the demo's files go [SEQSTORE_DEMO_DIR]")
     p.add_argument("--users", type=_positive, default=10_000, help="users in the generated log")

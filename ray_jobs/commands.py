@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from hbase import launcher
+from hbase import datadir, launcher
 from store import DEFAULT_SCHEMA, EventSchema, SequenceStore, TableSpec
 from store.errors import SchemaError
 from store.schema import fields_from_json
@@ -99,12 +99,12 @@ def cmd_hbase_status(args: argparse.Namespace) -> int:
 
 def cmd_hbase_logs(args: argparse.Namespace) -> int:
     data_dir = launcher.resolve_data_dir(args.data_dir)
-    path = launcher.log_path(data_dir, args.role)
+    path = datadir.log_path(data_dir, args.role)
     if not path.exists():
         print(f"no {args.role} log at {path}", file=sys.stderr)
         return EXIT_FAILED
     print(f"==> {path} <==", file=sys.stderr)
-    print(launcher.log_tail(data_dir, args.role, args.lines))
+    print(datadir.log_tail(data_dir, args.role, args.lines))
     return 0
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from hbase import launcher, processes, state
+from hbase import datadir, processes, state
 from hbase.state import Runtime
 
 
 def test_rendered_config_has_every_placeholder_filled(tmp_path: Path) -> None:
     ports = {"zk_port": 1, "master_port": 2, "regionserver_port": 3, "thrift_port": 4, "thrift2_port": 5}
-    conf = launcher.render_config(tmp_path, ports)
+    conf = datadir.render_config(tmp_path, ports)
     site = (conf / "hbase-site.xml").read_text()
     assert "${" not in site
     assert f"file://{tmp_path}/hbase" in site
@@ -24,17 +24,17 @@ def test_rendered_config_has_every_placeholder_filled(tmp_path: Path) -> None:
 
 
 def test_ports_are_distinct_and_reused_on_the_next_start(tmp_path: Path) -> None:
-    first = launcher._choose_ports(tmp_path, "127.0.0.1", None, None)
+    first = datadir.choose_ports(tmp_path, "127.0.0.1", None, None)
     assert len(set(first.values())) == 5
-    assert launcher._choose_ports(tmp_path, "127.0.0.1", None, None) == first
+    assert datadir.choose_ports(tmp_path, "127.0.0.1", None, None) == first
 
 
 def test_a_taken_saved_port_is_replaced(tmp_path: Path) -> None:
-    first = launcher._choose_ports(tmp_path, "127.0.0.1", None, None)
+    first = datadir.choose_ports(tmp_path, "127.0.0.1", None, None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", first["zk_port"]))
         s.listen()
-        second = launcher._choose_ports(tmp_path, "127.0.0.1", None, None)
+        second = datadir.choose_ports(tmp_path, "127.0.0.1", None, None)
     assert second["zk_port"] != first["zk_port"]
     assert second["master_port"] == first["master_port"]
 
