@@ -125,22 +125,10 @@ class SequenceTable:
     ) -> _writer.WriteResult:
         """Write events; return counts and the quarantine of rejected rows.
 
-        Args:
-            data: a ``pyarrow.Table``, a record batch, or an iterator of record batches with
-                ``user_id``, ``event_ts`` (int64 ms UTC), the schema's payload fields and
-                optionally ``event_id``.
-            source: a label carried into quarantine rows (e.g. the input file).
-            start_position: position of the first input row (quarantine ``position`` counts on).
-            chunk_rows: rows validated, encoded and sent at a time (bounds memory).
-            on_invalid: ``"quarantine"`` (default) or ``"raise"``: raise
-                :class:`InvalidEventError` for the first invalid row before writing its chunk.
-            now_ms: "now" in ms UTC for the future-timestamp check (default: the clock).
-
-        Raises:
-            SchemaError, StoreUnavailableError, HBaseError: see :func:`store.writer.write_events`,
-                which also states the guarantees (conservation, bounded memory).
-
-        Idempotent; safe to retry.
+        ``data`` is a ``pyarrow.Table``, a record batch or an iterator of record batches with
+        ``user_id``, ``event_ts`` (int64 ms UTC), the schema's payload fields and optionally
+        ``event_id``. The options, the errors and the guarantees (idempotence, conservation,
+        bounded memory) are those of :func:`store.writer.write_events`.
         """
         return _writer.write_events(self, data, source=source, start_position=start_position,
                                     chunk_rows=chunk_rows, on_invalid=on_invalid, now_ms=now_ms)
@@ -156,27 +144,11 @@ class SequenceTable:
         inclusive: bool = False,
         oldest_first: bool = False,
     ) -> pa.Table:
-        """Each request's sequence as of its time (see :mod:`store.reader` for the time contract).
+        """Each request's sequence as of its time: one row per request, in request order.
 
-        Args:
-            requests: ``(user_id, as_of_ts)`` pairs: an Arrow table with ``user_id`` and
-                ``as_of_ts`` columns, a pair of arrays, or an iterable of tuples.
-            max_len: at most this many events per sequence (the newest visible ones).
-            window_ms: only events with ``event_ts >= as_of - window_ms``.
-            event_types: only events whose ``event_type`` is one of these.
-            fields: payload fields to return (default all); ``event_ts``/``event_id`` always.
-            inclusive: make an event exactly at ``as_of`` visible.
-            oldest_first: order each sequence oldest first (default newest first).
-
-        Returns:
-            One row per request, in request order: ``user_id``, ``as_of_ts``, ``length`` and
-            ``sequence``; see :func:`store.reader.read_sequences`.
-
-        Raises:
-            ValueError: a non-positive ``max_len`` or ``window_ms``, or an unknown field.
-            SchemaError: requests that are ambiguous or invalid (a null user id or time).
-            StoreUnavailableError, HBaseError: as raised by the connection. Reads have no
-                side effects and are safe to retry.
+        ``requests`` are ``(user_id, as_of_ts)`` pairs (an Arrow table, a pair of arrays or an
+        iterable of tuples). The options, the time contract, the result's columns and the
+        errors are those of :func:`store.reader.read_sequences`.
         """
         return _reader.read_sequences(self, requests, max_len=max_len, window_ms=window_ms,
                                       event_types=event_types, fields=fields, inclusive=inclusive,
