@@ -6,7 +6,6 @@ Shared by batch scoring and training export, so both see exactly the same sequen
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,25 +14,30 @@ from store import SequenceTable, to_numpy
 from store.vectors import vector_rows
 
 
-def model_inputs(table: SequenceTable, users: list[Any], as_of: list[int], *, max_len: int,
-                 features: Sequence[str] = (), inclusive: bool = False) -> tuple[dict[str, np.ndarray], pa.Table]:
+def model_inputs(table: SequenceTable, requests: pa.Table, *, max_len: int, features: Sequence[str] = (),
+                 inclusive: bool = False, allow_any_ts: bool = False) -> tuple[dict[str, np.ndarray], pa.Table]:
     """The batch a model receives, and the Arrow sequences it was built from.
 
-    Keys of the dict: ``user_id`` (object), ``as_of_ts`` (int64), ``lengths`` (int32), one
-    ``[batch, max_len]`` array per event field (``event_ts``, ``event_id``, ``item_id``, ...;
-    newest event first, padded with 0 / None), and one array per feature as of the same time
-    (``[batch]`` for scalars, ``[batch, width]`` for vectors; NaN/None where unknown).
+    ``requests`` is an explicit table of ``user_id`` (any id type the writer accepts) and
+    ``as_of_ts`` (:func:`store.requests.request_table`).
+
+    Keys of the dict: ``user_id`` (object, the ids as given), ``as_of_ts`` (int64),
+    ``lengths`` (int32), ``history_complete`` (bool), one ``[batch, max_len]`` array per event
+    field (``event_ts``, ``event_id``, ``item_id``, ...; newest event first, padded with 0 /
+    None), and one array per feature as of the same time (``[batch]`` for scalars,
+    ``[batch, width]`` for vectors; NaN/None where unknown).
     """
-    seqs = table.read_sequences((users, as_of), max_len=max_len, inclusive=inclusive)
+    seqs = table.read_sequences(requests, max_len=max_len, inclusive=inclusive, allow_any_ts=allow_any_ts)
     arrays, lengths = to_numpy(seqs, max_len=max_len)
     batch: dict[str, np.ndarray] = {
-        "user_id": np.asarray(users, dtype=object),
-        "as_of_ts": np.asarray(as_of, dtype=np.int64),
+        "user_id": np.asarray(seqs.column("user_id").to_pylist(), dtype=object),
+        "as_of_ts": np.asarray(seqs.column("as_of_ts").to_numpy(), dtype=np.int64),
         "lengths": lengths,
+        "history_complete": np.asarray(seqs.column("history_complete").to_numpy(zero_copy_only=False), dtype=bool),
         **arrays,
     }
     if features:
-        feats = table.read_features((users, as_of), list(features))
+        feats = table.read_features(requests, list(features), allow_any_ts=allow_any_ts)
         for name in features:
             column = feats.column(name)
             if pa.types.is_fixed_size_list(column.type):

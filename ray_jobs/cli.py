@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=_positive, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
                        help="Ray actors [SEQSTORE_WORKERS]")
         p.add_argument("--ray-address", default=_env("RAY_ADDRESS"), help="join this Ray cluster [RAY_ADDRESS]")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace parts in --out made with other settings or from other input")
+        p.add_argument("--allow-any-ts", action="store_true",
+                       help="accept timestamps that look like seconds or microseconds (a deliberate far "
+                            "past/future read)")
         common(p)
 
     p = sub.add_parser("score", help="score sequences as of a time with a model, into Parquet")

@@ -264,7 +264,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     report = _run_with_bar(args, args.requests, "score", lambda progress: run_score(
         args.requests, args.model, args.out, args.table, max_len=args.max_len,
-        features=_features_arg(args.features), workers=args.workers, on_progress=progress))
+        features=_features_arg(args.features), workers=args.workers, overwrite=args.overwrite,
+        allow_any_ts=args.allow_any_ts, on_progress=progress))
 
     def human() -> None:
         print(f"score {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.scored} of "
@@ -280,11 +281,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     report = _run_with_bar(args, args.labels, "export", lambda progress: run_export(
         args.labels, args.out, args.table, max_len=args.max_len, features=_features_arg(args.features),
-        workers=args.workers, on_progress=progress))
+        workers=args.workers, overwrite=args.overwrite, allow_any_ts=args.allow_any_ts, on_progress=progress))
 
     def human() -> None:
         print(f"export {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.rows_written} training "
               f"rows for {report.labels} labels in {report.shards} shards, {report.wall_s} s")
+        if report.rows_history_incomplete:
+            print(f"  {report.rows_history_incomplete} rows have history_complete=False: retention (TTL or "
+                  "max_events_per_user) deleted events that were in their time range")
         print(f"  output: {report.out}")
 
     return _finish(args, "export", report, human)

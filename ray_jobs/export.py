@@ -3,9 +3,19 @@
 For each label row (``user_id``, ``ts`` and any label columns) the user's sequence strictly
 before ``ts`` — an event at ``ts`` or later never appears — and the features as of ``ts``
 (newest version with ``valid_from <= ts``) are written as Parquet shards: the label row's
-columns, ``length``, one list column per event field (``hist_event_ts``, ``hist_item_id``,
-..., newest first) and one column per feature. Units, parts and re-runs work as in
-:mod:`ray_jobs.score`.
+columns (``user_id`` keeps its type), ``length``, ``history_complete``, one list column per
+event field (``hist_event_ts``, ``hist_item_id``, ..., newest first) and one column per
+feature. A label column named like an output column is refused. Units, parts, settings and
+re-runs work as in :mod:`ray_jobs.score`; shards are streamed batch by batch, so a worker's
+memory is bounded by ``batch_rows`` x ``max_len`` whatever the size of a row group.
+
+``ts`` is checked with the writer's units rule: a label time in seconds or microseconds is
+refused, naming the file and the row, unless ``allow_any_ts`` — microseconds would otherwise
+let every later event leak into the training row.
+
+Retention: on a table with ``ttl_days`` or ``max_events_per_user`` an old label may see
+fewer events than were stored at its time (they were deleted since). Such rows have
+``history_complete`` False, and the report counts them (``rows_history_incomplete``).
 """
 
 from __future__ import annotations
@@ -18,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs.parts import part_file_name, run_into_parts, write_part
+from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
 from ray_jobs.units import Unit, plan
-from store import SequenceStore
+from store import SequenceStore, SequenceTable
 from store.config import Config
 from store.errors import SchemaError
+from store.requests import check_times, request_table
 
 LABEL_TS = "ts"
 SHARD_PREFIX = "shard"
@@ -36,52 +48,79 @@ def shard_name(unit: Unit) -> str:
     return part_file_name(SHARD_PREFIX, unit)
 
 
+def output_columns(table: SequenceTable, features: Sequence[str]) -> set[str]:
+    """The columns export adds to each label row (a label column may not have these names)."""
+    fields = ["event_ts", "event_id", *table.codec.field_names]
+    return {"length", "history_complete", *(f"hist_{f}" for f in fields), *features}
+
+
 class ExportWorker:
     """A Ray actor body: turns units of labels into training shards."""
 
     def __init__(self, config: Config, table: str, fs: pafs.FileSystem, out: str, *, max_len: int,
-                 features: Sequence[str], batch_rows: int) -> None:
+                 features: Sequence[str], batch_rows: int, settings: dict[str, Any],
+                 allow_any_ts: bool = False) -> None:
         self.store = SequenceStore(config, pool_size=8)
         self.table = self.store.table(table)
         self.fs, self.out = fs, Path(out)
         self.max_len, self.features, self.batch_rows = max_len, list(features), batch_rows
+        self.settings, self.allow_any_ts = settings, allow_any_ts
+        self.reserved = output_columns(self.table, self.features)
 
     def pid(self) -> int:
         return os.getpid()
 
     def run(self, unit: Unit) -> dict[str, Any]:
         with self.fs.open_input_file(unit.path) as handle:
-            labels = pq.ParquetFile(handle).read_row_group(unit.row_group)
-        missing = {"user_id", LABEL_TS} - set(labels.schema.names)
-        if missing:
-            raise SchemaError(f"{unit.path}: labels need column(s) {sorted(missing)}")
-        parts = []
-        for start in range(0, labels.num_rows, self.batch_rows):
-            chunk = labels.slice(start, self.batch_rows)
-            users = chunk.column("user_id").to_pylist()
-            ts = [int(t) for t in chunk.column(LABEL_TS).to_pylist()]
-            # Strictly before the label's time: inclusive=False is the no-leakage guarantee.
-            seqs = self.table.read_sequences((users, ts), max_len=self.max_len, inclusive=False)
-            events = seqs.column("sequence").combine_chunks()
-            columns: dict[str, Any] = {name: chunk.column(name) for name in chunk.schema.names}
-            columns["length"] = seqs.column("length")
-            flat = events.flatten()
-            for field in flat.type:
-                columns[f"hist_{field.name}"] = pa.ListArray.from_arrays(events.offsets, flat.field(field.name))
-            if self.features:
-                feats = self.table.read_features((users, ts), self.features)
-                for name in self.features:
-                    columns[name] = feats.column(name)
-            parts.append(pa.table(columns))
-        result = pa.concat_tables(parts)
-        write_part(result, self.out / shard_name(unit), unit)
-        return {"rows": labels.num_rows}
+            parquet = pq.ParquetFile(handle)
+            names = parquet.schema_arrow.names
+            missing = {"user_id", LABEL_TS} - set(names)
+            if missing:
+                raise SchemaError(f"{unit.path}: labels need column(s) {sorted(missing)}")
+            clash = sorted(self.reserved & set(names))
+            if clash:
+                raise SchemaError(f"{unit.path}: label column(s) {clash} have the names of columns export writes; "
+                                  "rename them")
+            rows = 0
+            with PartWriter(self.out / shard_name(unit), unit, self.settings) as part:
+                for batch in parquet.iter_batches(batch_size=self.batch_rows, row_groups=[unit.row_group]):
+                    part.write(self._rows(pa.Table.from_batches([batch]), unit, rows))
+                    rows += batch.num_rows
+                part.close(empty=self._rows(parquet.schema_arrow.empty_table(), unit, 0))
+        return {"rows": rows}
+
+    def _rows(self, labels: pa.Table, unit: Unit, offset: int) -> pa.Table:
+        try:
+            ts = labels.column(LABEL_TS).combine_chunks().cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(f"{unit.path}: label '{LABEL_TS}' must be int64 milliseconds UTC: {exc}") from None
+        if ts.null_count:
+            i = int(pc.index(ts.is_null(), True).as_py())
+            raise SchemaError(f"{unit.path}: label '{LABEL_TS}' of row {unit.first_row + offset + i} is null")
+        if not self.allow_any_ts:
+            check_times(ts, f"label {LABEL_TS} in {unit.path}", where="row", first_row=unit.first_row + offset)
+        requests = request_table(labels.column("user_id"), ts)
+        # Strictly before the label's time: inclusive=False is the no-leakage guarantee.
+        seqs = self.table.read_sequences(requests, max_len=self.max_len, inclusive=False, allow_any_ts=True)
+        events = seqs.column("sequence").combine_chunks()
+        columns: dict[str, Any] = {name: labels.column(name) for name in labels.schema.names}
+        columns["length"] = seqs.column("length")
+        columns["history_complete"] = seqs.column("history_complete")
+        flat = events.flatten()
+        for field in flat.type:
+            columns[f"hist_{field.name}"] = pa.ListArray.from_arrays(events.offsets, flat.field(field.name))
+        if self.features:
+            feats = self.table.read_features(requests, self.features, allow_any_ts=True)
+            for name in self.features:
+                columns[name] = feats.column(name)
+        return pa.table(columns)
 
 
 @dataclass
 class ExportReport:
     labels: int = 0
     rows_written: int = 0
+    rows_history_incomplete: int = 0
     shards: int = 0
     units_skipped: int = 0
     units_retried: int = 0
@@ -96,27 +135,37 @@ class ExportReport:
 
 
 def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, features: Sequence[str] = (),
-               workers: int = 2, config: Config | None = None, batch_rows: int = 2_000,
-               on_progress: Callable[[int], None] | None = None) -> ExportReport:
-    """Write training shards for every label row; see the module docstring. Ray must be initialised."""
+               workers: int = 2, config: Config | None = None, batch_rows: int = 2_000, overwrite: bool = False,
+               allow_any_ts: bool = False, on_progress: Callable[[int], None] | None = None) -> ExportReport:
+    """Write training shards for every label row; see the module docstring. Ray must be initialised.
+
+    ``overwrite`` replaces shards in ``out`` made with other settings or from other input;
+    ``allow_any_ts`` skips the label ``ts`` units check.
+    """
     import ray
 
     config = config or Config.from_env()
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
-        store.table(table)
+        settings = job_settings(store.table(table), "export", max_len=max_len, features=list(features),
+                                inclusive=False)
     fs, units = plan(labels_path)
     Worker = ray.remote(num_cpus=1, max_restarts=0)(ExportWorker)
 
     def spawn(_: int) -> Any:
         return Worker.remote(config, table, fs, str(out), max_len=max_len, features=list(features),
-                             batch_rows=batch_rows)
+                             batch_rows=batch_rows, settings=settings, allow_any_ts=allow_any_ts)
 
-    run = run_into_parts(units, out, SHARD_PREFIX, spawn, workers=workers, on_rows=on_progress)
+    run = run_into_parts(units, out, SHARD_PREFIX, spawn, workers=workers, settings=settings, overwrite=overwrite,
+                         on_rows=on_progress)
     # ``run.parts``/``run.rows`` count only shards that each hold their own unit's complete output.
     report = ExportReport(labels=sum(u.num_rows for u in run.units), shards=run.parts, rows_written=run.rows,
                           units_skipped=len(run.units) - len(run.ran), units_retried=run.stats.units_retried,
                           out=str(out.resolve()), completed=not run.error, error=run.error)
+    if report.completed:
+        report.rows_history_incomplete = sum(
+            int(pc.sum(pc.invert(pq.read_table(out / name, columns=["history_complete"]).column(0))).as_py() or 0)
+            for name in run.names)
     report.wall_s = round(time.monotonic() - t0, 2)
     processed = sum(u.num_rows for u in run.ran) if report.completed else 0
     report.rows_per_s = round(processed / report.wall_s, 1) if report.wall_s else 0.0

@@ -1,18 +1,24 @@
 """Jobs that write one Parquet part per unit (score, export): naming, trusting and running parts.
 
-A part is written atomically and tagged with the unit it came from (file location,
-fingerprint, row count), so a re-run skips exactly the parts that are the complete output of
-their unit as the input is now, and redoes the rest.
+A part is written atomically (streamed to a temporary file, renamed when complete) and
+tagged with the unit it came from (file location, fingerprint, row count) and with the job's
+*settings* — everything that shapes the output (table and its schema, model, ``max_len``,
+features, ...) — as a digest. A re-run skips exactly the parts that are the complete output
+of their unit as the input is now, made with the same settings, and redoes missing or stale
+ones. A part made with other settings is never trusted: the job refuses to run, naming what
+differs, unless ``overwrite`` is set, which redoes such parts (and removes parts of other inputs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from ray_jobs.runner import RunStats, UnitRunner
@@ -26,22 +32,75 @@ def part_file_name(prefix: str, unit: Any) -> str:
     return f"{prefix}-{unit.slug}.parquet"
 
 
-def write_part(table: Any, target: Path, unit: Any) -> None:
-    """Write ``table`` to ``target`` atomically (a part exists only when complete), tagged
-    with the unit it was made from so a later run can tell whether to trust it."""
-    import pyarrow.parquet as pq
+def job_settings(table: Any, job: str, **options: Any) -> dict[str, Any]:
+    """What shapes a job's output: the job, the table (its spec, every schema version and its
+    features) and the job's own ``options`` (model, ``max_len``, features, ...)."""
+    return {
+        "job": job,
+        "table": table.spec.settings(),
+        "schema_versions": [[s.version, str(s.payload)] for s in table.versions],
+        "table_features": str(table.spec.features),
+        **options,
+    }
 
-    tag = json.dumps({"unit": unit.key, "location": unit.location, "fingerprint": unit.fingerprint,
-                      "rows": unit.num_rows}, sort_keys=True).encode()
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PART_METADATA_KEY: tag})
-    tmp = target.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
+
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """A stable digest of a job's settings (JSON-ready values)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def part_rows(path: Path, unit: Any) -> int | None:
-    """Rows of the part at ``path`` if it is the complete output of ``unit`` as it is now
-    (written from the same file, same fingerprint, one row per input row); else None."""
+class PartWriter:
+    """Streams one unit's output into ``target``, batch by batch, so memory is bounded by a
+    batch; the part appears (atomically renamed) only when :meth:`close` succeeds, tagged
+    with the unit and the job's settings. Leaving the ``with`` block on an error removes the
+    temporary file and leaves ``target`` as it was."""
+
+    def __init__(self, target: Path, unit: Any, settings: Mapping[str, Any] | None = None) -> None:
+        self.target = target
+        self.tmp = target.with_suffix(".tmp")
+        settings = dict(settings or {})
+        self.tag = json.dumps({"unit": unit.key, "location": unit.location, "fingerprint": unit.fingerprint,
+                               "rows": unit.num_rows, "settings": settings,
+                               "settings_digest": settings_digest(settings)}, sort_keys=True).encode()
+        self._writer: Any = None
+
+    def write(self, table: Any) -> None:
+        """Append ``table`` (every batch of a part has the first batch's schema)."""
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            schema = table.schema.with_metadata({**(table.schema.metadata or {}), PART_METADATA_KEY: self.tag})
+            self._writer = pq.ParquetWriter(self.tmp, schema)
+        self._writer.write_table(table)
+
+    def close(self, empty: Any = None) -> None:
+        """Finish the part; ``empty`` (a table) is written when no batch was."""
+        if self._writer is None:
+            import pyarrow as pa
+
+            self.write(empty if empty is not None else pa.table({}))
+        self._writer.close()
+        os.replace(self.tmp, self.target)
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            if self._writer is not None:
+                self._writer.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_part(table: Any, target: Path, unit: Any, *, settings: Mapping[str, Any] | None = None) -> None:
+    """Write ``table`` as the whole part of ``unit`` (see :class:`PartWriter`)."""
+    with PartWriter(target, unit, settings) as writer:
+        writer.write(table)
+        writer.close()
+
+
+def _tag(path: Path) -> tuple[dict[str, Any], int] | None:
     import pyarrow.parquet as pq
 
     try:
@@ -49,9 +108,40 @@ def part_rows(path: Path, unit: Any) -> int | None:
         tag = json.loads((meta.metadata or {}).get(PART_METADATA_KEY, b"{}"))
     except (OSError, ValueError):  # missing, unreadable or not a Parquet file: not trusted
         return None
+    return (tag, int(meta.num_rows)) if isinstance(tag, dict) else None
+
+
+def part_rows(path: Path, unit: Any, *, settings: Mapping[str, Any] | None = None) -> int | None:
+    """Rows of the part at ``path`` if it is the complete output of ``unit`` as it is now
+    (written from the same file, same fingerprint, one row per input row) made with these
+    ``settings``; else None."""
+    found = _tag(path)
+    if found is None:
+        return None
+    tag, rows = found
     if (tag.get("location"), tag.get("fingerprint")) != (unit.location, unit.fingerprint):
         return None
-    return int(meta.num_rows) if meta.num_rows == unit.num_rows else None
+    if tag.get("settings_digest") != settings_digest(dict(settings or {})):
+        return None
+    return rows if rows == unit.num_rows else None
+
+
+def _settings_diff(path: Path, settings: Mapping[str, Any]) -> str | None:
+    """What differs between the settings a part was made with and ``settings`` (None: same,
+    or the part is not a tagged part)."""
+    found = _tag(path)
+    if found is None or "settings_digest" not in found[0]:
+        return None
+    theirs = found[0].get("settings") or {}
+    if found[0]["settings_digest"] == settings_digest(dict(settings)):
+        return None
+    keys = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
+    return ", ".join(f"{k}: {_short(theirs.get(k))} -> {_short(settings.get(k))}" for k in keys[:3]) or "digest"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass
@@ -73,15 +163,19 @@ class PartsOutcome:
 
 
 def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable[[int], Any], *,
-                   workers: int, on_rows: Callable[[int], None] | None = None) -> PartsOutcome:
+                   workers: int, settings: Mapping[str, Any] | None = None, overwrite: bool = False,
+                   on_rows: Callable[[int], None] | None = None) -> PartsOutcome:
     """Run one actor call per unit whose output part in ``out`` is missing or stale.
 
     Each actor's ``run(unit)`` writes ``out/part_file_name(prefix, unit)`` with
-    :func:`write_part` and returns ``{"rows": n}``. A part already there is skipped only if
-    :func:`part_rows` trusts it, so a re-run resumes where a crash left off and a changed
-    input file is redone. Refuses to run (``error`` set) when ``out`` holds ``<prefix>-*``
-    parts no unit of this input produces: reading ``out`` would mix them in.
+    :class:`PartWriter` (tagged with ``settings``) and returns ``{"rows": n}``. A part already
+    there is skipped only if :func:`part_rows` trusts it, so a re-run resumes where a crash left
+    off and a changed input file is redone. Refuses to run (``error`` set) when ``out`` holds
+    ``<prefix>-*`` parts no unit of this input produces (reading ``out`` would mix them in), or
+    parts made with other settings (they would be kept as if made by this job) — unless
+    ``overwrite``, which removes the former and redoes the latter.
     """
+    settings = dict(settings or {})
     units = list(units)
     names = [part_file_name(prefix, u) for u in units]
     stats = RunStats()
@@ -93,12 +187,23 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
     out.mkdir(parents=True, exist_ok=True)
     expected = set(names)
     foreign = sorted(p.name for p in out.glob(f"{prefix}-*.parquet") if p.name not in expected)
-    if foreign:
+    if foreign and overwrite:
+        for name in foreign:
+            (out / name).unlink()
+    elif foreign:
         outcome.error = (f"{out} holds {len(foreign)} {prefix} file(s) that no unit of this input produces "
-                         f"(e.g. {foreign[0]}), left by a run over other input; remove them or write to an "
-                         "empty directory")
+                         f"(e.g. {foreign[0]}), left by a run over other input; pass --overwrite to replace them "
+                         "or write to an empty directory")
         return outcome
-    outcome.ran = [u for u, name in zip(units, names, strict=True) if part_rows(out / name, u) is None]
+    if not overwrite:
+        for name in names:
+            diff = _settings_diff(out / name, settings)
+            if diff is not None:
+                outcome.error = (f"{out} holds parts made with other settings ({diff}); pass --overwrite to "
+                                 "replace them, or write to another directory")
+                return outcome
+    outcome.ran = [u for u, name in zip(units, names, strict=True)
+                   if part_rows(out / name, u, settings=settings) is None]
 
     def done(_unit: Any, result: dict[str, Any], _actors: list[Any]) -> None:
         if on_rows:
@@ -112,7 +217,7 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
         outcome.error = str(exc)
     bad: list[Any] = []
     for unit, name in zip(units, names, strict=True):
-        rows = part_rows(out / name, unit)
+        rows = part_rows(out / name, unit, settings=settings)
         if rows is None:
             bad.append(unit)
         else:

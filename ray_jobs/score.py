@@ -12,12 +12,21 @@ columns (or one array, named ``score``). A model that raises stops the job with 
 naming the batch. Part names are unique per unit (file stem, a hash of the file's location,
 row group), so files with the same name in different directories do not collide. A re-run
 skips parts already written (parts are renamed into place only when complete) if they were
-made from the same file as it is now and hold one row per request; others are redone. OUT
-must not hold parts of another input: the job refuses to run rather than mix them in.
+made from the same file as it is now, with the same settings (table, schema, model — its
+``MODULE:FUNCTION`` and the source of its module —, ``max_len``, features), and hold one row
+per request; missing or stale ones are redone. OUT must not hold parts of another input or
+made with other settings: the job refuses to run rather than mix them in, unless
+``overwrite`` (``--overwrite``) replaces them. Requests without ``as_of_ts`` are scored as of
+the job's start, and a re-run that resumes keeps the parts already scored.
+
+User ids keep their type (int64 ids in, int64 out). ``as_of_ts`` is checked with the
+writer's units rule (seconds or microseconds are refused, naming the file and row) unless
+``allow_any_ts``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import time
@@ -28,15 +37,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.assemble import model_inputs
-from ray_jobs.parts import part_file_name, run_into_parts, write_part
+from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
 from ray_jobs.units import Unit, plan
 from store import SequenceStore
 from store.config import Config
 from store.errors import SchemaError, SeqStoreError
+from store.requests import check_times, request_table
 
 Model = Callable[[dict[str, np.ndarray]], Any]
 
@@ -59,6 +70,20 @@ def load_model(spec: str) -> Model:
     return model  # type: ignore[no-any-return]
 
 
+def model_digest(spec: str) -> str:
+    """A digest of the model's module source, so a re-run after the model's code changed
+    does not trust parts scored by the old code ("" when the module has no source file)."""
+    module = importlib.import_module(spec.partition(":")[0])
+    path = getattr(module, "__file__", None)
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
 PART_PREFIX = "part"
 
 
@@ -79,13 +104,15 @@ class ScoreWorker:
     """A Ray actor body: scores units of requests into Parquet parts."""
 
     def __init__(self, config: Config, table: str, model: str, fs: pafs.FileSystem, out: str, *, max_len: int,
-                 features: Sequence[str], now_ms: int, batch_rows: int) -> None:
+                 features: Sequence[str], now_ms: int, batch_rows: int, settings: dict[str, Any],
+                 allow_any_ts: bool = False) -> None:
         self.store = SequenceStore(config, pool_size=8)
         self.table = self.store.table(table)
         self.model_spec = model
         self.model = load_model(model)
         self.fs, self.out = fs, Path(out)
         self.max_len, self.features, self.now_ms, self.batch_rows = max_len, list(features), now_ms, batch_rows
+        self.settings, self.allow_any_ts = settings, allow_any_ts
 
     def pid(self) -> int:
         return os.getpid()
@@ -95,27 +122,31 @@ class ScoreWorker:
             requests = pq.ParquetFile(handle).read_row_group(unit.row_group)
         if "user_id" not in requests.schema.names:
             raise SchemaError(f"{unit.path}: requests need a 'user_id' column")
-        users = requests.column("user_id").to_pylist()
+        users = requests.column("user_id").combine_chunks()
         if "as_of_ts" in requests.schema.names:
-            as_of = [self.now_ms if t is None else int(t) for t in requests.column("as_of_ts").to_pylist()]
-        else:
-            as_of = [self.now_ms] * len(users)
-        parts = []
-        for start in range(0, len(users), self.batch_rows):
-            stop = min(start + self.batch_rows, len(users))
-            where = f"{unit.path} rows {unit.first_row + start}..{unit.first_row + stop - 1}"
-            batch, _ = model_inputs(self.table, users[start:stop], as_of[start:stop], max_len=self.max_len,
-                                    features=self.features)
             try:
-                output = self.model(batch)
-            except Exception as exc:  # noqa: BLE001 - any model failure is reported with its batch
-                raise ModelError(f"model {self.model_spec} failed on {where}: {exc!r}") from None
-            columns = _columns(output, stop - start, where)
-            parts.append(pa.table({"user_id": pa.array(users[start:stop], pa.string()),
-                                   "as_of_ts": pa.array(as_of[start:stop], pa.int64()),
-                                   **{k: pa.array(np.asarray(v)) for k, v in columns.items()}}))
-        result = pa.concat_tables(parts) if parts else pa.table({"user_id": pa.array([], pa.string())})
-        write_part(result, self.out / part_name(unit), unit)
+                as_of = pc.fill_null(requests.column("as_of_ts").combine_chunks().cast(pa.int64()), self.now_ms)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(f"{unit.path}: 'as_of_ts' must be int64 milliseconds UTC: {exc}") from None
+        else:
+            as_of = pa.array(np.full(len(users), self.now_ms, dtype=np.int64))
+        if not self.allow_any_ts:
+            check_times(as_of, f"as_of_ts in {unit.path}", where="row", first_row=unit.first_row)
+        with PartWriter(self.out / part_name(unit), unit, self.settings) as part:
+            for start in range(0, len(users), self.batch_rows):
+                stop = min(start + self.batch_rows, len(users))
+                where = f"{unit.path} rows {unit.first_row + start}..{unit.first_row + stop - 1}"
+                ids, ts = users.slice(start, stop - start), as_of.slice(start, stop - start)
+                batch, _ = model_inputs(self.table, request_table(ids, ts), max_len=self.max_len,
+                                        features=self.features, allow_any_ts=True)  # checked above
+                try:
+                    output = self.model(batch)
+                except Exception as exc:  # noqa: BLE001 - any model failure is reported with its batch
+                    raise ModelError(f"model {self.model_spec} failed on {where}: {exc!r}") from None
+                columns = _columns(output, stop - start, where)
+                part.write(pa.table({"user_id": ids, "as_of_ts": ts,
+                                     **{k: pa.array(np.asarray(v)) for k, v in columns.items()}}))
+            part.close(empty=pa.table({"user_id": users.slice(0, 0), "as_of_ts": pa.array([], pa.int64())}))
         return {"rows": len(users)}
 
 
@@ -139,9 +170,13 @@ class ScoreReport:
 
 def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len: int = 100,
               features: Sequence[str] = (), workers: int = 2, config: Config | None = None,
-              batch_rows: int = 2_000, now_ms: int | None = None,
-              on_progress: Callable[[int], None] | None = None) -> ScoreReport:
-    """Score every request; see the module docstring. Ray must be initialised."""
+              batch_rows: int = 2_000, now_ms: int | None = None, overwrite: bool = False,
+              allow_any_ts: bool = False, on_progress: Callable[[int], None] | None = None) -> ScoreReport:
+    """Score every request; see the module docstring. Ray must be initialised.
+
+    ``overwrite`` replaces parts in ``out`` made with other settings or from other input;
+    ``allow_any_ts`` skips the ``as_of_ts`` units check.
+    """
     import ray
 
     load_model(model)  # fail before starting actors if the model cannot be imported
@@ -149,15 +184,17 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
-        store.table(table)  # a clear error now if the table does not exist
+        settings = job_settings(store.table(table), "score", model=model, model_source=model_digest(model),
+                                max_len=max_len, features=list(features), inclusive=False)
     fs, units = plan(requests_path)
     Worker = ray.remote(num_cpus=1, max_restarts=0)(ScoreWorker)
 
     def spawn(_: int) -> Any:
         return Worker.remote(config, table, model, fs, str(out), max_len=max_len, features=list(features),
-                             now_ms=now_ms, batch_rows=batch_rows)
+                             now_ms=now_ms, batch_rows=batch_rows, settings=settings, allow_any_ts=allow_any_ts)
 
-    run = run_into_parts(units, out, PART_PREFIX, spawn, workers=workers, on_rows=on_progress)
+    run = run_into_parts(units, out, PART_PREFIX, spawn, workers=workers, settings=settings, overwrite=overwrite,
+                         on_rows=on_progress)
     # ``run.rows`` counts only parts that each hold their own unit's complete output.
     report = ScoreReport(requests=sum(u.num_rows for u in run.units), units_total=len(run.units),
                          units_done=run.stats.units_done, units_skipped=len(run.units) - len(run.ran),

@@ -143,24 +143,26 @@ class SequenceTable:
         fields: Sequence[str] | None = None,
         inclusive: bool = False,
         oldest_first: bool = False,
+        allow_any_ts: bool = False,
     ) -> pa.Table:
         """Each request's sequence as of its time: one row per request, in request order.
 
         ``requests`` are ``(user_id, as_of_ts)`` pairs (an Arrow table, a pair of arrays or an
-        iterable of tuples). The options, the time contract, the result's columns and the
-        errors are those of :func:`store.reader.read_sequences`.
+        iterable of tuples). The options, the time contract, the result's columns (among them
+        ``history_complete``, False where retention may have removed events) and the errors
+        are those of :func:`store.reader.read_sequences`.
         """
         return _reader.read_sequences(self, requests, max_len=max_len, window_ms=window_ms,
                                       event_types=event_types, fields=fields, inclusive=inclusive,
-                                      oldest_first=oldest_first)
+                                      oldest_first=oldest_first, allow_any_ts=allow_any_ts)
 
     def write_features(self, data: pa.Table) -> int:
         """See :func:`store.features.write_features`."""
         return _features.write_features(self, data)
 
-    def read_features(self, requests: Requests, names: Sequence[str]) -> pa.Table:
+    def read_features(self, requests: Requests, names: Sequence[str], *, allow_any_ts: bool = False) -> pa.Table:
         """See :func:`store.features.read_features`."""
-        return _features.read_features(self, requests, names)
+        return _features.read_features(self, requests, names, allow_any_ts=allow_any_ts)
 
     def feature_history(self, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
         """See :func:`store.features.feature_history`."""

@@ -89,7 +89,7 @@ def _pieces(column: pa.Array, field: pa.Field) -> list[bytes]:
         first_null = null_vector_items(column)
         if (first_null >= 0).any():
             row = int(np.argmax(first_null >= 0))
-            raise ValueError(f"field {field.name!r}, row {row}: item {int(first_null[row])} of the vector is null "
+            raise SchemaError(f"field {field.name!r}, row {row}: item {int(first_null[row])} of the vector is null "
                              "and has no encoding; validate rows first (store.validate.conform)")
         size = item_dtype(t).itemsize * t.list_size
         flat = column.fill_null([0] * t.list_size) if column.null_count else column
@@ -119,7 +119,7 @@ class PayloadCodec:
 
     def __init__(self, versions: Sequence[EventSchema], *, table: str = "") -> None:
         if not versions:
-            raise ValueError("'versions' must not be empty")
+            raise SchemaError("'versions' must not be empty")
         self.table = table
         self.versions = {s.version: s for s in versions}
         self.current = max(versions, key=lambda s: s.version)
@@ -172,10 +172,12 @@ class PayloadCodec:
         Raises:
             SchemaError: the value names a schema version this codec does not know, e.g. one
                 registered by another process after this table was opened (open it again).
-            ValueError: the value is not in a payload format this codec knows.
+            SchemaError: the value is not in a payload format this codec knows (corrupt, or
+                written by something other than seqstore).
         """
         if not value or value[0] != FORMAT:
-            raise ValueError(f"unknown payload format {value[:1]!r}")
+            raise SchemaError(f"a value of {self.table or 'the table'!r} is not in a payload format seqstore "
+                              f"knows (format byte {value[:1]!r})")
         version, pos = read_uvarint(value, 1)
         layout = self._layouts.get(version)
         if layout is None:

@@ -16,6 +16,10 @@ class ConfigError(SeqStoreError, ValueError):
     """A configuration value is missing, unknown or malformed."""
 
 
+class InvalidRequestError(SeqStoreError, ValueError):
+    """A request's arguments cannot be sent or answered as given (not retried)."""
+
+
 class StoreUnavailableError(SeqStoreError, ConnectionError):
     """HBase could not be reached or did not answer in time. Retryable."""
 

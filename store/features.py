@@ -23,7 +23,7 @@ import pyarrow as pa
 from store import keys
 from store.codec import PayloadCodec, payload_array
 from store.connection import idl
-from store.errors import InvalidEventError, SchemaError
+from store.errors import HBaseError, InvalidEventError, SchemaError
 from store.requests import Requests, normalize, user_ids
 from store.schema import USER_ID, EventSchema
 from store.table import FEATURES
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 VALID_FROM = "valid_from_ts"
 GETS_PER_CALL = 1_000
+MAX_TS = 2**63 - 1
 
 
 def codecs(features: pa.Schema) -> dict[str, PayloadCodec]:
@@ -98,25 +99,32 @@ def write_features(table: SequenceTable, data: pa.Table) -> int:
     return sum(len(columns) for columns in per_row.values())
 
 
-def read_features(table: SequenceTable, requests: Requests, names: Sequence[str]) -> pa.Table:
+def read_features(table: SequenceTable, requests: Requests, names: Sequence[str], *,
+                  allow_any_ts: bool = False) -> pa.Table:
     """Per request, each feature's newest version with ``valid_from <= as_of`` (null if none).
 
     ``requests`` takes the shapes of :func:`store.requests.normalize`; user ids are converted
     as on writes, so a feature written for ``5`` reads back for ``5`` and ``"5"``.
-    Returns ``user_id`` (string), ``as_of_ts`` and one column per name, in request order.
+    Returns ``user_id`` (as given, with its type), ``as_of_ts`` and one column per name, in
+    request order. ``allow_any_ts`` skips the timestamp units check.
 
     Raises:
         SchemaError: an unknown feature, or requests that are ambiguous or invalid.
+        InvalidRequestError: an ``as_of_ts`` that looks like seconds or microseconds.
+        StoreUnavailableError, HBaseError: as raised by the connection (HBaseError also when
+            HBase answers with results that do not match the request).
     """
     known = {f.name: f for f in table.spec.features}
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise SchemaError(f"unknown feature(s) {unknown}; the table has {sorted(known)}")
-    users, as_of = normalize(requests)
+    batch = normalize(requests, allow_any_ts=allow_any_ts)
+    users, as_of = batch.users, batch.ts
     t = idl()
     columns = [t.TColumn(family=FEATURES, qualifier=n.encode()) for n in names]
     gets = [t.TGet(row=keys.user_prefix(u, table.spec.salt_buckets), columns=columns, maxVersions=1,
-                   timeRange=t.TTimeRange(minStamp=0, maxStamp=ts + 1)) for u, ts in zip(users, as_of, strict=True)]
+                   timeRange=t.TTimeRange(minStamp=0, maxStamp=min(ts + 1, MAX_TS)))
+            for u, ts in zip(users, as_of, strict=True)]
     chunks = [gets[i : i + GETS_PER_CALL] for i in range(0, len(gets), GETS_PER_CALL)]
     with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
         results = [r for chunk in ex.map(lambda c: table.pool.call("getMultiple", table.name_bytes, c), chunks)
@@ -124,15 +132,15 @@ def read_features(table: SequenceTable, requests: Requests, names: Sequence[str]
     # getMultiple answers every get in order (an empty result for a missing row), but key by
     # row anyway would be wrong here: two requests may share a row with different as_of.
     if len(results) != len(gets):
-        raise RuntimeError(f"getMultiple returned {len(results)} results for {len(gets)} gets")
+        raise HBaseError(f"getMultiple returned {len(results)} results for {len(gets)} gets")
     out: dict[str, list[Any]] = {n: [None] * len(gets) for n in names}
     for i, (get, result) in enumerate(zip(gets, results, strict=True)):
         if result.row not in (None, b"", get.row):
-            raise RuntimeError(f"result {i} is for another row")
+            raise HBaseError(f"getMultiple result {i} is for another row")
         for cv in result.columnValues:
             name = cv.qualifier.decode()
             out[name][i] = table.feature_codecs[name].decode(cv.value)[0]
-    arrays = {USER_ID: pa.array(users, pa.string()), "as_of_ts": pa.array(as_of, pa.int64())}
+    arrays = {USER_ID: batch.ids, "as_of_ts": pa.array(as_of, pa.int64())}
     for n in names:
         arrays[n] = payload_array(out[n], known[n].type)
     return pa.table(arrays)

@@ -26,6 +26,8 @@ import hashlib
 import struct
 import zlib
 
+from store.errors import InvalidRequestError
+
 MAX_U64 = 2**64 - 1
 MAX_USER_BYTES = 1024
 _U64 = struct.Struct(">Q")
@@ -57,7 +59,7 @@ def user_prefix(user_id: str | bytes, salt_buckets: int) -> bytes:
     """``salt | len | user``: the prefix of every row of this user (and its features row)."""
     user = user_bytes(user_id)
     if len(user) > MAX_USER_BYTES:
-        raise ValueError(f"user id is {len(user)} bytes; the limit is {MAX_USER_BYTES}")
+        raise InvalidRequestError(f"user id is {len(user)} bytes; the limit is {MAX_USER_BYTES}")
     return bytes((salt_of(user, salt_buckets),)) + _LEN.pack(len(user)) + user
 
 

@@ -6,6 +6,14 @@ Time contract: for a request ``(user_id, as_of)``, an event is visible iff
 ``(event_ts, event_id)`` descending; ``oldest_first=True`` gives the exact reverse.
 Expired (TTL) and trimmed (``max_events_per_user``) events are never returned.
 
+Retention and history: TTL and the ``max_events_per_user`` trim delete old events for good,
+so a *historical* read (an ``as_of`` in the past) may see fewer events than a read made at that
+time did. Each output row says so: ``history_complete`` is False when the sequence is shorter
+than ``max_len`` and its time range reaches below what retention keeps (the user's trim
+watermark, or ``now - ttl``); trimmed events are always older than every kept one, so a full
+sequence (``length == max_len``) is never affected. A read racing a trim returns the kept
+events only: the watermark is read again after the scan (a trim records it before deleting).
+
 Each request is one Thrift2 ``getScannerResults`` call in the common case: a scan from the
 user's bucket of ``as_of`` back in time, with the server filtering on the cell timestamp
 (= event time) and returning at most ``max_len`` cells per row. Continuations fetch
@@ -18,6 +26,7 @@ times a small constant, whatever the user's history length.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -28,9 +37,10 @@ import pyarrow as pa
 from store import keys
 from store.codec import payload_array
 from store.connection import idl
+from store.errors import InvalidRequestError
 from store.requests import Requests, normalize
 from store.scanning import scan_results
-from store.table import EVENTS
+from store.table import DAY_MS, EVENTS
 from store.vectors import vector_rows
 
 if TYPE_CHECKING:
@@ -40,6 +50,7 @@ FIRST_ROWS = 2
 Event = tuple[int, int, list[Any]]  # (event_ts, event_id, payload values)
 # Cells one getScannerResults call may return (page rows x max_len): bounds one Thrift reply.
 SCAN_CELLS_PER_CALL = 8_192
+MAX_TS = 2**63 - 1  # HBase timestamps are int64
 
 
 def read_sequences(
@@ -52,6 +63,7 @@ def read_sequences(
     fields: Sequence[str] | None = None,
     inclusive: bool = False,
     oldest_first: bool = False,
+    allow_any_ts: bool = False,
 ) -> pa.Table:
     """Assemble each request's sequence as of its time.
 
@@ -65,38 +77,76 @@ def read_sequences(
         fields: payload fields to return (default all); ``event_ts``/``event_id`` always.
         inclusive: make an event exactly at ``as_of`` visible.
         oldest_first: order each sequence oldest first (default newest first).
+        allow_any_ts: accept any ``as_of_ts``; by default one that looks like seconds or
+            microseconds (the writer's units rule) is refused.
 
     Returns:
-        One row per request, in request order: ``user_id``, ``as_of_ts``, ``length`` and
-        ``sequence`` (``list<struct<event_ts, event_id, fields...>>``). Unknown users get
-        an empty sequence.
+        One row per request, in request order: ``user_id`` (as given, with its type),
+        ``as_of_ts``, ``length``, ``history_complete`` (False when retention may have removed
+        events this read would otherwise return; see the module docstring) and ``sequence``
+        (``list<struct<event_ts, event_id, fields...>>``). Unknown users get an empty sequence.
 
     Raises:
+        SchemaError: the requests' shape or user ids are invalid.
+        InvalidRequestError: a bad option (``max_len``, ``window_ms``, ``fields``,
+            ``event_types``) or an implausible ``as_of_ts``.
         StoreUnavailableError, HBaseError: as raised by the connection. Reads have no side
-        effects and are safe to retry.
+            effects and are safe to retry.
     """
     if max_len <= 0:
-        raise ValueError("'max_len' must be > 0")
+        raise InvalidRequestError("'max_len' must be > 0")
     if window_ms is not None and window_ms <= 0:
-        raise ValueError("'window_ms' must be > 0")
-    users, as_of = normalize(requests)
+        raise InvalidRequestError("'window_ms' must be > 0")
     names = table.codec.field_names
     wanted = list(fields) if fields is not None else names
     unknown = sorted(set(wanted) - set(names))
     if unknown:
-        raise ValueError(f"unknown field(s) {unknown}; the schema has {names}")
+        raise InvalidRequestError(f"unknown field(s) {unknown}; the schema has {names}")
     if event_types is not None and "event_type" not in names:
-        raise ValueError("'event_types' needs an 'event_type' field in the schema")
+        raise InvalidRequestError("'event_types' needs an 'event_type' field in the schema")
+    batch = normalize(requests, allow_any_ts=allow_any_ts)
+    users, as_of = batch.users, batch.ts
     type_filter = set(event_types) if event_types is not None else None
-    watermarks = table.watermarks(users) if table.spec.max_events_per_user else {}
+    trimmed = table.spec.max_events_per_user is not None
+    before = table.watermarks(users) if trimmed else {}
     plan = _Plan(table, max_len, window_ms, inclusive, type_filter, names.index("event_type") if type_filter else -1)
 
     def one(i: int) -> list[Event]:
-        return plan.read(users[i], as_of[i], watermarks.get(users[i]))
+        return plan.read(users[i], as_of[i], before.get(users[i]))
 
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-read") as ex:
         sequences = list(ex.map(one, range(len(users))))
-    return _to_arrow(table, users, as_of, sequences, wanted, oldest_first)
+    if trimmed:
+        # A trim records its watermark before deleting, so any deletion this read saw is covered
+        # by the watermark as it is now: drop what lies below it (no "kept, gap, older trimmed").
+        after = table.watermarks(users)
+        for i, user in enumerate(users):
+            mark = after.get(user)
+            if mark is not None and mark != before.get(user):
+                sequences[i] = [e for e in sequences[i] if (e[0], e[1]) >= mark]
+    else:
+        after = {}
+    complete = _history_complete(table, users, as_of, sequences, after, max_len, window_ms)
+    return _to_arrow(table, batch.ids, as_of, sequences, complete, wanted, oldest_first)
+
+
+def _history_complete(table: SequenceTable, users: list[str], as_of: list[int], sequences: list[list[Event]],
+                      marks: dict[str | bytes, tuple[int, int]], max_len: int, window_ms: int | None) -> np.ndarray:
+    """Per request: False when retention may have deleted events inside its time range that it
+    would return (it is short of ``max_len`` and its range reaches below what is kept)."""
+    ttl_days = table.spec.ttl_days
+    ttl_floor = int(time.time() * 1000) - int(ttl_days * DAY_MS) if ttl_days is not None else None
+    out = np.ones(len(users), dtype=bool)
+    if ttl_floor is None and not marks:
+        return out
+    for i, seq in enumerate(sequences):
+        if len(seq) >= max_len:
+            continue  # retention removes only events older than every kept one
+        lo = max(0, as_of[i] - window_ms) if window_ms else 0
+        mark = marks.get(users[i])
+        if (mark is not None and lo <= mark[0]) or (ttl_floor is not None and lo < ttl_floor):
+            out[i] = False
+    return out
 
 
 class _Plan:
@@ -129,7 +179,7 @@ class _Plan:
 
     def read(self, user: str | bytes, as_of: int, watermark: tuple[int, int] | None) -> list[Event]:
         spec = self.table.spec
-        hi = as_of + 1 if self.inclusive else as_of  # exclusive upper bound on event_ts
+        hi = min(as_of + 1, MAX_TS) if self.inclusive else as_of  # exclusive upper bound on event_ts
         lo = max(0, as_of - self.window_ms) if self.window_ms else 0
         if watermark is not None:
             lo = max(lo, watermark[0])
@@ -162,8 +212,8 @@ class _Plan:
         return out
 
 
-def _to_arrow(table: SequenceTable, users: list[Any], as_of: list[int],
-              sequences: list[list[Event]], wanted: list[str], oldest_first: bool) -> pa.Table:
+def _to_arrow(table: SequenceTable, ids: pa.Array, as_of: list[int], sequences: list[list[Event]],
+              complete: np.ndarray, wanted: list[str], oldest_first: bool) -> pa.Table:
     names = table.codec.field_names
     payload_types = {f.name: f.type for f in table.spec.schema.payload}
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
@@ -179,9 +229,10 @@ def _to_arrow(table: SequenceTable, users: list[Any], as_of: list[int],
     events = pa.StructArray.from_arrays(children, fields=struct_fields)
     seq = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), events)
     return pa.table({
-        "user_id": pa.array([u if isinstance(u, str) else u.decode("utf-8", "replace") for u in users], pa.string()),
+        "user_id": ids,
         "as_of_ts": pa.array(as_of, pa.int64()),
         "length": pa.array(lengths, pa.int32()),
+        "history_complete": pa.array(complete, pa.bool_()),
         "sequence": seq,
     })
 

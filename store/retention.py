@@ -4,7 +4,13 @@ Meaning: an event is *trimmed* once ``max_events_per_user`` newer events (by
 ``(event_ts, event_id)``) of the same user are stored. The writer trims the users it
 touched after each chunk: it records the user's watermark — the ``(event_ts, event_id)`` of
 the oldest event kept — and then deletes the older cells. Readers skip everything below
-the watermark, so a trimmed event is never returned, even by a read racing the deletes.
+the watermark, so a trimmed event is never returned, even by a read racing the deletes
+(the reader reads the watermark again after its scan).
+
+History: a trim deletes for good. A read "as of" a past time may therefore see fewer events
+than a read made at that time; :func:`store.reader.read_sequences` flags such rows
+(``history_complete`` False). The watermark cell is stamped with its event time, so of two
+concurrent trims the one with the newer watermark wins (within one millisecond, the later write).
 
 (Retention by age is the events family's TTL: the cell timestamp is the event time, so
 HBase itself hides and drops events older than ``ttl_days``.)
@@ -74,8 +80,11 @@ def _trim_user(table: SequenceTable, user: str | bytes, keep: int) -> int:
                 mark = _MARK.pack(*keys.parse_qualifier(cv.qualifier))
             elif seen > keep:
                 if seen == keep + 1:  # watermark first, deletes after
-                    table.pool.call("put", table.name_bytes, t.TPut(
-                        row=prefix, columnValues=[t.TColumnValue(META, WATERMARK, mark)]))
+                    # Stamped with its event time: a concurrent trim that computed an older
+                    # watermark writes an older version, which HBase (VERSIONS=1) never returns,
+                    # so the watermark never moves back in time.
+                    table.pool.call("put", table.name_bytes, t.TPut(row=prefix, columnValues=[
+                        t.TColumnValue(META, WATERMARK, mark, timestamp=_MARK.unpack(mark)[0])]))
                 pending.setdefault(result.row, []).append(
                     t.TColumn(family=EVENTS, qualifier=cv.qualifier, timestamp=cv.timestamp))
                 deleted += 1

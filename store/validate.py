@@ -25,6 +25,24 @@ MIN_PLAUSIBLE_MS = 100_000_000_000
 DEFAULT_MAX_FUTURE_MS = 24 * 3600 * 1000
 
 
+def implausible_times(ts: np.ndarray, name: str, *, now_ms: int | None = None,
+                      max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> list[tuple[np.ndarray, Reason, str]]:
+    """The one rule for timestamp units, on writes (event times) and reads (``as_of_ts``, label ``ts``).
+
+    Returns ``(rows, reason, detail)`` per failed check, first check first: negative; below
+    ``MIN_PLAUSIBLE_MS`` (seconds, not milliseconds); more than ``max_future_ms`` after ``now_ms``
+    (default: the clock), i.e. microseconds or nanoseconds.
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return [
+        (ts < 0, Reason.NEGATIVE_TIMESTAMP, f"{name} is negative"),
+        (ts < MIN_PLAUSIBLE_MS, Reason.SECONDS_NOT_MS,
+         f"{name} looks like seconds (before 1973 as milliseconds); timestamps are int64 milliseconds UTC"),
+        (ts > now + max_future_ms, Reason.FUTURE_TIMESTAMP,
+         f"{name} is more than {max_future_ms} ms in the future: microseconds? timestamps are int64 milliseconds UTC"),
+    ]
+
+
 class Reason(StrEnum):
     """Why a row was quarantined."""
 
@@ -202,13 +220,9 @@ def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = 
 
     ts = _cast_column(batch.column(EVENT_TS), pa.int64(), EVENT_TS, v)
     v.reject(_mask(pc.is_null(ts)), Reason.MISSING_TIMESTAMP, EVENT_TS, "event_ts is null")
-    now = int(time.time() * 1000) if now_ms is None else now_ms
     ts_np = np.asarray(ts.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    v.reject(ts_np < 0, Reason.NEGATIVE_TIMESTAMP, EVENT_TS, "event_ts is negative")
-    v.reject(ts_np < MIN_PLAUSIBLE_MS, Reason.SECONDS_NOT_MS, EVENT_TS,
-             "event_ts looks like seconds; timestamps are int64 milliseconds UTC")
-    v.reject(ts_np > now + max_future_ms, Reason.FUTURE_TIMESTAMP, EVENT_TS,
-             f"event_ts is more than {max_future_ms} ms in the future (microseconds?)")
+    for mask, reason, detail in implausible_times(ts_np, EVENT_TS, now_ms=now_ms, max_future_ms=max_future_ms):
+        v.reject(mask, reason, EVENT_TS, detail)
 
     columns = {USER_ID: users, EVENT_TS: ts}
     for f in payload:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from store.errors import SchemaError
+
 
 def item_dtype(vector_type: pa.DataType) -> np.dtype[Any]:
     """The numpy dtype a vector's items are stored as: the item type, little-endian."""
@@ -25,12 +27,12 @@ def vector_array(values: Sequence[bytes | None], vector_type: pa.DataType) -> pa
     One buffer for all items; no Python object per item.
 
     Raises:
-        ValueError: a value is not exactly ``width`` items long.
+        SchemaError: a value is not exactly ``width`` items long.
     """
     dtype = item_dtype(vector_type)
     size = dtype.itemsize * vector_type.list_size
     if any(v is not None and len(v) != size for v in values):
-        raise ValueError(f"a {vector_type} value must be {size} bytes")
+        raise SchemaError(f"a {vector_type} value must be {size} bytes")
     nulls = [v is None for v in values]
     zero = bytes(size)  # a null vector's slots are zeros
     flat = np.frombuffer(b"".join(zero if v is None else v for v in values), dtype=dtype)

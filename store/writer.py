@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from store import keys
 from store.connection import idl
-from store.errors import InvalidEventError, SeqStoreError
+from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
 from store.schema import EVENT_ID, EVENT_TS, USER_ID
 from store.table import EVENTS
 from store.validate import QUARANTINE_SCHEMA, Reason, conform
@@ -114,9 +114,9 @@ def write_events(
     Idempotent; safe to retry.
     """
     if chunk_rows <= 0:
-        raise ValueError("'chunk_rows' must be > 0")
+        raise InvalidRequestError("'chunk_rows' must be > 0")
     if on_invalid not in ("quarantine", "raise"):
-        raise ValueError("'on_invalid' must be 'quarantine' or 'raise'")
+        raise InvalidRequestError("'on_invalid' must be 'quarantine' or 'raise'")
     spec, codec = table.spec, table.codec
     rows_in = written = calls = 0
     quarantines: list[pa.Table] = []

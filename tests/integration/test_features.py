@@ -16,7 +16,7 @@ NOW = int(time.time() * 1000)
 T0 = NOW - 10 * 86_400_000
 
 
-def test_integer_user_ids_write_and_read_back_as_their_string(make_table: Callable[..., SequenceTable]) -> None:
+def test_integer_user_ids_are_keyed_as_their_string_and_read_back_with_their_type(make_table: Callable[..., SequenceTable]) -> None:
     table = make_table(features=pa.schema([pa.field("clicks", pa.int64()), pa.field("emb", pa.list_(pa.float32(), 2))]))
     written = table.write_features(pa.table({
         "user_id": pa.array([5, 5, 12], pa.int64()), "valid_from_ts": [T0, T0 + 10, T0],
@@ -25,7 +25,7 @@ def test_integer_user_ids_write_and_read_back_as_their_string(make_table: Callab
     assert written == 5
     got = table.read_features([(5, T0 + 5), (5, NOW), (12, NOW), (7, NOW)], ["clicks", "emb"]).to_pylist()
     assert [(g["user_id"], g["clicks"], g["emb"]) for g in got] == [
-        ("5", 1, [0.5, 1.0]), ("5", 2, [0.5, 1.0]), ("12", 3, [2.0, 3.0]), ("7", None, None)]
+        (5, 1, [0.5, 1.0]), (5, 2, [0.5, 1.0]), (12, 3, [2.0, 3.0]), (7, None, None)]
     assert table.read_features([("5", NOW)], ["clicks"]).column("clicks").to_pylist() == [2]
     assert [v for _, v in table.feature_history(5, "clicks")] == [2, 1]
     assert table.feature_history(b"\x00" * 5, "clicks") == []  # not bytes(5), the old wrong row

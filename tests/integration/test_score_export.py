@@ -67,7 +67,7 @@ def test_score_writes_one_row_per_request_and_resumes(
     assert np.isfinite(out.column("score").to_numpy()).all()
 
     again = run_score(str(req), "ray_jobs.examples.models:recency_similarity", tmp_path / "out", scored_table.name,
-                      max_len=10, workers=2, config=hbase_server.config(), now_ms=NOW)
+                      max_len=10, features=["emb", "segment"], workers=2, config=hbase_server.config(), now_ms=NOW)
     assert again.completed and again.units_skipped == 5 and again.scored == 30
 
 

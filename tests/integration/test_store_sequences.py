@@ -42,7 +42,7 @@ def test_round_trip_all_fields_newest_first(make_table: Callable[..., SequenceTa
                                 dwell=[100, None, 300]))
     assert (result.rows_in, result.written, result.quarantined) == (3, 3, 0)
     out = table.read_sequences([("u", NOW)], max_len=10)
-    assert out.column_names == ["user_id", "as_of_ts", "length", "sequence"]
+    assert out.column_names == ["user_id", "as_of_ts", "length", "history_complete", "sequence"]
     got = out.column("sequence")[0].as_py()
     assert [(e["event_ts"], e["event_type"], e["item_id"], e["dwell_ms"]) for e in got] == [
         (T0 + 3, "click", 30, None), (T0 + 2, "play", 20, 300), (T0 + 1, "view", 10, 100)]

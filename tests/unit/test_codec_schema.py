@@ -92,5 +92,5 @@ def test_a_value_of_a_newer_schema_version_is_a_clear_error() -> None:
     stale = PayloadCodec([DEFAULT_SCHEMA], table="clicks")
     with pytest.raises(SchemaError, match=r"table 'clicks' was written with schema version 2.*\[1\].*open it again"):
         stale.decode(newer)
-    with pytest.raises(ValueError, match="unknown payload format"):
+    with pytest.raises(SchemaError, match="not in a payload format seqstore knows"):
         stale.decode(b"")
