@@ -18,6 +18,7 @@ too and are deleted with it.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,6 +29,8 @@ from store.connection import ClientPool, idl
 from store.errors import ConfigError, SchemaError, TableNotFoundError
 from store.scanning import scan_results
 from store.schema import DEFAULT_SCHEMA, EventSchema
+
+log = logging.getLogger(__name__)
 
 META_TABLE = b"seqstore_meta"
 EVENTS, FEATURES, META = b"e", b"f", b"m"
@@ -169,6 +172,18 @@ def _put_meta(pool: ClientPool, table: str, cells: dict[bytes, bytes]) -> None:
     pool.call("put", META_TABLE, t.TPut(row=table.encode(), columnValues=values))
 
 
+def _put_meta_if_absent(pool: ClientPool, table: str, qualifier: bytes, value: bytes) -> bool:
+    """Put one cell of the table's registration unless that cell exists; True if this put was applied.
+
+    Thrift2 ``checkAndPut`` without an expected value is HBase's ``checkAndMutate(row, family)
+    .qualifier(q).ifNotExists().thenPut(put)``: atomic on the row, so of concurrent callers
+    exactly one sees True.
+    """
+    t = idl()
+    put = t.TPut(row=table.encode(), columnValues=[t.TColumnValue(family=META, qualifier=qualifier, value=value)])
+    return bool(pool.call("checkAndPut", META_TABLE, table.encode(), META, qualifier, None, put))
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     """A table's registered spec and every version of its event schema (oldest first)."""
@@ -197,19 +212,56 @@ def load(pool: ClientPool, name: str) -> Registration:
     return Registration(spec, versions)
 
 
+# Each lost race means another caller registered a version meanwhile; a handful of concurrent
+# evolutions settle long before this, so running out means something keeps changing the schema.
+_EVOLVE_ATTEMPTS = 8
+
+
 def evolve_schema(pool: ClientPool, name: str, schema: EventSchema) -> EventSchema:
     """Register ``schema`` as the table's next schema version (if it differs) and return it.
 
+    The new version ``v+1`` is registered with HBase's check-and-put ("only if ``schema:<v+1>``
+    does not exist yet"), so a registered version is never overwritten and events encoded
+    with it always decode. Concurrent calls behave as if they ran one after another: of two
+    callers that both read version ``v``, exactly one registers ``v+1``; the other reads the
+    registration again and
+
+    * returns the winner's version if it has exactly the requested fields;
+    * registers ``v+2`` on top of it if the request is a compatible evolution of the
+      winner's schema (it keeps the winner's new fields, in order);
+    * raises :class:`SchemaError` naming the concurrently registered version otherwise
+      (e.g. both added a different field: the request would drop the winner's).
+
+    Idempotent; safe to retry: a call whose put was applied but whose answer was lost finds
+    its own fields at ``v+1`` and returns that version.
+
     Raises:
-        SchemaError: the change is not compatible (type change, dropped or non-nullable field).
+        SchemaError: the change is not compatible with the current schema (type change,
+            dropped or non-nullable field), or with a version registered concurrently; or
+            the schema kept changing under this call (it tried 8 times).
+        TableNotFoundError: the table is not registered.
+        StoreUnavailableError, HBaseError: as raised by the connection.
     """
-    reg = load(pool, name)
-    current = reg.versions[-1]
-    if current.same_fields(schema):
-        return current
-    new = current.evolve_to(schema)
-    _put_meta(pool, name, {_schema_qualifier(new.version): new.to_bytes()})
-    return new
+    raced = False
+    for _ in range(_EVOLVE_ATTEMPTS):
+        current = load(pool, name).versions[-1]
+        if current.same_fields(schema):
+            return current
+        try:
+            new = current.evolve_to(schema)
+        except SchemaError as exc:
+            if not raced:
+                raise
+            raise SchemaError(
+                f"table {name!r}: schema version {current.version} ({', '.join(current.payload.names)}) was "
+                f"registered concurrently by another caller and the requested schema does not extend it: {exc}"
+            ) from exc
+        if _put_meta_if_absent(pool, name, _schema_qualifier(new.version), new.to_bytes()):
+            return new
+        raced = True
+        log.info("table %r: schema version %d was registered concurrently; evolving on top of it", name, new.version)
+    raise SchemaError(f"table {name!r}: its schema changed concurrently {_EVOLVE_ATTEMPTS} times while this call "
+                      "tried to register a new version; try again")
 
 
 def drop_table(pool: ClientPool, name: str) -> None:
