@@ -13,7 +13,9 @@ record batches through the store's writer. The driver:
   manifest then holds exactly the completed units and a re-run resumes from there;
 * appends every quarantined row (reason, field, source file, row number) to
   ``quarantine.parquet`` next to ``report.json``, and checks
-  ``events_in == events_written + events_quarantined``.
+  ``events_in == events_written + events_merged + events_quarantined`` (``events_merged``:
+  rows stored as one cell with an identical event of the same chunk, see
+  :class:`store.writer.WriteResult`).
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ class BackfillWorker:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, QUARANTINE_FILE_SCHEMA) as w:
             w.write_table(quarantine)
-        return {"rows_in": result.rows_in, "written": result.written, "quarantined": result.quarantined,
-                "by_reason": result.by_reason(), "quarantine": sink.getvalue().to_pybytes()}
+        return {"rows_in": result.rows_in, "written": result.written, "merged": result.merged,
+                "quarantined": result.quarantined, "by_reason": result.by_reason(),
+                "quarantine": sink.getvalue().to_pybytes()}
 
 
 @dataclass
@@ -92,6 +95,7 @@ class BackfillReport:
     input: str
     events_in: int = 0
     events_written: int = 0
+    events_merged: int = 0
     events_quarantined: int = 0
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
     units_total: int = 0
@@ -177,11 +181,12 @@ def run_backfill(
                 writer.write_table(table_q)
             manifest.record(store.pool, table, {
                 "unit": unit.key, "fingerprint": unit.fingerprint, "rows_in": outcome["rows_in"],
-                "written": outcome["written"], "quarantined": outcome["quarantined"],
+                "written": outcome["written"], "merged": outcome["merged"], "quarantined": outcome["quarantined"],
                 "done_at_ms": int(time.time() * 1000)})
             report.units_done += 1
             report.events_in += outcome["rows_in"]
             report.events_written += outcome["written"]
+            report.events_merged += outcome["merged"]
             report.events_quarantined += outcome["quarantined"]
             reasons.update(outcome["by_reason"])
             if on_progress:
@@ -202,9 +207,9 @@ def run_backfill(
     report.quarantine_by_reason = dict(sorted(reasons.items()))
     report.wall_s = round(time.monotonic() - t0, 2)
     report.events_per_s = round(report.events_in / report.wall_s, 1) if report.wall_s else 0.0
-    if report.events_in != report.events_written + report.events_quarantined:
+    if report.events_in != report.events_written + report.events_merged + report.events_quarantined:
         report.completed = False
         report.error = (f"conservation violated: {report.events_in} in, {report.events_written} written, "
-                        f"{report.events_quarantined} quarantined")
+                        f"{report.events_quarantined} quarantined, {report.events_merged} merged")
     Path(report.report_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report

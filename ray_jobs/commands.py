@@ -207,7 +207,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     def human() -> None:
         state = "completed" if report.completed else "DID NOT COMPLETE"
         print(f"backfill {state}: {report.events_in} events in, {report.events_written} written, "
-              f"{report.events_quarantined} quarantined {report.quarantine_by_reason}")
+              f"{report.events_merged} merged, {report.events_quarantined} quarantined {report.quarantine_by_reason}")
         print(f"  units: {report.units_done} done, {report.units_skipped} skipped (already done), "
               f"{report.units_retried} retried, of {report.units_total}")
         print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers")

@@ -2,8 +2,11 @@
 
 Every event has ``user_id`` (string) and ``event_ts`` (int64, milliseconds UTC); they live
 in the row key and the qualifier. The other fields form the event's payload. An optional
-input column ``event_id`` (string or integer) names events explicitly; without it an event
-is identified by its content (see :mod:`store.keys`).
+input column ``event_id`` (string, UTF-8 binary or integer; an integer is its decimal
+string) names events explicitly; without it an event is identified by its content (see
+:mod:`store.keys`). When the column is given it must name every row: a null id is
+quarantined as ``missing_event_id`` (never identified by content instead), an empty or
+non-UTF-8 one as ``invalid_event_id``.
 
 A table's schema is registered in HBase and versioned: adding a nullable field makes a
 new version and old events read back with nulls; changing a field's type, dropping a

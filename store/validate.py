@@ -56,6 +56,8 @@ class Reason(StrEnum):
     MISSING_FIELD = "missing_field"
     NULL_IN_VECTOR = "null_in_vector"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    MISSING_EVENT_ID = "missing_event_id"
+    INVALID_EVENT_ID = "invalid_event_id"
 
 
 QUARANTINE_SCHEMA = pa.schema([
@@ -130,8 +132,9 @@ def _uncastable(col: pa.Array, target: pa.DataType) -> np.ndarray:
     return bad
 
 
-def _cast_column(col: pa.Array, target: pa.DataType, name: str, v: Verdicts) -> pa.Array:
-    """Cast ``col`` to ``target``; rows whose value cannot be cast are rejected as wrong_type."""
+def _cast_column(col: pa.Array, target: pa.DataType, name: str, v: Verdicts, *,
+                 reason: Reason = Reason.WRONG_TYPE, detail: str = "") -> pa.Array:
+    """Cast ``col`` to ``target``; rows whose value cannot be cast are rejected as ``reason``."""
     if col.type == target:
         return col
     try:
@@ -139,7 +142,7 @@ def _cast_column(col: pa.Array, target: pa.DataType, name: str, v: Verdicts) -> 
     except _CAST_ERRORS:
         pass
     bad = _uncastable(col, target)
-    v.reject(bad, Reason.WRONG_TYPE, name, f"not a valid {target}")
+    v.reject(bad, reason, name, detail or f"not a valid {target}")
     cleaned = pc.if_else(pa.array(bad), pa.nulls(len(col), col.type), col)
     try:
         return pc.cast(cleaned, target, safe=True)
@@ -163,6 +166,35 @@ def conform_user_ids(col: pa.Array | pa.ChunkedArray, v: Verdicts) -> pa.Array:
     v.reject(_mask(pc.greater(lengths, keys.MAX_USER_BYTES)), Reason.USER_ID_TOO_LONG, USER_ID,
              f"user_id longer than {keys.MAX_USER_BYTES} bytes")
     return users
+
+
+def conform_event_ids(col: pa.Array | pa.ChunkedArray, v: Verdicts) -> pa.Array:
+    """Explicit event ids as they are hashed: cast to string (``5`` is ``"5"``).
+
+    The rule: an ``event_id`` column names every event of the input. A null id is rejected
+    as ``missing_event_id`` — never identified by content instead, which would merge the
+    distinct events an explicit id exists to tell apart, or store one event twice once its
+    id is known. An empty id, or bytes that are not UTF-8, are ``invalid_event_id``.
+
+    Raises:
+        SchemaError: the column is not string, binary or integer (floats are refused: an id
+            above 2**53 has already lost digits, so two events may share one).
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    t = col.type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or pa.types.is_integer(t)
+            or pa.types.is_null(t)):
+        raise SchemaError(f"column {EVENT_ID!r} must be string, binary or integer, not {t}")
+    ids = _cast_column(col, pa.string(), EVENT_ID, v, reason=Reason.INVALID_EVENT_ID,
+                       detail="event_id is not valid UTF-8")
+    v.reject(_mask(pc.is_null(ids)), Reason.MISSING_EVENT_ID, EVENT_ID,
+             "event_id is null; an event_id column must name every event")
+    v.reject(_mask(pc.equal(pc.binary_length(ids), 0)), Reason.INVALID_EVENT_ID, EVENT_ID, "event_id is empty")
+    return ids
 
 
 def null_vector_items(col: pa.Array) -> np.ndarray:
@@ -198,8 +230,9 @@ def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = 
             max_future_ms: int = DEFAULT_MAX_FUTURE_MS) -> tuple[pa.RecordBatch, Verdicts]:
     """Cast ``batch`` to ``schema`` and judge every row (everything but the payload size).
 
-    Returns the batch with the schema's columns (plus ``event_id`` if given), cast, and the
-    verdicts. Raises :class:`SchemaError` when the columns themselves do not fit.
+    Returns the batch with the schema's columns (plus ``event_id`` if given, see
+    :func:`conform_event_ids`), cast, and the verdicts. Raises :class:`SchemaError` when the
+    columns themselves do not fit.
     """
     names = set(batch.schema.names)
     payload = schema.payload
@@ -233,5 +266,5 @@ def conform(batch: pa.RecordBatch, schema: EventSchema, *, now_ms: int | None = 
             v.reject(_mask(pc.is_null(col)), Reason.MISSING_FIELD, f.name, f"{f.name} is null")
         columns[f.name] = col
     if EVENT_ID in names:
-        columns[EVENT_ID] = pc.cast(batch.column(EVENT_ID), pa.string())
+        columns[EVENT_ID] = conform_event_ids(batch.column(EVENT_ID), v)
     return pa.RecordBatch.from_pydict(columns), v

@@ -5,9 +5,16 @@ Guarantees (see :func:`write_events`):
 * Idempotent: an event's cell coordinates (row, qualifier, timestamp = event time) and
   value depend only on the event, so writing the same input again rewrites the very same
   cells; a retried or partly applied batch converges to the same state.
-* Conservation: ``rows_in == written + quarantined`` for every call, checked before return,
-  where ``written`` counts the cells of acknowledged puts (not the rows judged valid), so a
-  row lost between validation and HBase fails the call instead of vanishing.
+* Conservation: ``rows_in == written + merged + quarantined`` for every call, checked before
+  return, where ``written`` counts the cells of acknowledged puts (not the rows judged valid),
+  so a row lost between validation and HBase fails the call instead of vanishing.
+* Merges are counted, not hidden: valid rows of one chunk with the same cell coordinates
+  (same user, ``event_ts`` and event id — e.g. a double click with identical content in one
+  millisecond, or an explicit ``event_id`` repeated at the same time) are one cell in HBase;
+  the last of them in input order is written and the others count as ``merged``. Events are
+  not given an occurrence index: an at-least-once pipeline delivering a row twice must still
+  store it once. A repeat in another chunk or another call rewrites the same cell and counts
+  as written again (the writer keeps no memory across chunks).
 * Bounded memory: input is consumed ``chunk_rows`` rows at a time; at most ``pool.size``
   put calls run at once, with at most as many more submitted and waiting behind them.
 """
@@ -23,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from store import keys
 from store.connection import idl
@@ -39,6 +47,17 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 10_000
 # Cells per putMultiple call: bounds the size of one Thrift request.
 PUT_CELLS_PER_CALL = 4_000
+# Estimated bytes per putMultiple call. The Thrift2 servers use unframed transport (no 2 MB
+# frame cap; our client does not frame), where libthrift caps a message at 100 MB; what binds
+# is the server's heap, which holds every in-flight request decoded (512 MB in our runtime,
+# with pool_size calls per worker in flight). 4 MiB is 64 cells at the default payload limit
+# and costs nothing in throughput: a call's fixed overhead is well under its transfer time.
+PUT_BYTES_PER_CALL = 4 * 1024 * 1024
+# Binary-protocol bytes around a cell's family/qualifier/value (field headers, lengths, the
+# timestamp: 33 measured) and around a put's row key (headers, list header: 16 measured),
+# with room for the optional fields: an upper bound.
+_CELL_OVERHEAD = 40
+_PUT_OVERHEAD = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +66,20 @@ class WriteResult:
 
     Attributes:
         rows_in: input rows seen.
-        written: events written: cells in puts HBase acknowledged, one per valid row.
+        written: events written: distinct cells in puts HBase acknowledged.
         quarantine: one row per rejected input row (``position``, ``reason``, ``field``,
-            ``detail``, ``source``); ``len(quarantine) == rows_in - written``.
+            ``detail``, ``source``); ``len(quarantine) == rows_in - written - merged``.
         put_calls: Thrift calls made for the writes.
+        merged: valid rows not written as a cell of their own because a later row of the
+            same chunk has the same cell coordinates (user, ``event_ts``, event id): HBase
+            holds one event for them. Repeats across chunks or calls are not counted here.
     """
 
     rows_in: int
     written: int
     quarantine: pa.Table
     put_calls: int
+    merged: int = 0
 
     @property
     def quarantined(self) -> int:
@@ -93,6 +116,11 @@ def write_events(
 ) -> WriteResult:
     """Write events; return counts and the quarantine of rejected rows.
 
+    An event's identity is its explicit ``event_id`` if the input has that column (string,
+    UTF-8 binary or integer, as its decimal string; a null, empty or non-UTF-8 id is
+    quarantined as ``missing_event_id`` / ``invalid_event_id``), else its content. Rows of a
+    chunk with the same user, ``event_ts`` and identity are one cell, counted as ``merged``.
+
     Args:
         table: the destination (from :meth:`SequenceStore.table`).
         data: a ``pyarrow.Table``, a record batch, or an iterator of record batches with
@@ -106,7 +134,8 @@ def write_events(
         now_ms: "now" for the future-timestamp check (default: the clock).
 
     Raises:
-        SchemaError: the columns do not fit the table's schema (nothing of that chunk is written).
+        SchemaError: the columns do not fit the table's schema, e.g. a float ``event_id``
+            column (nothing of that chunk is written).
         StoreUnavailableError: HBase stayed unreachable past the retry budget. Chunks before
             the failing one are written; re-running the same input is safe.
         HBaseError: HBase refused a write for a non-retryable reason.
@@ -118,7 +147,7 @@ def write_events(
     if on_invalid not in ("quarantine", "raise"):
         raise InvalidRequestError("'on_invalid' must be 'quarantine' or 'raise'")
     spec, codec = table.spec, table.codec
-    rows_in = written = calls = 0
+    rows_in = written = merged = calls = 0
     quarantines: list[pa.Table] = []
     position = start_position
     in_flight: list[Future[None]] = []
@@ -135,7 +164,7 @@ def write_events(
             if on_invalid == "raise" and not valid.all():
                 i = int(np.argmin(valid))
                 raise InvalidEventError(verdicts.reason[i], verdicts.field[i], int(positions[i]), verdicts.detail[i])
-            puts = _group_puts(batch, valid, values, identities, spec.salt_buckets, spec.bucket_ms)
+            puts, chunk_merged = _group_puts(batch, valid, values, identities, spec.salt_buckets, spec.bucket_ms)
             chunk_cells = 0
             for group in put_batches(puts):
                 calls += 1
@@ -151,13 +180,14 @@ def write_events(
                 table.trim(_touched_users(batch, valid))
             rows_in += n
             written += chunk_cells  # cells of acknowledged puts: counted, not inferred from `valid`
+            merged += chunk_merged
             quarantines.append(verdicts.quarantine(positions, source))
             position += n
     quarantine = pa.concat_tables(quarantines) if quarantines else QUARANTINE_SCHEMA.empty_table()
-    if rows_in != written + quarantine.num_rows:
-        raise SeqStoreError(
-            f"conservation violated: {rows_in} in, {written} written, {quarantine.num_rows} quarantined")
-    return WriteResult(rows_in, written, quarantine, calls)
+    if rows_in != written + merged + quarantine.num_rows:
+        raise SeqStoreError(f"conservation violated: {rows_in} in, {written} written, "
+                            f"{quarantine.num_rows} quarantined, {merged} merged")
+    return WriteResult(rows_in, written, quarantine, calls, merged)
 
 
 def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list[bytes],
@@ -165,7 +195,9 @@ def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list
     """``(row index, user prefix, event_ts, event_id)`` of each valid row: where its cell goes.
 
     The event id hashes the user, the time and either the explicit ``event_id`` column or
-    the event's content identity (see :meth:`PayloadCodec.encode`).
+    the event's content identity (see :meth:`PayloadCodec.encode`). ``batch`` and ``valid``
+    come from :func:`~store.validate.conform`, which rejects null explicit ids, so a valid
+    row never falls back to its content.
     """
     users = batch.column(USER_ID).to_pylist()
     ts = batch.column(EVENT_TS).to_pylist()
@@ -176,46 +208,102 @@ def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list
         prefix = prefixes.get(user)
         if prefix is None:
             prefix = prefixes[user] = keys.user_prefix(user, salt_buckets)
-        ident = explicit[i] if explicit is not None else None
-        identity = b"id:" + ident.encode() if ident is not None else identities[i]
+        identity = identities[i] if explicit is None else b"id:" + explicit[i].encode()
         yield i, prefix, when, keys.event_id(prefix[3:], when, identity)
 
 
 def _group_puts(batch: pa.RecordBatch, valid: np.ndarray, values: list[bytes], identities: list[bytes],
-                salt_buckets: int, bucket_ms: int) -> dict[bytes, list[Any]]:
-    """Cells of the valid rows grouped by row key: one wide row per (user, time bucket)."""
+                salt_buckets: int, bucket_ms: int) -> tuple[dict[bytes, list[Any]], int]:
+    """Cells of the valid rows grouped by row key (one wide row per (user, time bucket)),
+    one per distinct coordinates, and how many valid rows merged into a later row's cell."""
     t = idl()
+    coords = list(event_coordinates(batch, valid, identities, salt_buckets))
+    keep = last_of_each_cell(batch, valid, np.fromiter((c[3] for c in coords), np.uint64, count=len(coords)))
     rows: dict[bytes, list[Any]] = defaultdict(list)
-    for i, prefix, when, eid in event_coordinates(batch, valid, identities, salt_buckets):
-        rows[keys.row_key(prefix, keys.bucket_of(when, bucket_ms))].append(
-            t.TColumnValue(family=EVENTS, qualifier=keys.qualifier(when, eid), value=values[i], timestamp=when)
-        )
-    return rows
+    for (i, prefix, when, eid), kept in zip(coords, keep.tolist(), strict=True):
+        if kept:
+            rows[keys.row_key(prefix, keys.bucket_of(when, bucket_ms))].append(
+                t.TColumnValue(family=EVENTS, qualifier=keys.qualifier(when, eid), value=values[i], timestamp=when)
+            )
+    return rows, len(coords) - int(keep.sum())
 
 
-def put_batches(rows: dict[bytes, list[Any]], *, max_cells: int = PUT_CELLS_PER_CALL) -> Iterator[list[Any]]:
-    """The ``TPut`` lists of one ``putMultiple`` call each, at most ``max_cells`` cells per list.
+def last_of_each_cell(batch: pa.RecordBatch, valid: np.ndarray, event_ids: np.ndarray) -> np.ndarray:
+    """Per valid row (in order), whether it is the last of the rows with its cell coordinates.
+
+    Coordinates are (user, ``event_ts``, event id): the bucket, row key, qualifier and cell
+    timestamp all follow from them. ``event_ids`` are the valid rows' ids, as
+    :func:`event_coordinates` yields them. The last row is the one written: what writing
+    the rows one after another would leave (a later put of a cell replaces it).
+    """
+    index = np.flatnonzero(valid)
+    n = len(index)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    # Invalid rows may be null: filled so the arrays stay integers (they are not looked at).
+    codes = pc.dictionary_encode(batch.column(USER_ID)).indices.fill_null(-1)
+    users = np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)[index]
+    ts = np.asarray(batch.column(EVENT_TS).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)[index]
+    order = np.lexsort((event_ids, ts, users))  # stable: equal coordinates stay in input order
+    u, w, e = users[order], ts[order], event_ids[order]
+    same_as_next = (u[1:] == u[:-1]) & (w[1:] == w[:-1]) & (e[1:] == e[:-1])
+    keep[order[:-1][same_as_next]] = False
+    return keep
+
+
+def put_batches(rows: dict[bytes, list[Any]], *, max_cells: int = PUT_CELLS_PER_CALL,
+                max_bytes: int = PUT_BYTES_PER_CALL) -> Iterator[list[Any]]:
+    """The ``TPut`` lists of one ``putMultiple`` call each: at most ``max_cells`` cells and
+    about ``max_bytes`` bytes per list.
 
     Args:
-        rows: ``TColumnValue`` lists by row key. Rows keep their order; a row wider than
-            ``max_cells`` is split over several calls.
-        max_cells: cells per call (bounds the size of one Thrift request).
+        rows: ``TColumnValue`` lists by row key. Rows keep their order and stay whole in one
+            call (one atomic mutation) unless they alone exceed a bound; then they are split
+            over several calls. A single cell larger than ``max_bytes`` goes alone.
+        max_cells: cells per call.
+        max_bytes: bytes per call, estimated from above: row keys, families, qualifiers,
+            values and the Thrift encoding around them.
+
+    Raises:
+        ValueError: a bound is not positive.
     """
     if max_cells <= 0:
         raise ValueError("'max_cells' must be > 0")
+    if max_bytes <= 0:
+        raise ValueError("'max_bytes' must be > 0")
     t = idl()
     group: list[Any] = []
-    cells = 0
+    cells = size = 0
     for row, columns in rows.items():
-        for start in range(0, len(columns), max_cells):
-            part = columns[start : start + max_cells]
-            if cells + len(part) > max_cells and group:
+        for part, part_size in _row_parts(row, columns, max_cells, max_bytes):
+            if group and (cells + len(part) > max_cells or size + part_size > max_bytes):
                 yield group
-                group, cells = [], 0
+                group, cells, size = [], 0, 0
             group.append(t.TPut(row=row, columnValues=part))
             cells += len(part)
+            size += part_size
     if group:
         yield group
+
+
+def _row_parts(row: bytes, columns: list[Any], max_cells: int, max_bytes: int) -> Iterator[tuple[list[Any], int]]:
+    """One row's cells in consecutive parts within both bounds, with each part's size."""
+    if not columns:
+        return
+    head = len(row) + _PUT_OVERHEAD
+    sizes = [len(cv.family) + len(cv.qualifier) + len(cv.value) + _CELL_OVERHEAD for cv in columns]
+    total = head + sum(sizes)
+    if len(columns) <= max_cells and total <= max_bytes:
+        yield columns, total  # the common case: the whole row at once
+        return
+    start, size = 0, head
+    for j, cell in enumerate(sizes):
+        if j > start and (j - start >= max_cells or size + cell > max_bytes):
+            yield columns[start:j], size
+            start, size = j, head
+        size += cell
+    yield columns[start:], size
 
 
 def _touched_users(batch: pa.RecordBatch, valid: np.ndarray) -> set[str]:

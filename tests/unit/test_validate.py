@@ -121,3 +121,44 @@ def test_user_ids_are_cast_to_their_string(values: list[object], expected: list[
 def test_a_user_id_that_is_not_utf8_is_wrong_type() -> None:
     _, verdicts = conform(_batch(user_id=[b"\xff", b"u", b"u"]), DEFAULT_SCHEMA, now_ms=NOW)
     assert verdicts.reason.tolist() == ["wrong_type", "", ""] and verdicts.field[0] == "user_id"
+
+
+@pytest.mark.parametrize(("ids", "reason", "detail"), [
+    (pa.array([b"\xff\xfe", b"1", b"2"], pa.binary()), Reason.INVALID_EVENT_ID, "not valid UTF-8"),
+    (pa.array(["", "1", "2"]), Reason.INVALID_EVENT_ID, "empty"),
+    (pa.array([None, "1", "2"], pa.string()), Reason.MISSING_EVENT_ID, "null"),
+    (pa.array([None, 1, 2], pa.int64()), Reason.MISSING_EVENT_ID, "null"),
+])
+def test_each_bad_event_id_is_quarantined_with_its_reason(ids: pa.Array, reason: Reason, detail: str) -> None:
+    batch, verdicts = conform(_batch(event_id=ids), DEFAULT_SCHEMA, now_ms=NOW)  # type: ignore[arg-type]
+    assert verdicts.reason.tolist() == [reason.value, "", ""]
+    assert verdicts.field[0] == "event_id" and detail in verdicts.detail[0]
+    assert batch.column("event_id").type == pa.string() and batch.column("event_id").to_pylist()[1:] == ["1", "2"]
+
+
+def test_exactly_the_non_utf8_event_ids_among_many_are_rejected() -> None:
+    n, bad_at = 10_000, [0, 4_999, 5_000, 9_999]
+    ids = [b"\xc3\x28" if i in bad_at else f"e{i}".encode() for i in range(n)]
+    base = {"user_id": ["u"] * n, "event_ts": [NOW - 1] * n, "event_type": ["view"] * n,
+            "item_id": list(range(n)), "dwell_ms": [1] * n, "event_id": pa.array(ids, pa.binary())}
+    batch, verdicts = conform(pa.RecordBatch.from_pydict(base), DEFAULT_SCHEMA, now_ms=NOW)
+    assert [i for i, r in enumerate(verdicts.reason.tolist()) if r] == bad_at
+    assert set(verdicts.reason[bad_at].tolist()) == {Reason.INVALID_EVENT_ID.value}
+    assert batch.column("event_id").to_pylist()[1] == "e1"
+
+
+@pytest.mark.parametrize(("ids", "expected"), [
+    (pa.array([5, 2**63 - 1, -7], pa.int64()), ["5", "9223372036854775807", "-7"]),
+    (pa.array([2**64 - 1, 0, 1], pa.uint64()), ["18446744073709551615", "0", "1"]),
+    (pa.array(["x", "ü", "x"]).dictionary_encode(), ["x", "ü", "x"]),
+    (pa.array(["a", "b", "c"], pa.large_string()), ["a", "b", "c"]),
+])
+def test_event_ids_are_cast_to_their_string(ids: pa.Array, expected: list[str]) -> None:
+    batch, verdicts = conform(_batch(event_id=ids), DEFAULT_SCHEMA, now_ms=NOW)  # type: ignore[arg-type]
+    assert verdicts.valid.all() and batch.column("event_id").to_pylist() == expected
+
+
+def test_a_float_event_id_column_is_refused_as_a_whole() -> None:
+    # 2**53 + 1 already became 2**53 as a float: two events would share one id.
+    with pytest.raises(SchemaError, match="'event_id' must be string, binary or integer, not double"):
+        conform(_batch(event_id=[1.0, 2.0, 3.0]), DEFAULT_SCHEMA, now_ms=NOW)
