@@ -77,14 +77,10 @@ def _trim_user(table: SequenceTable, user: str | bytes, keep: int) -> int:
         for cv in result.columnValues:
             seen += 1
             if seen == keep:
-                mark = _MARK.pack(*keys.parse_qualifier(cv.qualifier))
+                mark_qualifier = cv.qualifier
             elif seen > keep:
                 if seen == keep + 1:  # watermark first, deletes after
-                    # Stamped with its event time: a concurrent trim that computed an older
-                    # watermark writes an older version, which HBase (VERSIONS=1) never returns,
-                    # so the watermark never moves back in time.
-                    table.pool.call("put", table.name_bytes, t.TPut(row=prefix, columnValues=[
-                        t.TColumnValue(META, WATERMARK, mark, timestamp=_MARK.unpack(mark)[0])]))
+                    put_watermark(table, prefix, keys.parse_qualifier(mark_qualifier))
                 pending.setdefault(result.row, []).append(
                     t.TColumn(family=EVENTS, qualifier=cv.qualifier, timestamp=cv.timestamp))
                 deleted += 1
@@ -92,6 +88,18 @@ def _trim_user(table: SequenceTable, user: str | bytes, keep: int) -> int:
                     _delete(table, pending)
     _delete(table, pending)
     return deleted
+
+
+def put_watermark(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) -> None:
+    """Record ``mark`` (``(event_ts, event_id)`` of the oldest kept event) for the user of ``prefix``.
+
+    The cell is stamped with the mark's event time: a concurrent trim that computed an older
+    watermark writes an older version, which HBase (``VERSIONS=1``) never returns, so the
+    watermark never moves back in time.
+    """
+    t = idl()
+    table.pool.call("put", table.name_bytes, t.TPut(row=prefix, columnValues=[
+        t.TColumnValue(META, WATERMARK, _MARK.pack(*mark), timestamp=mark[0])]))
 
 
 def _delete(table: SequenceTable, pending: dict[bytes, list[Any]]) -> None:

@@ -16,7 +16,9 @@ NOW = int(time.time() * 1000)
 T0 = NOW - 10 * 86_400_000
 
 
-def test_integer_user_ids_are_keyed_as_their_string_and_read_back_with_their_type(make_table: Callable[..., SequenceTable]) -> None:
+def test_integer_user_ids_are_keyed_as_their_string_and_read_back_with_their_type(
+    make_table: Callable[..., SequenceTable],
+) -> None:
     table = make_table(features=pa.schema([pa.field("clicks", pa.int64()), pa.field("emb", pa.list_(pa.float32(), 2))]))
     written = table.write_features(pa.table({
         "user_id": pa.array([5, 5, 12], pa.int64()), "valid_from_ts": [T0, T0 + 10, T0],
