@@ -4,7 +4,10 @@ The input is split into units (one per Parquet row group). Ray actors — each w
 HBase connection pool, spread over the configured Thrift servers — stream their unit's
 record batches through the store's writer. The driver:
 
-* skips units the manifest (in HBase) records as done, unless ``force``;
+* skips units the manifest (in HBase) records as done from the same file as it is now and
+  into a table with the same settings (a digest of its spec), unless ``force``;
+* judges every row with one "now" (the job's start) for the future-timestamp check, and
+  records it per unit in the manifest, so ``verify`` applies exactly the writer's rule;
 * records a unit as done only after the worker returned, i.e. after every write of the
   unit was acknowledged;
 * re-runs a unit on another actor when its actor dies (``units_retried``), and retries a
@@ -35,9 +38,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs import manifest
+from ray_jobs.parts import settings_digest
 from ray_jobs.runner import UnitRunner
 from ray_jobs.units import Unit, plan
-from store import SequenceStore
+from store import SequenceStore, SequenceTable
 from store.config import Config
 from store.errors import SeqStoreError
 
@@ -52,15 +56,27 @@ QUARANTINE_FILE_SCHEMA = pa.schema([
 ])
 
 
+def _recorded(done: dict[str, dict[str, Any]], unit: Unit) -> tuple[Any, Any]:
+    entry = done.get(unit.key, {})
+    return entry.get("fingerprint"), entry.get("table")
+
+
+def table_digest(table: SequenceTable) -> str:
+    """A digest of the table's settings: a unit recorded as done into a table with other
+    settings (salt buckets, bucket size, retention, payload limit...) is not trusted."""
+    return settings_digest(table.spec.settings())
+
+
 class BackfillWorker:
     """A Ray actor body: writes units of one table through its own connection pool."""
 
     def __init__(self, config: Config, table: str, filesystem: pafs.FileSystem, pool_size: int,
-                 batch_rows: int) -> None:
+                 batch_rows: int, now_ms: int) -> None:
         self.store = SequenceStore(config, pool_size=pool_size)
         self.table = self.store.table(table)
         self.fs = filesystem
         self.batch_rows = batch_rows
+        self.now_ms = now_ms
 
     def pid(self) -> int:
         return os.getpid()
@@ -71,7 +87,7 @@ class BackfillWorker:
             parquet = pq.ParquetFile(handle)
             batches = parquet.iter_batches(batch_size=self.batch_rows, row_groups=[unit.row_group])
             result = self.table.write(batches, source=unit.path, start_position=unit.first_row,
-                                      chunk_rows=self.batch_rows)
+                                      chunk_rows=self.batch_rows, now_ms=self.now_ms)
         if result.rows_in != unit.num_rows:
             raise SeqStoreError(f"{unit.key}: read {result.rows_in} rows, the file says {unit.num_rows}")
         q = result.quarantine
@@ -151,6 +167,7 @@ def run_backfill(
         raise ValueError("'workers' must be > 0")
     config = config or Config.from_env()
     t0 = time.monotonic()
+    now_ms = int(time.time() * 1000)
     fs, units = plan(input_path)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     report_dir = (report_dir or Path("seqstore-reports") / f"backfill-{table}-{stamp}").resolve()
@@ -159,18 +176,18 @@ def run_backfill(
                             quarantine_path=str(report_dir / "quarantine.parquet"),
                             report_path=str(report_dir / "report.json"))
     with SequenceStore(config, pool_size=2) as store:
-        store.table(table)  # fail fast, with a clear message, if the table does not exist
+        digest = table_digest(store.table(table))  # fails fast, with a clear message, if there is no table
         if force:
             manifest.clear(store.pool, table)
         done = manifest.load(store.pool, table)
-        todo = [u for u in units if done.get(u.key, {}).get("fingerprint") != u.fingerprint]
+        todo = [u for u in units if _recorded(done, u) != (u.fingerprint, digest)]
         report.units_skipped = len(units) - len(todo)
 
         Worker = ray.remote(num_cpus=1, max_restarts=0)(BackfillWorker)
 
         def spawn(i: int) -> Any:
             endpoints = config.thrift2[i % len(config.thrift2):] + config.thrift2[: i % len(config.thrift2)]
-            return Worker.remote(replace(config, thrift2=endpoints), table, fs, pool_size, batch_rows)
+            return Worker.remote(replace(config, thrift2=endpoints), table, fs, pool_size, batch_rows, now_ms)
 
         reasons: Counter[str] = Counter()
         writer = pq.ParquetWriter(report.quarantine_path, QUARANTINE_FILE_SCHEMA)
@@ -180,7 +197,8 @@ def run_backfill(
             if table_q.num_rows:
                 writer.write_table(table_q)
             manifest.record(store.pool, table, {
-                "unit": unit.key, "fingerprint": unit.fingerprint, "rows_in": outcome["rows_in"],
+                "unit": unit.key, "fingerprint": unit.fingerprint, "table": digest, "now_ms": now_ms,
+                "rows_in": outcome["rows_in"],
                 "written": outcome["written"], "merged": outcome["merged"], "quarantined": outcome["quarantined"],
                 "done_at_ms": int(time.time() * 1000)})
             report.units_done += 1

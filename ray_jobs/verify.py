@@ -1,10 +1,16 @@
 """``seqstore verify``: does HBase hold exactly the valid events of an input?
 
-For every user, the input's distinct valid events (validated and identified exactly as the
-writer does; a row repeating an event is counted in ``repeated_rows_in_input``) and the
-table's stored events are reduced to a count and an order-independent checksum (the sum
-of event ids mod 2**64). Users whose count or checksum differ are then
-compared event by event to count ``events_missing`` and ``events_extra``.
+Every valid input row (validated and identified exactly as the writer does it, with the
+"now" the backfill recorded for its unit, so the future-timestamp check is the writer's
+rule, not verify's clock) and every stored event is reduced to ``(user prefix, event_id)``.
+Both sides are spilled to temporary Arrow files, hash-partitioned by event (so one user's
+long history spreads over all partitions), and compared one partition at a time: memory is
+bounded by a partition (about ``partition_events`` events; partitions are sized from the
+input, so a table much larger than its input makes them larger), never by the input or by a
+user's history. The input's distinct events are compared with the stored ones
+(``events_missing``, ``events_extra``); an input row repeating an event of the input is
+counted in ``repeated_rows_in_input`` (the same event delivered twice is stored once). Users
+(``users_checked``, ``users_mismatched``) are counted from second, per-user partitions.
 
 Tables with retention (``ttl_days``, ``max_events_per_user``) legitimately hold fewer events
 than their input; verify reports those as missing.
@@ -12,15 +18,22 @@ than their input; verify reports those as missing.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+import tempfile
+import threading
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ray_jobs import manifest
 from ray_jobs.units import plan
 from store import SequenceTable, keys
 from store.connection import idl
@@ -29,8 +42,40 @@ from store.table import EVENTS
 from store.validate import conform
 from store.writer import event_coordinates
 
-MASK = 2**64 - 1
-Tally = dict[bytes, list[int]]  # user prefix -> [count, checksum]
+PARTITION_EVENTS = 2_000_000  # events per spill partition (about 40 MB of Arrow)
+MAX_PARTITIONS = 256  # open spill files per side
+BATCH_ROWS = 20_000
+_EVENTS = pa.schema([pa.field("user", pa.binary()), pa.field("eid", pa.uint64())])
+_USERS = pa.schema([pa.field("user", pa.binary())])
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _Side:
+    """One side of the comparison (the input or the table): its events and its users."""
+
+    def __init__(self, directory: Path, name: str, partitions: int) -> None:
+        self.events = _Spill(directory, f"{name}-events", partitions, _EVENTS)
+        self.users = _Spill(directory, f"{name}-users", partitions, _USERS)
+
+    def add(self, users: list[bytes], eids: list[int]) -> None:
+        if not users:
+            return
+        n = len(self.events.paths)
+        crc = np.fromiter((zlib.crc32(u) for u in users), dtype=np.uint64, count=len(users))
+        ids = np.asarray(eids, dtype=np.uint64)
+        with np.errstate(over="ignore"):  # a hash: uint64 arithmetic wraps on purpose
+            by_event = ((crc * _MIX) ^ ids) % np.uint64(n)
+        self.events.add([pa.array(users, pa.binary()), pa.array(ids, pa.uint64())], by_event.astype(np.int64))
+        distinct = list(dict.fromkeys(users))
+        self.users.add([pa.array(distinct, pa.binary())], _user_partitions(distinct, n))
+
+    def close(self) -> None:
+        self.events.close()
+        self.users.close()
+
+
+def _user_partitions(users: list[bytes], n: int) -> np.ndarray:
+    return np.fromiter((zlib.crc32(u) for u in users), dtype=np.int64, count=len(users)) % n
 
 
 @dataclass
@@ -52,20 +97,51 @@ class VerifyReport:
         return {**self.__dict__, "ok": self.ok, "mismatched_users": self.mismatched_users[:20]}
 
 
-def _input_events(input_path: str, table: SequenceTable,
-                  only: set[bytes] | None = None) -> Iterator[tuple[bytes, int]]:
-    """``(user prefix, event_id)`` of every valid input row (optionally of some users only)."""
+class _Spill:
+    """Rows of ``schema`` written to one Arrow stream file per partition."""
+
+    def __init__(self, directory: Path, name: str, partitions: int, schema: pa.Schema) -> None:
+        self.paths = [directory / f"{name}-{p:03d}.arrow" for p in range(partitions)]
+        self.schema = schema
+        self._writers = [pa.ipc.new_stream(str(path), schema) for path in self.paths]
+        self._lock = threading.Lock()
+
+    def add(self, columns: list[pa.Array], parts: np.ndarray) -> None:
+        """Append rows; ``parts`` holds each row's partition."""
+        if not len(parts):
+            return
+        batch = pa.RecordBatch.from_arrays(columns, schema=self.schema)
+        with self._lock:
+            for p in np.unique(parts).tolist():
+                self._writers[p].write_batch(batch.filter(pa.array(parts == p)))
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+
+    def read(self, p: int) -> pa.Table:
+        with pa.ipc.open_stream(str(self.paths[p])) as reader:
+            return reader.read_all()
+
+
+def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
+    """Spill every valid input row's coordinates, judged as the backfill judged its unit."""
     fs, units = plan(input_path)
-    for path in sorted({u.path for u in units}):
-        with fs.open_input_file(path) as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=20_000):
-                batch, verdicts = conform(batch, table.spec.schema)
+    recorded = manifest.load(table.pool, table.name)
+    for unit in units:
+        entry = recorded.get(unit.key, {})
+        now_ms = entry.get("now_ms") if entry.get("fingerprint") == unit.fingerprint else None
+        with fs.open_input_file(unit.path) as handle:
+            for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):
+                batch, verdicts = conform(raw, table.spec.schema, now_ms=now_ms)
                 values, identities = table.codec.encode(batch)
                 sizes = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
                 valid = verdicts.valid & (sizes <= table.spec.max_payload_bytes)
+                users, eids = [], []
                 for _, prefix, _, eid in event_coordinates(batch, valid, identities, table.spec.salt_buckets):
-                    if only is None or prefix in only:
-                        yield prefix, eid
+                    users.append(prefix)
+                    eids.append(eid)
+                spill.add(users, eids)
 
 
 def _stored_events(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[tuple[bytes, int]]:
@@ -78,77 +154,97 @@ def _stored_events(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[
             yield prefix, keys.parse_qualifier(cv.qualifier)[1]
 
 
-def _tally(pairs: Iterator[tuple[bytes, int]], into: Tally) -> Tally:
-    for prefix, eid in pairs:
-        entry = into.get(prefix)
-        if entry is None:
-            into[prefix] = [1, eid]
-        else:
-            entry[0] += 1
-            entry[1] = (entry[1] + eid) & MASK
-    return into
-
-
-def _expected(input_path: str, table: SequenceTable) -> tuple[Tally, int]:
-    """Tally of the input's distinct valid events, and how many rows were repeats of an event.
-
-    The same event delivered twice has one identity and is stored once, so repeats are
-    expected to collapse; they are counted, not flagged.
-    """
-    prefixes: dict[bytes, int] = {}
-    user_parts: list[np.ndarray] = []
-    id_parts: list[np.ndarray] = []
-    users: list[int] = []
-    ids: list[int] = []
-    for prefix, eid in _input_events(input_path, table):
-        users.append(prefixes.setdefault(prefix, len(prefixes)))
-        ids.append(eid)
-        if len(ids) >= 1_000_000:
-            user_parts.append(np.array(users, dtype=np.int64))
-            id_parts.append(np.array(ids, dtype=np.uint64))
-            users, ids = [], []
-    user_parts.append(np.array(users, dtype=np.int64))
-    id_parts.append(np.array(ids, dtype=np.uint64))
-    u, e = np.concatenate(user_parts), np.concatenate(id_parts)
-    order = np.lexsort((e, u))
-    u, e = u[order], e[order]
-    distinct = np.r_[True, (u[1:] != u[:-1]) | (e[1:] != e[:-1])] if len(u) else np.array([], dtype=bool)
-    u, e = u[distinct], e[distinct]
-    names = list(prefixes)
-    tally: Tally = {}
-    if len(u):
-        starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-        counts = np.diff(np.r_[starts, len(u)])
-        sums = np.add.reduceat(e, starts)  # uint64 arithmetic wraps: the sum is mod 2**64
-        for s, c, total in zip(starts.tolist(), counts.tolist(), sums.tolist(), strict=True):
-            tally[names[int(u[s])]] = [c, int(total)]
-    return tally, int((~distinct).sum())
-
-
-def verify(input_path: str, table: SequenceTable, *, on_progress: Callable[[str], None] | None = None) -> VerifyReport:
-    """Compare the input's valid events with what the table stores; see the module docstring."""
-    say = on_progress or (lambda _m: None)
-    say("reading input")
-    expected, repeats = _expected(input_path, table)
-    say("scanning table")
+def _spill_table(table: SequenceTable, spill: _Side) -> None:
     salts = table.spec.salt_buckets
     ranges = [(bytes((s,)), bytes((s + 1,)) if s < 255 else b"") for s in range(salts)]
+
+    def one(span: tuple[bytes, bytes]) -> None:
+        users: list[bytes] = []
+        eids: list[int] = []
+        for prefix, eid in _stored_events(table, *span):
+            users.append(prefix)
+            eids.append(eid)
+            if len(users) >= BATCH_ROWS:
+                spill.add(users, eids)
+                users, eids = [], []
+        spill.add(users, eids)
+
     with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
-        parts = list(ex.map(lambda r: _tally(_stored_events(table, *r), {}), ranges))
-    found: Tally = {k: v for part in parts for k, v in part.items()}
-    report = VerifyReport(users_checked=len(set(expected) | set(found)),
-                          events_expected=sum(v[0] for v in expected.values()),
-                          events_found=sum(v[0] for v in found.values()), repeated_rows_in_input=repeats)
-    bad = {u for u in set(expected) | set(found) if expected.get(u) != found.get(u)}
-    report.users_mismatched = len(bad)
-    if bad:
-        say(f"comparing {len(bad)} users event by event")
-        want: dict[bytes, set[int]] = defaultdict(set)
-        for prefix, eid in _input_events(input_path, table, only=bad):
-            want[prefix].add(eid)
-        for prefix in sorted(bad):
-            have = {eid for _, eid in _stored_events(table, prefix, keys.prefix_end(prefix))}
-            report.events_missing += len(want[prefix] - have)
-            report.events_extra += len(have - want[prefix])
-            report.mismatched_users.append(keys.parse_row_key(prefix + bytes(8))[1].decode("utf-8", "replace"))
+        list(ex.map(one, ranges))
+
+
+def _compare_events(expected: pa.Table, found: pa.Table, report: VerifyReport, bad_users: _Spill) -> None:
+    """Fold one event partition's comparison into ``report``; users of differing events go to ``bad_users``."""
+    distinct = expected.group_by(["user", "eid"]).aggregate([])
+    report.repeated_rows_in_input += expected.num_rows - distinct.num_rows
+    report.events_expected += distinct.num_rows
+    report.events_found += found.num_rows
+    both = distinct.append_column("in_input", pa.array(np.ones(distinct.num_rows, dtype=bool))).join(
+        found.append_column("in_table", pa.array(np.ones(found.num_rows, dtype=bool))),
+        keys=["user", "eid"], join_type="full outer")
+    missing = pc.is_null(both.column("in_table"))
+    extra = pc.is_null(both.column("in_input"))
+    report.events_missing += int(pc.sum(missing).as_py() or 0)
+    report.events_extra += int(pc.sum(extra).as_py() or 0)
+    users = pc.unique(both.filter(pc.or_(missing, extra)).column("user")).to_pylist()
+    bad_users.add([pa.array(users, pa.binary())], _user_partitions(users, len(bad_users.paths)))
+
+
+def _count_users(expected: pa.Table, found: pa.Table, bad: pa.Table, report: VerifyReport) -> None:
+    report.users_checked += len(pc.unique(pa.chunked_array([*expected.column("user").chunks,
+                                                            *found.column("user").chunks], pa.binary())))
+    mismatched = pc.unique(bad.column("user")) if bad.num_rows else pa.array([], pa.binary())
+    report.users_mismatched += len(mismatched)
+    for prefix in mismatched.to_pylist()[: max(0, 20 - len(report.mismatched_users))]:
+        report.mismatched_users.append(keys.parse_row_key(prefix + bytes(8))[1].decode("utf-8", "replace"))
+
+
+def verify(input_path: str, table: SequenceTable, *, on_progress: Callable[[str], None] | None = None,
+           partition_events: int = PARTITION_EVENTS, spill_dir: Path | None = None) -> VerifyReport:
+    """Compare the input's valid events with what the table stores; see the module docstring.
+
+    Args:
+        input_path: the Parquet input (file, directory, glob or URI), as given to backfill.
+        table: the table to check.
+        on_progress: called with a short message per phase.
+        partition_events: events per spill partition: bounds memory (about 20 bytes per event
+            plus the user id), at the cost of more temporary files.
+        spill_dir: where the temporary files go (default: the system's temporary directory);
+            they take about as much space as the input's user ids and event ids, and are removed.
+
+    Raises:
+        SeqStoreError: the input cannot be read. StoreUnavailableError, HBaseError: as raised
+        by the connection. Reads only.
+    """
+    if partition_events <= 0:
+        raise ValueError("'partition_events' must be > 0")
+    say = on_progress or (lambda _m: None)
+    _, units = plan(input_path)
+    partitions = max(1, min(MAX_PARTITIONS, math.ceil(sum(u.num_rows for u in units) / partition_events)))
+    report = VerifyReport()
+    with tempfile.TemporaryDirectory(prefix="seqstore-verify-", dir=spill_dir) as tmp:
+        say("reading input")
+        expected = _Side(Path(tmp), "input", partitions)
+        try:
+            _spill_input(input_path, table, expected)
+        finally:
+            expected.close()
+        say("scanning table")
+        found = _Side(Path(tmp), "table", partitions)
+        try:
+            _spill_table(table, found)
+        finally:
+            found.close()
+        say(f"comparing {partitions} partition(s)")
+        bad = _Spill(Path(tmp), "mismatched", partitions, _USERS)
+        try:
+            for p in range(partitions):
+                _compare_events(expected.events.read(p), found.events.read(p), report, bad)
+                # Give the join's memory back: allocators otherwise keep each partition's peak.
+                pa.default_memory_pool().release_unused()
+        finally:
+            bad.close()
+        for p in range(partitions):
+            _count_users(expected.users.read(p), found.users.read(p), bad.read(p), report)
+    report.mismatched_users.sort()
     return report

@@ -1,0 +1,103 @@
+"""verify and export stream: their peak memory does not grow with the size of their input.
+
+Each measurement runs in a fresh Python process (peak RSS is per process), against the real
+HBase: verify over inputs of 200k and 1M events, export of one row group of 1k and 10k labels
+(100 events each). Memory that grows with the input — every event held in the driver, a whole
+row group's output held before writing — shows as tens of MB between the two sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ray_jobs.generate import generate
+from store import SequenceTable
+from tests.conftest import REPO, HBaseServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NOW = int(time.time() * 1000)
+GROWTH_LIMIT_MB = 25
+
+# VmHWM is this process's own peak: ru_maxrss would count the parent's memory at fork time,
+# which survives exec.
+PEAK = """
+def peak_kb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+"""
+
+VERIFY = PEAK + """
+import json, sys
+from ray_jobs.verify import verify
+from store import SequenceStore
+with SequenceStore() as store:
+    report = verify(sys.argv[1], store.table(sys.argv[2]), partition_events=100_000)
+print(json.dumps({"rss_kb": peak_kb(), "expected": report.events_expected, "missing": report.events_missing}))
+"""
+
+EXPORT = PEAK + """
+import json, sys
+from pathlib import Path
+from ray_jobs.export import ExportWorker
+from ray_jobs.units import plan
+from store import Config
+fs, (unit,) = plan(sys.argv[1])
+Path(sys.argv[3]).mkdir(parents=True)
+worker = ExportWorker(Config.from_env(), sys.argv[2], fs, sys.argv[3], max_len=100, features=[], batch_rows=500,
+                      settings={})
+rows = worker.run(unit)["rows"]
+print(json.dumps({"rss_kb": peak_kb(), "rows": rows}))
+"""
+
+
+def _peak(script: str, *args: str) -> dict[str, int]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_verify_memory_does_not_grow_with_the_input(
+    make_table: Callable[..., SequenceTable], hbase_server: HBaseServer, tmp_path: Path
+) -> None:
+    table = make_table(salt_buckets=2)  # empty: every input event is missing, the costliest report
+    runs = {}
+    for events in (200_000, 1_000_000):
+        generate(tmp_path / str(events), users=events // 50, events=events, seed=3, files=2, row_group_rows=50_000)
+        runs[events] = _peak(VERIFY, str(tmp_path / str(events)), table.name)
+        assert runs[events]["missing"] == runs[events]["expected"] > 0.9 * events
+    growth_mb = (runs[1_000_000]["rss_kb"] - runs[200_000]["rss_kb"]) / 1024
+    assert growth_mb < GROWTH_LIMIT_MB, runs
+
+
+def test_export_memory_does_not_grow_with_a_row_group(
+    make_table: Callable[..., SequenceTable], hbase_server: HBaseServer, tmp_path: Path
+) -> None:
+    table = make_table(salt_buckets=2)
+    users = [f"u{u}" for u in range(100)]
+    table.write(pa.table({"user_id": [u for u in users for _ in range(100)],
+                          "event_ts": [NOW - 1_000_000 + i * 1_000 for _ in users for i in range(100)],
+                          "event_type": ["view"] * 10_000, "item_id": list(range(10_000))}))
+    runs = {}
+    for labels in (1_000, 10_000):
+        path = tmp_path / f"labels-{labels}.parquet"
+        pq.write_table(pa.table({"user_id": [users[i % 100] for i in range(labels)], "ts": [NOW] * labels}),
+                       path, row_group_size=labels)
+        runs[labels] = _peak(EXPORT, str(path), table.name, str(tmp_path / f"out-{labels}"))
+        assert runs[labels]["rows"] == labels
+        assert pq.read_table(tmp_path / f"out-{labels}").column("length").to_pylist() == [100] * labels
+    growth_mb = (runs[10_000]["rss_kb"] - runs[1_000]["rss_kb"]) / 1024
+    assert growth_mb < GROWTH_LIMIT_MB, runs
