@@ -1,6 +1,9 @@
 """The ``seqstore`` command line.
 
-Options whose help text ends in ``[VAR]`` can also be set from that environment variable.
+Options whose help text ends in ``[VAR]`` can also be set from that environment variable
+(an empty value counts as unset). A variable's value is checked exactly like the flag's: a
+bad one is the same usage error, naming the variable. Output directories are created and
+checked for writability before a job starts.
 Errors are printed as one clear message (no stack trace) with exit code 2; a job that
 ran but did not complete exits with 1.
 """
@@ -9,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hbase import datadir
 from hbase.errors import HBaseRuntimeError
@@ -32,36 +37,136 @@ from ray_jobs.commands import (
     cmd_score,
     cmd_verify,
 )
+from ray_jobs.paths import check_writable_dir
 from store.errors import SeqStoreError
 from store.table import DAY_MS
 
 EXIT_ERROR = 2
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+class _BadValue(argparse.ArgumentTypeError):
+    """A value an option's type rejects; ``reason`` says why without repeating the value."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(f"{reason}, got {text!r}")
+        self.reason = reason
+
+
+def _integer(text: str) -> int:
+    """An argparse type: an integer."""
+    try:
+        return int(text)
+    except ValueError:
+        raise _BadValue("expected an integer", text) from None
 
 
 def _positive(text: str) -> int:
     """An argparse type: an integer > 0 (argparse turns the error into a usage message)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    value = _integer(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        raise _BadValue("must be > 0", text)
+    return value
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1..65535."""
+    value = _integer(text)
+    if not 0 < value < 65536:
+        raise _BadValue("must be a port in 1..65535", text)
+    return value
+
+
+def _number(text: str) -> float:
+    """An argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadValue("expected a number", text) from None
+    if not math.isfinite(value):
+        raise _BadValue("expected a finite number", text)
+    return value
+
+
+def _positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise _BadValue("must be > 0", text)
     return value
 
 
 def _fraction(text: str) -> float:
     """An argparse type: a float in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+        raise _BadValue("must be in [0, 1)", text)
     return value
+
+
+def _switch(text: str) -> bool:
+    """The type of a flag's environment variable: 1 (on) or 0 (off)."""
+    if text not in ("0", "1"):
+        raise _BadValue("expected 1 or 0", text)
+    return text == "1"
+
+
+class _EnvText(str):
+    """An option's default taken from environment variable ``var``.
+
+    argparse converts a string default with the option's ``type`` only when the flag is not
+    given, so a bad value is the same usage error as a bad flag (exit 2, no stack trace);
+    this subclass lets the message name the variable instead of the flag's value.
+    """
+
+    var: str
+
+    def __new__(cls, text: str, var: str) -> _EnvText:
+        self = super().__new__(cls, text)
+        self.var = var
+        return self
+
+
+def _env_aware(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(str(text))
+        except argparse.ArgumentTypeError as exc:
+            if not isinstance(text, _EnvText):
+                raise
+            reason = exc.reason if isinstance(exc, _BadValue) else str(exc)
+            raise argparse.ArgumentTypeError(f"invalid value from {text.var}={str(text)!r}: {reason}") from None
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names the type in some messages
+    return parse
+
+
+def _option(p: argparse.ArgumentParser, *flags: str, env: str, type: Callable[[str], Any] = str,
+            default: Any = None, required: bool = False, help: str) -> None:
+    """Add an option that environment variable ``env`` can also set (an empty value counts as
+    unset). The variable's value goes through the same ``type`` as the flag's, so it gets the
+    same checks and a usage error naming the variable; ``required`` holds only when it is unset."""
+    raw = os.environ.get(env) or None
+    p.add_argument(*flags, type=_env_aware(type), default=default if raw is None else _EnvText(raw, env),
+                   required=required and raw is None, help=f"{help} [{env}]")
+
+
+def _switch_option(p: argparse.ArgumentParser, flag: str, *, env: str, help: str) -> None:
+    """Add an on/off flag that ``env=1`` also turns on (``0`` or empty: off; anything else is an error)."""
+    raw = os.environ.get(env) or None
+    p.add_argument(flag, action=_StoreTrue, type=_env_aware(_switch),
+                   default=False if raw is None else _EnvText(raw, env), help=f"{help} [{env}=1]")
+
+
+class _StoreTrue(argparse.Action):
+    """``store_true`` whose default may be an :class:`_EnvText` (converted by argparse via ``type``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, default: Any = False,
+                 type: Callable[[str], Any] | None = None, required: bool = False, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, type=type, required=required, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, True)
 
 
 # ---------------------------------------------------------------- parser
@@ -73,44 +178,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", default=_env("SEQSTORE_JSON") == "1",
-                       help="print one machine-readable JSON object [SEQSTORE_JSON=1]")
+        _switch_option(p, "--json", env="SEQSTORE_JSON", help="print one machine-readable JSON object")
 
     def table_arg(p: argparse.ArgumentParser, role: str) -> None:
-        p.add_argument("--table", required=_env("SEQSTORE_TABLE") is None, default=_env("SEQSTORE_TABLE"),
-                       help=f"{role} [SEQSTORE_TABLE]")
+        _option(p, "--table", env="SEQSTORE_TABLE", required=True, help=role)
 
-    def data_dir(p: argparse.ArgumentParser, default: str | None) -> None:
-        p.add_argument("--data-dir", type=Path, default=default,
-                       help="the instance's data directory [SEQSTORE_HBASE_DATA_DIR]")
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        _option(p, "--data-dir", env=datadir.DATA_DIR_ENV, type=Path, help="the instance's data directory")
 
     hb = sub.add_parser("hbase", help="run the embedded standalone HBase").add_subparsers(dest="action", required=True)
 
     p = hb.add_parser("start", help="start HBase + Thrift servers; returns when a real round trip works")
-    data_dir(p, _env(datadir.DATA_DIR_ENV))
-    p.add_argument("--bind", default=_env("SEQSTORE_HBASE_BIND", "127.0.0.1"),
-                   help="address the Thrift servers listen on [SEQSTORE_HBASE_BIND]")
-    p.add_argument("--thrift-port", type=int, default=_env("SEQSTORE_HBASE_THRIFT_PORT"),
-                   help="Thrift1 port (default: a free one) [SEQSTORE_HBASE_THRIFT_PORT]")
-    p.add_argument("--thrift2-port", type=int, default=_env("SEQSTORE_HBASE_THRIFT2_PORT"),
-                   help="Thrift2 port (default: a free one) [SEQSTORE_HBASE_THRIFT2_PORT]")
-    p.add_argument("--timeout", type=float, default=float(_env("SEQSTORE_HBASE_START_TIMEOUT", "180") or 180),
-                   help="seconds to wait for HBase to become usable [SEQSTORE_HBASE_START_TIMEOUT]")
+    data_dir(p)
+    _option(p, "--bind", env="SEQSTORE_HBASE_BIND", default="127.0.0.1",
+            help="address the Thrift servers listen on")
+    _option(p, "--thrift-port", env="SEQSTORE_HBASE_THRIFT_PORT", type=_port,
+            help="Thrift1 port (default: a free one)")
+    _option(p, "--thrift2-port", env="SEQSTORE_HBASE_THRIFT2_PORT", type=_port,
+            help="Thrift2 port (default: a free one)")
+    _option(p, "--timeout", env="SEQSTORE_HBASE_START_TIMEOUT", type=_positive_number, default=180.0,
+            help="seconds to wait for HBase to become usable")
     common(p)
     p.set_defaults(func=cmd_hbase_start)
 
     p = hb.add_parser("stop", help="stop HBase; no JVM is left behind")
-    data_dir(p, _env(datadir.DATA_DIR_ENV))
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds before a JVM is killed")
+    data_dir(p)
+    p.add_argument("--timeout", type=_positive_number, default=60.0, help="seconds before a JVM is killed")
     p.set_defaults(func=cmd_hbase_stop)
 
     p = hb.add_parser("status", help="is HBase running, and where")
-    data_dir(p, _env(datadir.DATA_DIR_ENV))
+    data_dir(p)
     common(p)
     p.set_defaults(func=cmd_hbase_status)
 
     p = hb.add_parser("logs", help="print the tail of an HBase log")
-    data_dir(p, _env(datadir.DATA_DIR_ENV))
+    data_dir(p)
     p.add_argument("role", nargs="?", default="master", choices=["master", "thrift", "thrift2", "stop"])
     p.add_argument("-n", "--lines", type=_positive, default=100, help="number of lines")
     p.set_defaults(func=cmd_hbase_logs)
@@ -121,16 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("create-table", help="create a sequence table with explicit family options")
     p.add_argument("name")
-    p.add_argument("--schema", type=Path, default=_env("SEQSTORE_SCHEMA"),
-                   help="JSON file with 'fields' (and 'features'); default: the built-in schema [SEQSTORE_SCHEMA]")
-    p.add_argument("--salt-buckets", type=_positive, default=int(_env("SEQSTORE_SALT_BUCKETS", "16") or 16),
-                   help="salt values = regions pre-split [SEQSTORE_SALT_BUCKETS]")
-    p.add_argument("--bucket-ms", type=_positive, default=int(_env("SEQSTORE_BUCKET_MS", str(DAY_MS)) or DAY_MS),
-                   help="time span of one wide row [SEQSTORE_BUCKET_MS]")
-    p.add_argument("--ttl-days", type=float, default=_env("SEQSTORE_TTL_DAYS"),
-                   help="expire events older than this, by event time [SEQSTORE_TTL_DAYS]")
-    p.add_argument("--max-events-per-user", type=_positive, default=_env("SEQSTORE_MAX_EVENTS_PER_USER"),
-                   help="keep only each user's newest N events [SEQSTORE_MAX_EVENTS_PER_USER]")
+    _option(p, "--schema", env="SEQSTORE_SCHEMA", type=Path,
+            help="JSON file with 'fields' (and 'features'); default: the built-in schema")
+    _option(p, "--salt-buckets", env="SEQSTORE_SALT_BUCKETS", type=_positive, default=16,
+            help="salt values = regions pre-split")
+    _option(p, "--bucket-ms", env="SEQSTORE_BUCKET_MS", type=_positive, default=DAY_MS,
+            help="time span of one wide row")
+    _option(p, "--ttl-days", env="SEQSTORE_TTL_DAYS", type=_positive_number,
+            help="expire events older than this, by event time")
+    _option(p, "--max-events-per-user", env="SEQSTORE_MAX_EVENTS_PER_USER", type=_positive,
+            help="keep only each user's newest N events")
     common(p)
     p.set_defaults(func=cmd_create_table)
 
@@ -144,34 +246,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_drop_table)
 
     p = sub.add_parser("generate", help="write a realistic, reproducible behaviour log as Parquet")
-    p.add_argument("--users", type=_positive, default=int(_env("SEQSTORE_GEN_USERS", "10000") or 0),
-                   help="number of users [SEQSTORE_GEN_USERS]")
-    p.add_argument("--events", type=_positive, default=int(_env("SEQSTORE_GEN_EVENTS", "1000000") or 0),
-                   help="number of events [SEQSTORE_GEN_EVENTS]")
-    p.add_argument("--seed", type=int, default=int(_env("SEQSTORE_GEN_SEED", "0") or 0),
-                   help="random seed: same seed, same bytes [SEQSTORE_GEN_SEED]")
-    p.add_argument("--out", type=Path, required=_env("SEQSTORE_GEN_OUT") is None, default=_env("SEQSTORE_GEN_OUT"),
-                   help="output directory [SEQSTORE_GEN_OUT]")
-    p.add_argument("--bad-fraction", type=_fraction, default=float(_env("SEQSTORE_GEN_BAD_FRACTION", "0") or 0),
-                   help="fraction of malformed rows [SEQSTORE_GEN_BAD_FRACTION]")
+    _option(p, "--users", env="SEQSTORE_GEN_USERS", type=_positive, default=10_000, help="number of users")
+    _option(p, "--events", env="SEQSTORE_GEN_EVENTS", type=_positive, default=1_000_000, help="number of events")
+    _option(p, "--seed", env="SEQSTORE_GEN_SEED", type=_integer, default=0,
+            help="random seed: same seed, same bytes")
+    _option(p, "--out", env="SEQSTORE_GEN_OUT", type=Path, required=True, help="output directory")
+    _option(p, "--bad-fraction", env="SEQSTORE_GEN_BAD_FRACTION", type=_fraction, default=0.0,
+            help="fraction of malformed rows")
     p.add_argument("--files", type=_positive, default=4, help="number of Parquet files")
     p.add_argument("--row-group-rows", type=_positive, default=50_000, help="rows per Parquet row group")
     common(p)
-    p.set_defaults(func=cmd_generate)
+    p.set_defaults(func=cmd_generate, output_dirs=("out",))
 
     p = sub.add_parser("backfill", help="load Parquet events into a table with Ray (idempotent, resumable)")
     p.add_argument("input", help="Parquet file, directory, glob or URI")
     table_arg(p, "destination table")
-    p.add_argument("--workers", type=_positive, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
-                   help="Ray actors writing in parallel [SEQSTORE_WORKERS]")
-    p.add_argument("--ray-address", default=_env("RAY_ADDRESS"),
-                   help="join this Ray cluster instead of starting a local one [RAY_ADDRESS]")
+    _option(p, "--workers", env="SEQSTORE_WORKERS", type=_positive, default=2,
+            help="Ray actors writing in parallel")
+    _option(p, "--ray-address", env="RAY_ADDRESS",
+            help="join this Ray cluster instead of starting a local one")
     p.add_argument("--force", action="store_true", help="re-run every unit, ignoring the manifest")
-    p.add_argument("--report-dir", type=Path, default=_env("SEQSTORE_REPORT_DIR"),
-                   help="where report.json and quarantine.parquet go [SEQSTORE_REPORT_DIR]")
+    _option(p, "--report-dir", env="SEQSTORE_REPORT_DIR", type=Path,
+            help="where report.json and quarantine.parquet go")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     common(p)
-    p.set_defaults(func=cmd_backfill)
+    p.set_defaults(func=cmd_backfill, output_dirs=("report_dir",))
 
     p = sub.add_parser("verify", help="check that a table holds exactly the valid events of an input")
     p.add_argument("input", help="Parquet file, directory, glob or URI")
@@ -182,24 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
     def read_job(p: argparse.ArgumentParser) -> None:
         table_arg(p, "table to read")
         p.add_argument("--out", type=Path, required=True, help="output directory of Parquet parts")
-        p.add_argument("--max-len", type=_positive, default=int(_env("SEQSTORE_MAX_LEN", "100") or 100),
-                       help="events per sequence [SEQSTORE_MAX_LEN]")
-        p.add_argument("--features", default=_env("SEQSTORE_FEATURES"),
-                       help="comma-separated feature names, as of the same time [SEQSTORE_FEATURES]")
-        p.add_argument("--workers", type=_positive, default=int(_env("SEQSTORE_WORKERS", "2") or 2),
-                       help="Ray actors [SEQSTORE_WORKERS]")
-        p.add_argument("--ray-address", default=_env("RAY_ADDRESS"), help="join this Ray cluster [RAY_ADDRESS]")
+        _option(p, "--max-len", env="SEQSTORE_MAX_LEN", type=_positive, default=100, help="events per sequence")
+        _option(p, "--features", env="SEQSTORE_FEATURES",
+                help="comma-separated feature names, as of the same time")
+        _option(p, "--workers", env="SEQSTORE_WORKERS", type=_positive, default=2, help="Ray actors")
+        _option(p, "--ray-address", env="RAY_ADDRESS", help="join this Ray cluster")
         p.add_argument("--overwrite", action="store_true",
                        help="replace parts in --out made with other settings or from other input")
         p.add_argument("--allow-any-ts", action="store_true",
                        help="accept timestamps that look like seconds or microseconds (a deliberate far "
                             "past/future read)")
         common(p)
+        p.set_defaults(output_dirs=("out",))
 
     p = sub.add_parser("score", help="score sequences as of a time with a model, into Parquet")
     p.add_argument("--requests", required=True, help="Parquet with user_id and optional as_of_ts")
-    p.add_argument("--model", required=_env("SEQSTORE_MODEL") is None, default=_env("SEQSTORE_MODEL"),
-                   help="MODULE:FUNCTION, e.g. ray_jobs.examples.models:recency_similarity [SEQSTORE_MODEL]")
+    _option(p, "--model", env="SEQSTORE_MODEL", required=True,
+            help="MODULE:FUNCTION, e.g. ray_jobs.examples.models:recency_similarity")
     read_job(p)
     p.set_defaults(func=cmd_score)
 
@@ -209,14 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="run the main job on the embedded HBase")
-    data_dir(p, _env(datadir.DATA_DIR_ENV))
-    p.add_argument("--work-dir", type=Path, default=Path(_env("SEQSTORE_DEMO_DIR", "seqstore-demo") or "."),
-                   help="where the demo's files go [SEQSTORE_DEMO_DIR]")
+    data_dir(p)
+    _option(p, "--work-dir", env="SEQSTORE_DEMO_DIR", type=Path, default=Path("seqstore-demo"),
+            help="where the demo's files go")
     p.add_argument("--users", type=_positive, default=10_000, help="users in the generated log")
     p.add_argument("--events", type=_positive, default=1_000_000, help="events in the generated log")
     p.add_argument("--workers", type=_positive, default=2, help="Ray actors per stage")
     common(p)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, output_dirs=("work_dir",))
     return parser
 
 
@@ -225,6 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        # Before any job starts (and Ray with it): an output directory that cannot be written
+        # would otherwise fail late, or deep inside a worker.
+        for dest in getattr(args, "output_dirs", ()):
+            if getattr(args, dest) is not None:
+                check_writable_dir(getattr(args, dest), what="--" + dest.replace("_", "-"))
         return int(args.func(args))
     except (HBaseRuntimeError, SeqStoreError) as exc:
         print(f"seqstore: error: {exc}", file=sys.stderr)

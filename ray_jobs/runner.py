@@ -172,14 +172,58 @@ def init_ray(address: str | None, workers: int) -> None:
     Joins ``address`` if given, else ``RAY_ADDRESS`` if set (Ray's own convention); otherwise
     starts a new local Ray — never one merely recorded in ``/tmp/ray`` by an earlier ``ray start``.
     Does nothing if Ray is already initialised in this process.
-    """
-    import ray
 
-    if ray.is_initialized():
-        return
+    Joining makes one connection attempt and gives up within about 25 s (about 40 s if Ray was
+    imported before the first call), where Ray's defaults keep retrying for about 14 minutes;
+    ``RAY_gcs_server_port_wait_time_s`` (attempts) and ``RAY_py_gcs_connect_timeout_s`` (seconds
+    per attempt), if set, are used instead. Ray's warnings while trying are logged at DEBUG, not
+    printed. Raises :class:`SeqStoreError` ("cannot join the Ray cluster at ...") if joining fails.
+    """
+    import tempfile
+
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
-        ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
-                 logging_level=logging.ERROR, log_to_driver=False, object_store_memory=512 * 2**20)
-    else:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
+                     logging_level=logging.ERROR, log_to_driver=False, object_store_memory=512 * 2**20)
+        return
+    # Ray's own defaults: 20 attempts of about 40 s each. The attempt count is read by Ray's
+    # Python at every join; the GCS wait by its C++ config when ``ray`` is first imported, so
+    # both are set before the import (and removed afterwards: they are ours, not the user's).
+    bounds = {"RAY_gcs_server_port_wait_time_s": "1", "RAY_py_gcs_connect_timeout_s": "15"}
+    ours = [name for name in bounds if name not in os.environ]
+    os.environ.update({name: bounds[name] for name in ours})
+    error: Exception | None = None
+    t0 = time.monotonic()
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return
+        # Ray's C++ core prints its connection warnings straight to file descriptor 2; keep
+        # them for the debug log so a failure is the one line the caller reports.
+        with tempfile.TemporaryFile() as noise:
+            saved = os.dup(2)
+            os.dup2(noise.fileno(), 2)
+            try:
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            except Exception as exc:  # noqa: BLE001 - whatever Ray raises, it is "could not join"
+                error = exc
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            noise.seek(0)
+            said = noise.read().decode(errors="replace").strip()
+    finally:
+        for name in ours:
+            os.environ.pop(name, None)
+    if said:
+        log.debug("Ray, while joining %s:\n%s", address, said)
+    if error is not None:
+        reason = _first_line(error)
+        if error.__cause__ is not None:  # Ray's ConnectionError wraps the actual reason (timeout, auth...)
+            reason += f": {_first_line(error.__cause__).removeprefix('ray.exceptions.')}"
+        raise SeqStoreError(f"cannot join the Ray cluster at {address!r}: {reason} "
+                            f"(gave up after {time.monotonic() - t0:.0f} s)") from error

@@ -57,13 +57,26 @@ class ModelError(SeqStoreError):
 
 
 def load_model(spec: str) -> Model:
-    """Import ``MODULE:FUNCTION``; raises :class:`ModelError` with what is wrong."""
+    """Import ``MODULE:FUNCTION`` and return the function.
+
+    Raises :class:`ModelError` (one line, naming ``spec``) if the spec is malformed, the module
+    cannot be found, raises anything while being imported (a syntax error, a failing top-level
+    statement), lacks the attribute, or the attribute is not callable.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ModelError(f"model must be MODULE:FUNCTION, got {spec!r}")
     try:
-        model = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"cannot load model {spec!r}: {exc}") from exc
+    except Exception as exc:  # user code: whatever its import raises, say so in one line
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise ModelError(f"cannot load model {spec!r}: importing {module_name!r} raised "
+                         f"{type(exc).__name__}{': ' + lines[0] if lines else ''}") from exc
+    try:
+        model = getattr(module, attr)
+    except AttributeError as exc:
         raise ModelError(f"cannot load model {spec!r}: {exc}") from exc
     if not callable(model):
         raise ModelError(f"model {spec!r} is not callable")

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -61,7 +62,10 @@ class Unit:
 
 
 def resolve(input_path: str) -> tuple[pafs.FileSystem, list[str]]:
-    """Files of a Parquet file, directory, glob, or filesystem URI (``s3://...``)."""
+    """Files of a Parquet file, directory, glob, or filesystem URI (``s3://...``).
+
+    Raises :class:`SeqStoreError` if nothing matches or the input cannot be listed.
+    """
     try:
         if any(c in input_path for c in "*?[") and "://" not in input_path:
             files = sorted(glob.glob(input_path, recursive=True))
@@ -70,8 +74,10 @@ def resolve(input_path: str) -> tuple[pafs.FileSystem, list[str]]:
             dataset = ds.dataset(files, format="parquet")
         else:
             dataset = ds.dataset(input_path, format="parquet")
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        raise SeqStoreError(f"cannot read Parquet input {input_path!r}: {exc}") from exc
+    except FileNotFoundError as exc:  # Arrow's message is the bare path
+        raise SeqStoreError(f"cannot read Parquet input {input_path!r}: no such file or directory") from exc
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise SeqStoreError(f"cannot read Parquet input {input_path!r}: {_first_line(exc)}") from exc
     files = sorted(dataset.files)
     if not files:
         raise SeqStoreError(f"no Parquet files in {input_path!r}")
@@ -84,15 +90,27 @@ def _location(fs: pafs.FileSystem, path: str) -> str:
     return f"{fs.type_name}://{path}"
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def plan(input_path: str) -> tuple[pafs.FileSystem, list[Unit]]:
-    """All units of the input, in file and row-group order."""
+    """All units of the input, in file and row-group order.
+
+    Reads each file's footer. Raises :class:`SeqStoreError` if the input cannot be listed, or
+    naming the file whose footer cannot be read (not Parquet, truncated, unreadable).
+    """
     fs, files = resolve(input_path)
     units: list[Unit] = []
     for path in files:
-        info = fs.get_file_info(path)
+        try:
+            info = fs.get_file_info(path)
+            with fs.open_input_file(path) as handle:
+                meta = pq.ParquetFile(handle).metadata
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise SeqStoreError(f"cannot read Parquet file {_location(fs, path)!r}: {_first_line(exc)}") from exc
         size = info.size or 0
-        with fs.open_input_file(path) as handle:
-            meta = pq.ParquetFile(handle).metadata
         first = 0
         for rg in range(meta.num_row_groups):
             rows = meta.row_group(rg).num_rows

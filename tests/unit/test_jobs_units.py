@@ -14,8 +14,9 @@ import pytest
 from ray_jobs.export import shard_name
 from ray_jobs.parts import part_rows, run_into_parts, write_part
 from ray_jobs.runner import BACKOFF_MAX_S, backoff_s
-from ray_jobs.score import part_name
+from ray_jobs.score import ModelError, load_model, part_name
 from ray_jobs.units import Unit, plan
+from store.errors import SeqStoreError
 
 
 def _write(path: Path, rows: int, *, row_group_size: int = 4, letter: str = "u") -> Path:
@@ -150,3 +151,66 @@ def test_init_ray_starts_local_unless_told_to_join(
     (call,) = fake.calls
     assert call["address"] == expected  # never None: that would attach to /tmp/ray's last cluster
     assert ("num_cpus" in call) is sized
+
+
+def test_a_corrupt_file_that_is_not_first_is_named(tmp_path: Path) -> None:
+    _write(tmp_path / "in" / "a.parquet", 8)
+    (tmp_path / "in" / "b.parquet").write_bytes(b"PAR1 but not really" * 10)
+    with pytest.raises(SeqStoreError) as info:
+        plan(str(tmp_path / "in"))
+    message = str(info.value)
+    assert message.startswith(f"cannot read Parquet file '{tmp_path / 'in' / 'b.parquet'}': ")
+    assert "magic bytes" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("source", "raised"), [
+    ("x = 1 / 0\n", "ZeroDivisionError: division by zero"),
+    ("def f(:\n    pass\n", "SyntaxError: "),
+    ("raise RuntimeError('no GPU\\nsecond line')\n", "RuntimeError: no GPU"),
+])
+def test_a_model_module_that_raises_on_import_is_a_model_error(
+    source: str, raised: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_model_mod.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelError) as info:
+        load_model("broken_model_mod:score")
+    message = str(info.value)
+    assert message.startswith(
+        f"cannot load model 'broken_model_mod:score': importing 'broken_model_mod' raised {raised}")
+    assert "\n" not in message
+
+
+class _UnreachableRay(_FakeRay):
+    """Ray joining a cluster that is not there: C++ warnings on fd 2, then ConnectionError."""
+
+    def init(self, **kwargs: Any) -> None:
+        self.calls.append({**kwargs, "env": {k: os.environ.get(k) for k in JOIN_BOUNDS}})
+        os.write(2, b"[W rpc_client.h:153] Failed to connect to GCS at address 10.0.0.5:6379 within 5 seconds.\n")
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
+
+
+JOIN_BOUNDS = ("RAY_gcs_server_port_wait_time_s", "RAY_py_gcs_connect_timeout_s")
+
+
+def test_init_ray_that_cannot_join_raises_one_line_and_keeps_rays_noise_off_stderr(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    from ray_jobs.runner import init_ray
+
+    fake = _UnreachableRay()
+    monkeypatch.setattr(ray, "is_initialized", fake.is_initialized)
+    monkeypatch.setattr(ray, "init", fake.init)
+    monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)
+    monkeypatch.setenv("RAY_py_gcs_connect_timeout_s", "3")  # the user's own setting wins
+    with pytest.raises(SeqStoreError) as info:
+        init_ray("10.0.0.5:6379", workers=2)
+    assert str(info.value).startswith(
+        "cannot join the Ray cluster at '10.0.0.5:6379': Failed to connect to Ray cluster at 10.0.0.5:6379 (gave up")
+    assert capfd.readouterr().err == ""
+    (call,) = fake.calls
+    assert call["env"] == {"RAY_gcs_server_port_wait_time_s": "1", "RAY_py_gcs_connect_timeout_s": "3"}
+    assert "RAY_gcs_server_port_wait_time_s" not in os.environ  # ours, so removed again
+    assert os.environ.get(JOIN_BOUNDS[1]) == "3"
