@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from hbase.errors import HBaseRuntimeError, StartupError
@@ -39,3 +43,43 @@ def test_errors_catch_as_library_root_or_builtin() -> None:
     assert isinstance(TableNotFoundError("t"), LookupError)
     assert isinstance(StoreClosedError("x"), (SeqStoreError, RuntimeError))
     assert isinstance(StartupError("x"), (HBaseRuntimeError, RuntimeError))
+
+
+def _fake_table() -> Any:
+    from store.codec import PayloadCodec
+    from store.schema import DEFAULT_SCHEMA
+    from store.table import TableSpec
+
+    return SimpleNamespace(spec=TableSpec("t"), codec=PayloadCodec([DEFAULT_SCHEMA], table="t"), name_bytes=b"t",
+                           feature_codecs={}, pool=None)
+
+
+def _public_calls() -> list[tuple[str, Callable[[], object]]]:
+    from store import codec, features, keys, reader, vectors, writer
+    from store.codec import PayloadCodec
+    from store.schema import DEFAULT_SCHEMA
+
+    t = _fake_table()
+    ok = [("u", 1_700_000_000_000)]
+    return [
+        ("reader max_len", lambda: reader.read_sequences(t, ok, max_len=0)),
+        ("reader window", lambda: reader.read_sequences(t, ok, max_len=5, window_ms=-1)),
+        ("reader fields", lambda: reader.read_sequences(t, ok, max_len=5, fields=["nope"])),
+        ("reader shape", lambda: reader.read_sequences(t, "u1", max_len=5)),
+        ("reader unit", lambda: reader.read_sequences(t, [("u", 1_700_000_000)], max_len=5)),
+        ("features unknown", lambda: features.read_features(t, ok, ["nope"])),
+        ("codec corrupt", lambda: PayloadCodec([DEFAULT_SCHEMA]).decode(b"\x09\x01")),
+        ("codec empty versions", lambda: codec.PayloadCodec([])),
+        ("vector size", lambda: vectors.vector_array([b"\x00"], pa.list_(pa.float32(), 2))),
+        ("key too long", lambda: keys.user_prefix("x" * 5000, 4)),
+        ("writer chunk_rows", lambda: writer.write_events(t, pa.table({"a": [1]}), chunk_rows=0)),
+        ("writer on_invalid", lambda: writer.write_events(t, pa.table({"a": [1]}), on_invalid="drop")),
+    ]
+
+
+@pytest.mark.parametrize(("name", "call"), _public_calls(), ids=[n for n, _ in _public_calls()])
+def test_public_store_calls_raise_only_seqstore_errors(name: str, call: Callable[[], object]) -> None:
+    """Bad arguments and bad stored values are SeqStoreErrors (still ValueErrors), never bare builtins."""
+    with pytest.raises(SeqStoreError) as info:
+        call()
+    assert isinstance(info.value, ValueError), name
