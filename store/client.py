@@ -80,7 +80,21 @@ class SequenceStore:
         _table.drop_table(self.pool, name)
 
     def evolve_schema(self, name: str, schema: EventSchema) -> EventSchema:
-        """Register a compatible new schema version (see :func:`store.table.evolve_schema`)."""
+        """Register ``schema`` as the table's next schema version (if it differs) and return it.
+
+        Compatible changes only: every field kept with its type and order, new fields
+        nullable and at the end. Atomic: the version is registered with HBase's
+        check-and-put, so of concurrent callers exactly one registers ``v+1``; another one
+        gets that version if it asked for the same fields, registers ``v+2`` on top if its
+        schema extends the winner's, and otherwise gets a :class:`SchemaError`. Open tables
+        see the new version after :meth:`table` is called again. Idempotent; safe to retry.
+
+        Raises:
+            SchemaError: the change is incompatible (with the current schema or with a
+                version registered concurrently).
+            TableNotFoundError: the table is not registered.
+            StoreUnavailableError, HBaseError: as raised by the connection.
+        """
         return _table.evolve_schema(self.pool, name, schema)
 
     def describe_table(self, name: str) -> dict[str, Any]:
