@@ -98,7 +98,7 @@ class ExportWorker:
             i = int(pc.index(ts.is_null(), True).as_py())
             raise SchemaError(f"{unit.path}: label '{LABEL_TS}' of row {unit.first_row + offset + i} is null")
         if not self.allow_any_ts:
-            check_times(ts, f"label {LABEL_TS} in {unit.path}", where="row", first_row=unit.first_row + offset)
+            check_times(ts, f"label {LABEL_TS}", source=unit.path, first_row=unit.first_row + offset)
         requests = request_table(labels.column("user_id"), ts)
         # Strictly before the label's time: inclusive=False is the no-leakage guarantee.
         seqs = self.table.read_sequences(requests, max_len=self.max_len, inclusive=False, allow_any_ts=True)
@@ -160,7 +160,7 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
                          on_rows=on_progress)
     # ``run.parts``/``run.rows`` count only shards that each hold their own unit's complete output.
     report = ExportReport(labels=sum(u.num_rows for u in run.units), shards=run.parts, rows_written=run.rows,
-                          units_skipped=len(run.units) - len(run.ran), units_retried=run.stats.units_retried,
+                          units_skipped=len(run.skipped), units_retried=run.stats.units_retried,
                           out=str(out.resolve()), completed=not run.error, error=run.error)
     if report.completed:
         report.rows_history_incomplete = sum(

@@ -146,7 +146,8 @@ def _short(value: Any) -> str:
 
 @dataclass
 class PartsOutcome:
-    """What :func:`run_into_parts` did: every unit, those it ran, and how it ended.
+    """What :func:`run_into_parts` did: every unit, those it skipped (trusted parts already
+there) and those it ran, and how it ended.
 
     ``parts`` and ``rows`` count only parts that are each the complete output of their own
     unit, checked after the run; ``error`` is set when the job did not produce exactly one
@@ -156,6 +157,7 @@ class PartsOutcome:
     units: list[Any]
     ran: list[Any]
     stats: RunStats
+    skipped: list[Any] = field(default_factory=list)
     error: str = ""
     parts: int = 0
     rows: int = 0
@@ -202,8 +204,9 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
                 outcome.error = (f"{out} holds parts made with other settings ({diff}); pass --overwrite to "
                                  "replace them, or write to another directory")
                 return outcome
-    outcome.ran = [u for u, name in zip(units, names, strict=True)
-                   if part_rows(out / name, u, settings=settings) is None]
+    trusted = [part_rows(out / name, u, settings=settings) is not None for u, name in zip(units, names, strict=True)]
+    outcome.ran = [u for u, ok in zip(units, trusted, strict=True) if not ok]
+    outcome.skipped = [u for u, ok in zip(units, trusted, strict=True) if ok]
 
     def done(_unit: Any, result: dict[str, Any], _actors: list[Any]) -> None:
         if on_rows:

@@ -144,7 +144,7 @@ class ScoreWorker:
         else:
             as_of = pa.array(np.full(len(users), self.now_ms, dtype=np.int64))
         if not self.allow_any_ts:
-            check_times(as_of, f"as_of_ts in {unit.path}", where="row", first_row=unit.first_row)
+            check_times(as_of, "as_of_ts", source=unit.path, first_row=unit.first_row)
         with PartWriter(self.out / part_name(unit), unit, self.settings) as part:
             for start in range(0, len(users), self.batch_rows):
                 stop = min(start + self.batch_rows, len(users))
@@ -210,7 +210,7 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
                          on_rows=on_progress)
     # ``run.rows`` counts only parts that each hold their own unit's complete output.
     report = ScoreReport(requests=sum(u.num_rows for u in run.units), units_total=len(run.units),
-                         units_done=run.stats.units_done, units_skipped=len(run.units) - len(run.ran),
+                         units_done=run.stats.units_done, units_skipped=len(run.skipped),
                          units_retried=run.stats.units_retried, out=str(out.resolve()), scored=run.rows,
                          completed=not run.error, error=run.error)
     report.wall_s = round(time.monotonic() - t0, 2)

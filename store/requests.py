@@ -120,19 +120,20 @@ def user_ids(values: Sequence[Any] | np.ndarray | pa.Array | pa.ChunkedArray) ->
     return _keyed(_id_array(values))
 
 
-def check_times(ts: pa.Array, name: str, *, now_ms: int | None = None, where: str = "request",
-                first_row: int = 0) -> None:
+def check_times(ts: pa.Array, name: str, *, now_ms: int | None = None, first_row: int = 0,
+                source: str = "") -> None:
     """Raise :class:`InvalidRequestError` for the first timestamp the units rule refuses.
 
-    The message names the column, ``where`` (e.g. ``"request"``, or ``"row"`` of a file) with
-    its number (``first_row`` + position), the value and the likely unit.
+    The message names the column, the request (or, with ``source``, the row of that file:
+    ``first_row`` + position), the value and the likely unit.
     """
     values = np.asarray(ts.to_numpy(zero_copy_only=False), dtype=np.int64)
     for mask, reason, detail in implausible_times(values, name, now_ms=now_ms):
         if mask.any():
             i = int(np.argmax(mask))
+            where = f"row {first_row + i} of {source}" if source else f"request {first_row + i}"
             raise InvalidRequestError(
-                f"{name} of {where} {first_row + i} is {int(values[i])}: {detail} ({reason}); "
+                f"{name} of {where} is {int(values[i])}: {detail} ({reason}); "
                 "pass allow_any_ts=True (--allow-any-ts) to read far past or future times deliberately")
 
 

@@ -93,7 +93,7 @@ def test_a_rerun_with_other_settings_refuses_then_overwrites(
         options = {"model": MODEL, "max_len": 50, **changed}
         again = run_score(str(req), str(options["model"]), out, int_table.name, max_len=int(options["max_len"]),
                           workers=1, config=hbase_server.config())
-        assert not again.completed and again.scored == 0
+        assert not again.completed and again.scored == 0 and again.units_skipped == 0
         assert "made with other settings" in again.error and "--overwrite" in again.error
         assert next(iter(changed)) in again.error  # names what differs
         assert pq.read_table(out).column("score").to_pylist() == before  # untouched
@@ -117,7 +117,7 @@ def test_label_times_in_microseconds_or_seconds_are_a_clear_error(
         report = run_export(str(labels), tmp_path / f"train-{unit}", int_table.name, max_len=50, workers=1,
                             config=hbase_server.config())
         assert not report.completed and report.rows_written == 0
-        assert f"label ts in {labels} of row 1 is {ts[1]}" in report.error and unit in report.error
+        assert f"label ts of row 1 of {labels} is {ts[1]}" in report.error and unit in report.error
         assert "allow_any_ts" in report.error
     # The escape hatch: a deliberate far-future read sees everything.
     far = _write(tmp_path / "far.parquet", pa.table({"user_id": pa.array([1001], pa.int64()), "ts": [2**62]}), 10)

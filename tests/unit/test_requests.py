@@ -103,8 +103,8 @@ def test_two_numeric_ids_in_a_table_are_never_ambiguous_and_keep_their_type(ids:
 def test_implausible_request_times_are_refused_naming_column_row_and_unit(ts: int, unit: str) -> None:
     with pytest.raises(InvalidRequestError, match=rf"as_of_ts of request 1 is {ts}: .*{unit}.*allow_any_ts"):
         normalize([("u1", T), ("u2", ts)], now_ms=T)
-    with pytest.raises(InvalidRequestError, match=r"label ts of row 11 .*allow_any_ts"):
-        check_times(pa.array([T, ts]), "label ts", now_ms=T, where="row", first_row=10)
+    with pytest.raises(InvalidRequestError, match=r"label ts of row 11 of labels.parquet is .*allow_any_ts"):
+        check_times(pa.array([T, ts]), "label ts", now_ms=T, source="labels.parquet", first_row=10)
     # The escape hatch, for deliberate far-past or far-future reads:
     assert normalize([("u1", T), ("u2", ts)], now_ms=T, allow_any_ts=True).ts == [T, ts]
 
