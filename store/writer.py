@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -121,8 +122,8 @@ def write_events(
     rows_in = written = calls = 0
     quarantines: list[pa.Table] = []
     position = start_position
-    in_flight: list[Future[None]] = []
-    with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-put") as executor:
+    in_flight: set[Future[None]] = set()
+    with _put_executor(table.pool.size) as executor:
         for raw in _batches(data, chunk_rows):
             batch, verdicts = conform(raw, spec.schema, now_ms=now_ms)
             n = batch.num_rows
@@ -140,13 +141,11 @@ def write_events(
             for group in put_batches(puts):
                 calls += 1
                 chunk_cells += sum(len(p.columnValues) for p in group)
-                in_flight.append(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
-                # pool.size calls run; as many more wait queued, so no worker idles while the oldest is awaited.
+                in_flight.add(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
+                # pool.size calls run; as many more wait queued, so no worker idles while one is awaited.
                 if len(in_flight) >= table.pool.size * 2:
-                    in_flight.pop(0).result()
-            for future in in_flight:  # a chunk counts as written once all of its puts are acked
-                future.result()
-            in_flight.clear()
+                    in_flight = _settle(in_flight, FIRST_COMPLETED)
+            in_flight = _settle(in_flight, ALL_COMPLETED)  # a chunk counts as written once all of its puts are acked
             if spec.max_events_per_user is not None:
                 table.trim(_touched_users(batch, valid))
             rows_in += n
@@ -158,6 +157,28 @@ def write_events(
         raise SeqStoreError(
             f"conservation violated: {rows_in} in, {written} written, {quarantine.num_rows} quarantined")
     return WriteResult(rows_in, written, quarantine, calls)
+
+
+@contextmanager
+def _put_executor(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """The threads that run one call's puts. When the call fails, the puts still queued are
+    dropped, not each left to wait out its own retry budget against a server that is gone."""
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqstore-put")
+    try:
+        yield executor
+    except BaseException:
+        executor.shutdown(wait=True, cancel_futures=True)  # the running ones end with the same failure
+        raise
+    executor.shutdown(wait=True)
+
+
+def _settle(futures: set[Future[None]], until: str) -> set[Future[None]]:
+    """Wait until one (``FIRST_COMPLETED``) or all (``ALL_COMPLETED``) of ``futures`` are done,
+    raising the first failure as soon as any call fails; returns the futures still pending."""
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION if until == ALL_COMPLETED else until)
+    for future in done:
+        future.result()
+    return pending
 
 
 def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list[bytes],
