@@ -163,7 +163,8 @@ class UnitRunner(Generic[U]):
                     actors[slot] = self.spawn(slot)
                     why = "its actor died"
                 except ray.exceptions.RayTaskError as exc:
-                    cause: BaseException = exc.as_instanceof_cause()
+                    # The worker's own exception: its text is one line, without Ray's remote traceback.
+                    cause: BaseException = getattr(exc, "cause", None) or exc.as_instanceof_cause()
                     if not isinstance(cause, StoreUnavailableError):
                         raise SeqStoreError(f"unit {unit.key} failed: {_first_line(cause)}") from None
                     why = str(cause)

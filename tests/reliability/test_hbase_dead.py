@@ -62,7 +62,7 @@ def test_units_failing_unreachable_stop_the_job_after_the_calls_budget(ray_local
     with reporting_status(statuses.append), pytest.raises(SeqStoreError) as info:
         runner.run(_units(tmp_path, 4), lambda *_: None)
     assert time.monotonic() - started < 2.0 + 10  # the errors' 2 s budget, plus a backoff and slack
-    assert str(info.value).startswith("HBase unreachable: ")
+    assert str(info.value).startswith("HBase unreachable: ") and "\n" not in str(info.value)  # one line
     assert "re-run the same command to resume" in str(info.value)
     assert statuses == [UNREACHABLE_STATUS]
 
@@ -122,6 +122,7 @@ def test_hbase_killed_under_a_backfill_is_reported_in_bounded_time_and_a_rerun_r
     # One call's budget to notice, as long again retrying units, plus start-up slack: not 14 minutes.
     assert stopped_after_s < 2 * BUDGET_MS / 1000 + 30, stopped_after_s
     assert "HBase unreachable" in report.error and "re-run the same command to resume" in report.error
+    assert "\n" not in report.error  # one line: no remote traceback
     assert statuses == [UNREACHABLE_STATUS]
 
     rt, _ = launcher.start(own_hbase)  # the same data dir: the WAL is replayed
