@@ -15,10 +15,10 @@ Guarantees (see :func:`write_events`):
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +123,7 @@ def write_events(
     quarantines: list[pa.Table] = []
     position = start_position
     in_flight: set[Future[None]] = set()
-    with _put_executor(table.pool.size) as executor:
+    with _PutThreads(table.pool.size) as executor:
         for raw in _batches(data, chunk_rows):
             batch, verdicts = conform(raw, spec.schema, now_ms=now_ms)
             n = batch.num_rows
@@ -159,25 +159,51 @@ def write_events(
     return WriteResult(rows_in, written, quarantine, calls)
 
 
-@contextmanager
-def _put_executor(workers: int) -> Iterator[ThreadPoolExecutor]:
-    """The threads that run one call's puts. When the call fails, the puts still queued are
-    dropped, not each left to wait out its own retry budget against a server that is gone."""
-    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqstore-put")
-    try:
-        yield executor
-    except BaseException:
-        executor.shutdown(wait=True, cancel_futures=True)  # the running ones end with the same failure
-        raise
-    executor.shutdown(wait=True)
+class _Skipped(Exception):
+    """A put not sent because another put of the same call had failed."""
+
+
+class _PutThreads:
+    """The threads that run one call's puts. Once a put has failed, no other put starts: those
+    queued are skipped, not each left to wait out its own retry budget against a server that is
+    gone (a worker freed by the failure would otherwise start the next one at once)."""
+
+    def __init__(self, workers: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqstore-put")
+        self._failed = threading.Event()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        return self._executor.submit(self._run, fn, *args)
+
+    def _run(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._failed.is_set():
+            raise _Skipped
+        try:
+            fn(*args)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def __enter__(self) -> _PutThreads:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self._failed.set()
+        # Waits for the puts running now (they end with the same failure), cancels the queued ones.
+        self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
 
 
 def _settle(futures: set[Future[None]], until: str) -> set[Future[None]]:
     """Wait until one (``FIRST_COMPLETED``) or all (``ALL_COMPLETED``) of ``futures`` are done,
-    raising the first failure as soon as any call fails; returns the futures still pending."""
+    raising the first failure as soon as any put fails; returns the futures still pending."""
     done, pending = wait(futures, return_when=FIRST_EXCEPTION if until == ALL_COMPLETED else until)
-    for future in done:
-        future.result()
+    errors = [e for e in (f.exception() for f in done) if e is not None]
+    for error in errors:
+        if not isinstance(error, _Skipped):
+            raise error
+    if errors:  # skipped puts: the failure that skipped them is still pending
+        return _settle(pending, ALL_COMPLETED)
     return pending
 
 
