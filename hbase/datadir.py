@@ -3,6 +3,7 @@
 One data directory holds one instance::
 
     <data_dir>/conf/     hbase-site.xml rendered from hbase/conf/, log4j2.properties
+    <data_dir>/conf/thrift/  the same plus thrift-client.xml's settings: the Thrift servers' conf
     <data_dir>/hbase/    HBase's root dir (tables, WALs) — what persists across restarts
     <data_dir>/zookeeper/
     <data_dir>/logs/     master.log, thrift.log, thrift2.log
@@ -24,6 +25,8 @@ from hbase.errors import PortBusyError
 CONF_TEMPLATES = jars.RUNTIME_DIR / "conf"
 DATA_DIR_ENV = "SEQSTORE_HBASE_DATA_DIR"
 LOG_TAIL_LINES = 40
+# Settings for the Thrift servers' own HBase client only (see the file).
+THRIFT_CLIENT_CONF = "thrift-client.xml"
 
 
 def default_data_dir() -> Path:
@@ -88,14 +91,26 @@ def choose_ports(data_dir: Path, bind: str, thrift_port: int | None, thrift2_por
 
 
 def render_config(data_dir: Path, ports: dict[str, int]) -> Path:
-    """Write ``<data_dir>/conf`` from the templates in ``hbase/conf``; returns the conf dir."""
+    """Write ``<data_dir>/conf`` (and ``conf/thrift``) from the templates in ``hbase/conf``;
+    returns the conf dir."""
     conf = data_dir / "conf"
-    conf.mkdir(parents=True, exist_ok=True)
     template = string.Template((CONF_TEMPLATES / "hbase-site.xml.template").read_text())
     site = template.substitute(data_dir=str(data_dir), **ports)
-    (conf / "hbase-site.xml").write_text(site)
-    shutil.copyfile(CONF_TEMPLATES / "log4j2.properties", conf / "log4j2.properties")
+    # The Thrift servers copy their Configuration before Hadoop's generic options (-conf, -D) are
+    # applied, so their own settings can only reach them through a conf dir of their own.
+    client = (CONF_TEMPLATES / THRIFT_CLIENT_CONF).read_text()
+    properties = client.split("<configuration>", 1)[1].rsplit("</configuration>", 1)[0]
+    for directory, text in ((conf, site), (thrift_conf_dir(data_dir), site.replace(
+            "</configuration>", f"  <!-- From {THRIFT_CLIENT_CONF}: -->{properties}</configuration>"))):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "hbase-site.xml").write_text(text)
+        shutil.copyfile(CONF_TEMPLATES / "log4j2.properties", directory / "log4j2.properties")
     return conf
+
+
+def thrift_conf_dir(data_dir: Path) -> Path:
+    """The conf dir of the Thrift servers: hbase-site.xml plus their own client's settings."""
+    return data_dir / "conf" / "thrift"
 
 
 def log_path(data_dir: Path, role: str) -> Path:

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hbase import jars, jvm, probe, state
-from hbase.datadir import choose_ports, default_data_dir, log_path, log_tail, render_config
+from hbase.datadir import choose_ports, default_data_dir, log_path, log_tail, render_config, thrift_conf_dir
 from hbase.errors import HBaseRuntimeError, StartupError
 from hbase.processes import jvm_pids, owned_alive, terminate, wait_gone
 from hbase.state import Runtime
@@ -87,7 +87,8 @@ def start(
     t0 = time.monotonic()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for role in ROLES:
-        cmd = jvm.command(role, java=java, lib=lib, conf_dir=conf, data_dir=data_dir, args=args[role])
+        role_conf = conf if role == "master" else thrift_conf_dir(data_dir)
+        cmd = jvm.command(role, java=java, lib=lib, conf_dir=role_conf, data_dir=data_dir, args=args[role])
         with open(log_path(data_dir, role), "ab") as out:
             out.write(f"\n===== seqstore: starting {role} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} =====\n".encode())
             out.flush()
@@ -239,7 +240,7 @@ def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 60.0) -> R
     if owned_alive(rt.pids.get(role, -1), data_dir):
         kill_role(data_dir, role)
     port = rt.thrift_port if role == "thrift" else rt.thrift2_port
-    cmd = jvm.command(role, java=jvm.find_java(), lib=lib, conf_dir=data_dir / "conf", data_dir=data_dir,
+    cmd = jvm.command(role, java=jvm.find_java(), lib=lib, conf_dir=thrift_conf_dir(data_dir), data_dir=data_dir,
                       args=["-p", str(port), "-b", rt.host, "start"])
     with open(log_path(data_dir, role), "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -47,6 +47,18 @@ def _progress(args: argparse.Namespace) -> Callable[[str], None]:
     return say
 
 
+def _status_line(bar: Any, desc: str) -> Callable[[str], None]:
+    """Shows a job's status changes ("HBase unreachable, retrying", then "" once it recovers) in
+    its progress bar's description, or as lines on stderr when no bar is shown (not a tty)."""
+    def show(status: str) -> None:
+        if bar.disable:
+            print(f"  {desc}: {status or 'running again'}", file=sys.stderr, flush=True)
+        else:
+            bar.set_description(f"{desc}: {status}" if status else desc)
+
+    return show
+
+
 # ---------------------------------------------------------------- hbase
 
 
@@ -192,7 +204,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ray_jobs.backfill import run_backfill
-    from ray_jobs.runner import init_ray
+    from ray_jobs.runner import init_ray, reporting_status
     from ray_jobs.units import plan
 
     _, units = plan(args.input)
@@ -200,8 +212,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() and not args.no_progress
     bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
                disable=not show, file=sys.stderr)
-    report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
-                          report_dir=args.report_dir, on_progress=bar.update)
+    with reporting_status(_status_line(bar, "backfill")):
+        report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
+                              report_dir=args.report_dir, on_progress=bar.update)
     bar.close()
 
     def human() -> None:
@@ -246,7 +259,7 @@ def _run_with_bar(args: argparse.Namespace, total_path: str, desc: str, job: Cal
                   ) -> Any:
     from tqdm import tqdm
 
-    from ray_jobs.runner import init_ray
+    from ray_jobs.runner import init_ray, reporting_status
     from ray_jobs.units import plan
 
     _, units = plan(total_path)
@@ -254,7 +267,8 @@ def _run_with_bar(args: argparse.Namespace, total_path: str, desc: str, job: Cal
     bar = tqdm(total=sum(u.num_rows for u in units), unit="rows", unit_scale=True, desc=desc, file=sys.stderr,
                disable=not sys.stderr.isatty())
     try:
-        return job(bar.update)
+        with reporting_status(_status_line(bar, desc)):
+            return job(bar.update)
     finally:
         bar.close()
 

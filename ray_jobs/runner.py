@@ -9,6 +9,11 @@
   job stops with a :class:`SeqStoreError` saying which unit failed and why. An unexpected
   error in the driver loop also ends as a :class:`SeqStoreError`, so every job can report
   it and stay resumable.
+* An outage is bounded in time too: once units fail with :class:`StoreUnavailableError`
+  (each after its call retried for ``Config.unavailable_after_ms``), the job retries units for
+  as long again and then stops ("HBase unreachable: ..."), even with units still in flight,
+  unless some unit succeeds meanwhile. While it retries, the status listener (:func:`reporting_status`)
+  hears :data:`UNREACHABLE_STATUS`, and ``""`` once a unit succeeded again.
 """
 
 from __future__ import annotations
@@ -19,16 +24,43 @@ import os
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from store.config import Config
 from store.errors import SeqStoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 5.0
+UNREACHABLE_STATUS = "HBase unreachable, retrying"
+RESUME_HINT = "Completed units are recorded: re-run the same command to resume."
+
+# Who hears a job's status changes. Ambient rather than a parameter, so the CLI can show them
+# for every job without each job function threading a callback through to its runner.
+_status_listener: ContextVar[Callable[[str], None] | None] = ContextVar("seqstore_job_status", default=None)
+
+
+@contextmanager
+def reporting_status(listener: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, every :class:`UnitRunner` run calls ``listener(status)`` when its
+    status changes: :data:`UNREACHABLE_STATUS` while units wait to be retried because HBase is
+    unreachable, ``""`` once a unit succeeded again. The listener runs in the driver's thread."""
+    token = _status_listener.set(listener)
+    try:
+        yield
+    finally:
+        _status_listener.reset(token)
+
+
+def _say(status: str) -> None:
+    listener = _status_listener.get()
+    if listener is not None:
+        listener(status)
 
 
 class HasKey(Protocol):
@@ -73,19 +105,21 @@ class UnitRunner(Generic[U]):
 
     def run(self, units: Sequence[U], on_done: Callable[[U, Any, list[Any]], None]) -> RunStats:
         """Run every unit; raises :class:`SeqStoreError` when the job has to stop (whatever the
-        cause). Units finished before that have had their ``on_done``."""
+        cause; "HBase unreachable ..." when HBase stayed unreachable past the retry budget).
+        Units finished before that have had their ``on_done``."""
         import ray
 
         actors: list[Any] = []
         try:
             self._loop(ray, deque(units), actors, on_done)
+        except StoreUnavailableError as exc:  # from the driver's own calls (on_done recording a unit)
+            raise SeqStoreError(f"{exc}; stopping. {RESUME_HINT}") from exc
         except SeqStoreError:
             raise
         except Exception as exc:  # anything else still ends as a reportable, resumable stop
             log.debug("unexpected error while running units", exc_info=True)
             raise SeqStoreError(
-                f"stopped on an unexpected {type(exc).__name__}: {_first_line(exc)}. Completed units are "
-                "recorded: re-run the same command to resume.") from exc
+                f"stopped on an unexpected {type(exc).__name__}: {_first_line(exc)}. {RESUME_HINT}") from exc
         finally:
             for actor in actors:
                 _kill(ray, actor)
@@ -100,8 +134,13 @@ class UnitRunner(Generic[U]):
         # Units waiting out a backoff: (due time, sequence number, unit); they do not hold an actor.
         waiting: list[tuple[float, int, U]] = []
         seq = 0
+        outage: _Outage | None = None  # since units began failing with HBase unreachable
         while todo or in_flight or waiting:
             now = time.monotonic()
+            if outage is not None and now - outage.since > outage.budget_s:
+                raise SeqStoreError(
+                    f"HBase unreachable: no unit succeeded in {now - outage.since:.0f} s of retrying after a call "
+                    f"gave up (last: {outage.last}); stopping. {RESUME_HINT}")
             while waiting and waiting[0][0] <= now:
                 todo.appendleft(heapq.heappop(waiting)[2])
             while todo and idle:
@@ -124,10 +163,16 @@ class UnitRunner(Generic[U]):
                     actors[slot] = self.spawn(slot)
                     why = "its actor died"
                 except ray.exceptions.RayTaskError as exc:
-                    cause: BaseException = exc.as_instanceof_cause()
+                    # The worker's own exception: its text is one line, without Ray's remote traceback.
+                    cause: BaseException = getattr(exc, "cause", None) or exc.as_instanceof_cause()
                     if not isinstance(cause, StoreUnavailableError):
                         raise SeqStoreError(f"unit {unit.key} failed: {_first_line(cause)}") from None
                     why = str(cause)
+                    if outage is None:
+                        outage = _Outage(time.monotonic(), cause.unavailable_after_s or _default_budget_s())
+                        log.warning("HBase unreachable (%s); retrying units for up to %.0f s", why, outage.budget_s)
+                        _say(UNREACHABLE_STATUS)
+                    outage.last = why
                 except ray.exceptions.RayError as exc:
                     # A system error (lost object, crashed worker...): the actor may be unusable.
                     log.warning("%s during %s; re-running the unit on a new actor", type(exc).__name__, unit.key)
@@ -139,6 +184,10 @@ class UnitRunner(Generic[U]):
                     seq += 1
                     heapq.heappush(waiting, (time.monotonic() + delay, seq, unit))
                     continue
+                if outage is not None:
+                    log.warning("HBase reachable again after %.0f s", time.monotonic() - outage.since)
+                    outage = None
+                    _say("")
                 on_done(unit, result, actors)
                 self.stats.units_done += 1
 
@@ -147,9 +196,19 @@ class UnitRunner(Generic[U]):
         self.stats.units_retried += 1
         if attempts[unit.key] >= self.max_attempts:
             raise SeqStoreError(
-                f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. Completed units are "
-                "recorded: re-run the same command to resume.")
+                f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. {RESUME_HINT}")
         return backoff_s(attempts[unit.key])
+
+
+@dataclass
+class _Outage:
+    since: float  # monotonic time of the first unit failed by it
+    budget_s: float  # how long units are retried before the job stops
+    last: str = ""
+
+
+def _default_budget_s() -> float:
+    return Config().unavailable_after_ms / 1000
 
 
 def _kill(ray: Any, actor: Any) -> None:

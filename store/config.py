@@ -31,15 +31,26 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        # An IPv6 address keeps its brackets, so that the text parses back to the same endpoint.
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @classmethod
     def parse(cls, text: str) -> Endpoint:
-        """Parse ``host:port``; raises :class:`ConfigError` naming the bad value."""
+        """Parse ``host:port``, or ``[ipv6]:port`` for an IPv6 address.
+
+        Raises:
+            ConfigError: naming the bad value (no port, a port out of range, an IPv6 address
+                without brackets).
+        """
         host, sep, port = text.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"expected host:port, got {text!r}")
-        return cls(host.strip("[]"), int(port))
+        if host.startswith("[") and host.endswith("]") and len(host) > 2:
+            return cls(host[1:-1], int(port))
+        if ":" in host or "[" in host or "]" in host:
+            # "::1:9090" could be the address ::1:9090 with no port: only brackets say where the port starts.
+            raise ConfigError(f"expected host:port with an IPv6 address in brackets ([::1]:9090), got {text!r}")
+        return cls(host, int(port))
 
 
 def _parse_list(text: str) -> tuple[Endpoint, ...]:
@@ -57,6 +68,10 @@ class Config:
         retries: attempts after the first for a retryable (transport) error.
         backoff_ms: first retry delay; doubles per attempt, with full jitter.
         max_backoff_ms: cap of one retry delay.
+        unavailable_after_ms: how long one call keeps retrying an unreachable HBase before it
+            raises :class:`StoreUnavailableError` (its whole retry sequence, socket waits
+            included). Jobs retry their units for as long again, so a job stops about twice
+            this after HBase went away.
     """
 
     thrift: tuple[Endpoint, ...] = ()
@@ -65,9 +80,10 @@ class Config:
     retries: int = 5
     backoff_ms: int = 100
     max_backoff_ms: int = 5_000
+    unavailable_after_ms: int = 60_000
 
     def __post_init__(self) -> None:
-        for name in ("timeout_ms", "backoff_ms", "max_backoff_ms"):
+        for name in ("timeout_ms", "backoff_ms", "max_backoff_ms", "unavailable_after_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"'{name}' must be > 0")
         if self.retries < 0:

@@ -6,17 +6,21 @@ Thrift and socket exceptions never leave this module: transport failures become
 :class:`HBaseError` (or :class:`TableNotFoundError`) at once.
 
 Retry policy: only transport errors and server errors HBase marks retryable
-(``TIOError.canRetry``) are retried, at most ``Config.retries`` times, with capped
-exponential backoff and full jitter; the connection is re-opened before each retry.
+(``TIOError.canRetry``) are retried, at most ``Config.retries`` times and for at most
+``Config.unavailable_after_ms`` in all, with capped exponential backoff and full jitter; the
+connection is re-opened before each retry. A request that cannot even be encoded (a value
+out of its Thrift type's range) is an argument error: :class:`InvalidRequestError`, at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import queue
 import random
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,18 +28,32 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-from thriftpy2.rpc import make_client
-from thriftpy2.thrift import TApplicationException, TException
-from thriftpy2.transport import TTransportException
+from thriftpy2.protocol import TBinaryProtocolFactory
+from thriftpy2.thrift import TApplicationException, TClient, TDecodeException, TException
+from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
 from hbase.probe import load_thrift2_idl
 from store.config import Config, Endpoint
-from store.errors import HBaseError, StoreClosedError, StoreUnavailableError, TableNotFoundError
+from store.errors import (
+    HBaseError,
+    InvalidRequestError,
+    StoreClosedError,
+    StoreUnavailableError,
+    TableNotFoundError,
+)
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TTransportException, socket.timeout, OSError, EOFError)
 RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, TException)
+# What thriftpy2 raises when a value does not fit its field while a request is *encoded*: the cython
+# protocol raises TDecodeException (despite the name), the pure-Python one struct.error and friends.
+ENCODING_ERRORS: tuple[type[BaseException], ...] = (
+    TDecodeException, struct.error, OverflowError, TypeError, ValueError, UnicodeError,
+)
+# A socket wait is never cut shorter than this to fit the remaining budget: below it, even a
+# healthy server could not answer.
+MIN_ATTEMPT_TIMEOUT_MS = 1_000
 
 
 def idl() -> ModuleType:
@@ -48,6 +66,36 @@ def backoff_delays(config: Config) -> Iterator[float]:
     for attempt in range(config.retries):
         cap = min(config.max_backoff_ms, config.backoff_ms * (2**attempt))
         yield random.uniform(0, cap) / 1000.0
+
+
+def socket_family(host: str) -> socket.AddressFamily:
+    """The address family to connect to ``host`` on: IPv6 for an IPv6 address (``::1``) or a
+    name with only IPv6 addresses, else IPv4 (a name with both, e.g. ``localhost``, keeps IPv4:
+    HBase's Thrift servers bind an IPv4 address unless told otherwise)."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror:
+        try:
+            socket.getaddrinfo(host, None, socket.AF_INET6, socket.SOCK_STREAM)
+        except socket.gaierror:
+            return socket.AF_INET  # unresolvable: connecting reports it (and is retried)
+        return socket.AF_INET6
+    return socket.AF_INET
+
+
+class _EncodingCheckedClient(TClient):
+    """thriftpy2's client, with errors raised while *encoding* a request told apart from
+    transport and server errors (which the same exception types can also signal)."""
+
+    def _send(self, _api: str, **kwargs: Any) -> None:
+        try:
+            super()._send(_api, **kwargs)
+        except ENCODING_ERRORS as exc:
+            raise InvalidRequestError(f"{_api}: the request cannot be encoded: {exc}") from exc
 
 
 class Thrift2Client:
@@ -65,34 +113,60 @@ class Thrift2Client:
         self.config = config
         self._idl = idl()
         self._client: Any = None
+        self._socket: Any = None
 
     @property
     def endpoint(self) -> Endpoint:
         """The endpoint the client is (or will next be) connected to."""
         return self.endpoints[self._at]
 
-    def _connect(self) -> Any:
+    def _connect(self, timeout_ms: int | None = None) -> Any:
+        """The connected client, (re)opened if needed, its socket timeout set to ``timeout_ms``
+        (default ``Config.timeout_ms``)."""
+        timeout_ms = timeout_ms or self.config.timeout_ms
         if self._client is None:
-            self._client = make_client(self._idl.THBaseService, self.endpoint.host, self.endpoint.port,
-                                       timeout=self.config.timeout_ms)
+            # As thriftpy2's make_client, but on the endpoint's address family and with our client class.
+            ep = self.endpoint
+            sock: Any = TSocket(ep.host, ep.port, socket_family=socket_family(ep.host),  # type: ignore[no-untyped-call]
+                                socket_timeout=timeout_ms)
+            transport: Any = TBufferedTransportFactory().get_transport(sock)  # type: ignore[no-untyped-call]
+            protocol: Any = TBinaryProtocolFactory().get_protocol(transport)  # type: ignore[no-untyped-call]
+            transport.open()
+            self._client, self._socket = _EncodingCheckedClient(self._idl.THBaseService, protocol), sock
+        else:
+            self._socket.set_timeout(timeout_ms)
         return self._client
 
     def close(self) -> None:
         if self._client is not None:
             with contextlib.suppress(Exception):  # closing a broken socket may fail; it is gone anyway
                 self._client.close()
-            self._client = None
+            self._client = self._socket = None
 
     def call(self, method: str, *args: Any) -> Any:
         """Call a THBaseService method, e.g. ``call("putMultiple", table, puts)``.
 
         Idempotent calls only: a retried call may have been applied once already.
+
+        Raises:
+            StoreUnavailableError: transient failures went on past ``Config.retries`` retries
+                or ``Config.unavailable_after_ms`` (each attempt's socket wait is cut to fit).
+            InvalidRequestError: the arguments cannot be encoded (e.g. an int64 field out of
+                range); not retried.
+            TableNotFoundError, HBaseError: HBase refused the call; not retried.
         """
         delays = backoff_delays(self.config)
+        budget_ms = self.config.unavailable_after_ms
+        start = time.monotonic()
         attempt = 0
         while True:
+            left_ms = budget_ms - int((time.monotonic() - start) * 1000)
+            timeout_ms = max(MIN_ATTEMPT_TIMEOUT_MS, min(self.config.timeout_ms, left_ms))
             try:
-                return getattr(self._connect(), method)(*args)
+                return getattr(self._connect(timeout_ms), method)(*args)
+            except InvalidRequestError:
+                self.close()  # the half-encoded request may sit in the write buffer: never send it
+                raise
             except self._idl.TIllegalArgument as exc:
                 raise HBaseError(f"{method}: illegal argument: {exc.message}") from exc
             except self._idl.TIOError as exc:
@@ -112,9 +186,13 @@ class Thrift2Client:
             self.close()
             failed, self._at = self.endpoint, (self._at + 1) % len(self.endpoints)
             delay = next(delays, None)
-            if delay is None:
+            elapsed_s = time.monotonic() - start
+            if delay is None or elapsed_s + delay >= budget_ms / 1000:
+                spent = (f"after {self.config.retries} retries" if delay is None else
+                         f"for {elapsed_s:.0f} s (unavailable_after_ms={budget_ms})")
                 raise StoreUnavailableError(
-                    f"{method} failed after {self.config.retries} retries: {error!r}", endpoint=str(failed)
+                    f"HBase unreachable: {method} failed {spent}: {error!r}", endpoint=str(failed),
+                    unavailable_after_s=budget_ms / 1000,
                 ) from error
             # The server closes connections idle for 60 s: the first reconnect is routine.
             log.log(logging.DEBUG if attempt == 0 else logging.WARNING, "%s on %s failed (%r); retry on %s in %.2f s",

@@ -21,12 +21,17 @@ class InvalidRequestError(SeqStoreError, ValueError):
 
 
 class StoreUnavailableError(SeqStoreError, ConnectionError):
-    """HBase could not be reached or did not answer in time. Retryable."""
+    """HBase could not be reached or did not answer in time. Retryable.
 
-    def __init__(self, message: str, endpoint: str = "") -> None:
-        super().__init__(message, endpoint)
+    ``unavailable_after_s`` is the failing call's budget (``Config.unavailable_after_ms``),
+    so that a job retrying it knows how long to keep trying; 0 when not known.
+    """
+
+    def __init__(self, message: str, endpoint: str = "", unavailable_after_s: float = 0.0) -> None:
+        super().__init__(message, endpoint, unavailable_after_s)
         self.message = message
         self.endpoint = endpoint
+        self.unavailable_after_s = unavailable_after_s
 
     def __str__(self) -> str:
         return f"{self.message} ({self.endpoint})" if self.endpoint else self.message

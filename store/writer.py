@@ -22,9 +22,10 @@ Guarantees (see :func:`write_events`):
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -150,8 +151,8 @@ def write_events(
     rows_in = written = merged = calls = 0
     quarantines: list[pa.Table] = []
     position = start_position
-    in_flight: list[Future[None]] = []
-    with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-put") as executor:
+    in_flight: set[Future[None]] = set()
+    with _PutThreads(table.pool.size) as executor:
         for raw in _batches(data, chunk_rows):
             batch, verdicts = conform(raw, spec.schema, now_ms=now_ms)
             n = batch.num_rows
@@ -169,13 +170,11 @@ def write_events(
             for group in put_batches(puts):
                 calls += 1
                 chunk_cells += sum(len(p.columnValues) for p in group)
-                in_flight.append(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
-                # pool.size calls run; as many more wait queued, so no worker idles while the oldest is awaited.
+                in_flight.add(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
+                # pool.size calls run; as many more wait queued, so no worker idles while one is awaited.
                 if len(in_flight) >= table.pool.size * 2:
-                    in_flight.pop(0).result()
-            for future in in_flight:  # a chunk counts as written once all of its puts are acked
-                future.result()
-            in_flight.clear()
+                    in_flight = _settle(in_flight, FIRST_COMPLETED)
+            in_flight = _settle(in_flight, ALL_COMPLETED)  # a chunk counts as written once all of its puts are acked
             if spec.max_events_per_user is not None:
                 table.trim(_touched_users(batch, valid))
             rows_in += n
@@ -188,6 +187,54 @@ def write_events(
         raise SeqStoreError(f"conservation violated: {rows_in} in, {written} written, "
                             f"{quarantine.num_rows} quarantined, {merged} merged")
     return WriteResult(rows_in, written, quarantine, calls, merged)
+
+
+class _Skipped(Exception):
+    """A put not sent because another put of the same call had failed."""
+
+
+class _PutThreads:
+    """The threads that run one call's puts. Once a put has failed, no other put starts: those
+    queued are skipped, not each left to wait out its own retry budget against a server that is
+    gone (a worker freed by the failure would otherwise start the next one at once)."""
+
+    def __init__(self, workers: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqstore-put")
+        self._failed = threading.Event()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        return self._executor.submit(self._run, fn, *args)
+
+    def _run(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._failed.is_set():
+            raise _Skipped
+        try:
+            fn(*args)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def __enter__(self) -> _PutThreads:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self._failed.set()
+        # Waits for the puts running now (they end with the same failure), cancels the queued ones.
+        self._executor.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+
+def _settle(futures: set[Future[None]], until: str) -> set[Future[None]]:
+    """Wait until one (``FIRST_COMPLETED``) or all (``ALL_COMPLETED``) of ``futures`` are done,
+    raising the first failure as soon as any put fails; returns the futures still pending."""
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION if until == ALL_COMPLETED else until)
+    errors = [e for e in (f.exception() for f in done) if e is not None]
+    for error in errors:
+        if not isinstance(error, _Skipped):
+            raise error
+    if errors:  # skipped puts: the failure that skipped them is still pending
+        return _settle(pending, ALL_COMPLETED)
+    return pending
 
 
 def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list[bytes],

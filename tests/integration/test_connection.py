@@ -12,7 +12,7 @@ import pytest
 from store import SequenceTable
 from store.config import Endpoint
 from store.connection import ClientPool, idl
-from store.errors import HBaseError, TableNotFoundError
+from store.errors import HBaseError, InvalidRequestError, TableNotFoundError
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration
@@ -72,3 +72,11 @@ def test_refusals_from_hbase_are_not_retried(hbase_server: HBaseServer, table_pr
         assert time.monotonic() - started < 2.0  # no 2 s backoff was slept: none was retried
     finally:
         pool.close()
+
+
+def test_a_read_that_cannot_be_encoded_is_an_argument_error_not_an_outage(
+        make_table: Callable[..., SequenceTable]) -> None:
+    table = make_table()
+    with pytest.raises(InvalidRequestError):  # maxStamp = 2**63 overflows int64 (or a units check refuses it)
+        table.read_sequences([("u1", 2**63 - 1)], max_len=10, inclusive=True)
+    assert table.read_sequences([("u1", 1_700_000_000_000)], max_len=10).num_rows == 1  # the pool still works

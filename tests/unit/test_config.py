@@ -13,10 +13,28 @@ from store.errors import ConfigError
 
 def test_endpoint_parse() -> None:
     assert Endpoint.parse("10.0.0.5:9090") == Endpoint("10.0.0.5", 9090)
-    assert str(Endpoint.parse("[::1]:9090")) == "::1:9090"
     for bad in ("nohost", "host:", ":9090", "host:99999", "host:x"):
         with pytest.raises(ConfigError):
             Endpoint.parse(bad)
+
+
+def test_ipv6_endpoints_parse_and_print_with_brackets() -> None:
+    ep = Endpoint.parse("[::1]:9090")
+    assert ep == Endpoint("::1", 9090)
+    assert str(ep) == "[::1]:9090" and Endpoint.parse(str(ep)) == ep  # printed as it is written
+    assert Endpoint.parse("[fe80::1%eth0]:9091") == Endpoint("fe80::1%eth0", 9091)
+    for bad in ("::1:9090", "[::1]", "[]:9090", "[::1:9090"):
+        with pytest.raises(ConfigError, match="host:port"):
+            Endpoint.parse(bad)
+
+
+def test_the_unavailable_budget_is_configurable_and_positive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQSTORE_STATE_DIR", str(tmp_path))
+    assert Config().unavailable_after_ms == 60_000
+    cfg = Config.from_env({"SEQSTORE_HBASE_THRIFT2": "h1:9091", "SEQSTORE_UNAVAILABLE_AFTER_MS": "20000"})
+    assert cfg.unavailable_after_ms == 20_000
+    with pytest.raises(ConfigError, match="'unavailable_after_ms' must be > 0"):
+        Config.from_env({"SEQSTORE_HBASE_THRIFT2": "h1:9091", "SEQSTORE_UNAVAILABLE_AFTER_MS": "0"})
 
 
 def test_from_mapping_rejects_unknown_keys() -> None:

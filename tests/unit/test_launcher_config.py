@@ -55,3 +55,20 @@ def test_a_recycled_pid_is_not_taken_for_hbase(tmp_path: Path) -> None:
 
     # Our own pid is alive but is not a JVM of this data dir.
     assert processes.owned_alive(os.getpid(), tmp_path) is False
+
+
+def test_only_the_thrift_servers_get_the_fail_fast_client_settings(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    ports = {"zk_port": 1, "master_port": 2, "regionserver_port": 3, "thrift_port": 4, "thrift2_port": 5}
+    conf = datadir.render_config(tmp_path, ports)
+
+    def props(path: Path) -> dict[str, str]:
+        return {p.findtext("name", ""): p.findtext("value", "") for p in ET.parse(path).getroot().iter("property")}
+
+    master, thrift = props(conf / "hbase-site.xml"), props(datadir.thrift_conf_dir(tmp_path) / "hbase-site.xml")
+    assert "hbase.client.operation.timeout" not in master  # the master's own clients keep HBase's defaults
+    assert int(thrift["hbase.client.operation.timeout"]) < 30_000  # answers before our socket timeout
+    assert int(thrift["zookeeper.recovery.retry"]) <= 3
+    assert {k: v for k, v in thrift.items() if k in master} == master  # everything else is the same
+    assert (datadir.thrift_conf_dir(tmp_path) / "log4j2.properties").exists()
