@@ -35,6 +35,7 @@ from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportEx
 from hbase.probe import load_thrift2_idl
 from store.config import Config, Endpoint
 from store.errors import (
+    ConfigError,
     HBaseError,
     InvalidRequestError,
     StoreClosedError,
@@ -107,7 +108,7 @@ class Thrift2Client:
 
     def __init__(self, endpoints: Sequence[Endpoint], config: Config, first: int = 0) -> None:
         if not endpoints:
-            raise ValueError("no endpoints")
+            raise ConfigError("no Thrift2 endpoints configured")
         self.endpoints = tuple(endpoints)
         self._at = first % len(self.endpoints)
         self.config = config
@@ -220,7 +221,7 @@ class ClientPool:
 
     def __init__(self, config: Config, size: int = 4) -> None:
         if size <= 0:
-            raise ValueError("'size' must be > 0")
+            raise ConfigError("'pool_size' must be > 0")
         if not config.thrift2:
             raise StoreUnavailableError(
                 "no Thrift2 endpoint configured: the store speaks Thrift2; set SEQSTORE_HBASE_THRIFT2=host:port[,...] "

@@ -83,3 +83,11 @@ def test_public_store_calls_raise_only_seqstore_errors(name: str, call: Callable
     with pytest.raises(SeqStoreError) as info:
         call()
     assert isinstance(info.value, ValueError), name
+
+
+def test_a_bad_pool_size_is_a_config_error() -> None:
+    from store.config import Config, Endpoint
+    from store.connection import ClientPool
+
+    with pytest.raises(ConfigError, match="'pool_size' must be > 0"):
+        ClientPool(Config(thrift2=(Endpoint("127.0.0.1", 1),)), 0)
