@@ -1,0 +1,104 @@
+"""Columnar chunk cells: many events of one (user, bucket) in one cell value. Pure; no I/O.
+
+The second tier of a wide row (see the read-path issue): a sealed bucket's events stored
+column by column, so a read decodes a whole bucket with one Arrow call instead of one
+Python decode per event. Layout of a chunk value::
+
+    format (1 byte, = 2) | schema version (uvarint) | Arrow IPC record batch message
+
+The record batch has ``event_ts`` (int64), ``event_id`` (uint64) and the payload fields of
+that schema version, newest event first — the order of the raw tier's qualifiers, ties by
+``(event_ts, event_id)`` descending. The Arrow schema itself is not stored: it follows from
+the table's registered schema version, so a chunk costs its columns plus a small message
+header. Nulls, strings, binary and fixed-size vectors are Arrow's own encodings; the family's
+HBase compression (ZSTD by default) compresses the cell.
+
+The payload format byte (1) of raw cells and the chunk format byte (2) differ, so a value
+always says which tier it belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store.codec import read_uvarint, uvarint
+from store.errors import SchemaError
+from store.schema import EVENT_ID, EVENT_TS, EventSchema
+
+FORMAT = 2
+
+
+def chunk_schema(schema: EventSchema) -> pa.Schema:
+    """The Arrow schema of a chunk written with ``schema``: ``event_ts``, ``event_id``, payload."""
+    return pa.schema([pa.field(EVENT_TS, pa.int64(), nullable=False),
+                      pa.field(EVENT_ID, pa.uint64(), nullable=False), *schema.payload])
+
+
+def encode_chunk(events: pa.Table | pa.RecordBatch, schema: EventSchema) -> bytes:
+    """One chunk value holding ``events`` (``event_ts``, ``event_id`` and ``schema``'s payload
+    columns, already validated), sorted newest first.
+
+    Raises:
+        SchemaError: a column is missing, has another type, or ``event_ts``/``event_id`` holds
+            a null; or two events share ``(event_ts, event_id)`` (one event, two values).
+    """
+    target = chunk_schema(schema)
+    missing = [n for n in target.names if n not in events.schema.names]
+    if missing:
+        raise SchemaError(f"a chunk needs column(s) {missing}")
+    table = events if isinstance(events, pa.Table) else pa.Table.from_batches([events])
+    table = table.select(target.names)
+    for name in (EVENT_TS, EVENT_ID):
+        if table.column(name).null_count:
+            raise SchemaError(f"a chunk's {name} column holds a null")
+    if not table.schema.equals(target, check_metadata=False):
+        try:
+            table = table.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as exc:
+            raise SchemaError(f"chunk columns do not fit schema version {schema.version}: {exc}") from exc
+    table = table.sort_by([(EVENT_TS, "descending"), (EVENT_ID, "descending")])
+    if table.num_rows > 1:
+        ts, ids = table.column(EVENT_TS), table.column(EVENT_ID)
+        same = pc.and_(pc.equal(ts[1:], ts[:-1]), pc.equal(ids[1:], ids[:-1]))
+        if pc.any(same).as_py():
+            raise SchemaError("a chunk holds two events with the same (event_ts, event_id)")
+    batches = table.combine_chunks().to_batches()  # one batch; none for an empty table
+    batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=target)
+    body: bytes = batch.serialize().to_pybytes()
+    return bytes((FORMAT,)) + uvarint(schema.version) + body
+
+
+def is_chunk(value: bytes) -> bool:
+    """Whether a cell value is a chunk (else a raw event payload)."""
+    return bool(value) and value[0] == FORMAT
+
+
+def decode_chunk(value: bytes, versions: Mapping[int, EventSchema], current: EventSchema) -> pa.RecordBatch:
+    """The events of a chunk value, in ``current``'s columns (``event_ts``, ``event_id``,
+    payload): one Arrow call, no Python object per event. Fields added after the chunk was
+    written read as nulls. Newest event first.
+
+    Raises:
+        SchemaError: not a chunk, a schema version ``versions`` does not hold (the schema
+            evolved after the table was opened), or a corrupt value.
+    """
+    if not is_chunk(value):
+        raise SchemaError(f"not a chunk value (format byte {value[:1]!r})")
+    version, pos = read_uvarint(value, 1)
+    written = versions.get(version)
+    if written is None:
+        raise SchemaError(f"a chunk names schema version {version}, which this table handle does not know "
+                          f"(known: {sorted(versions)}); open the table again")
+    try:
+        batch = pa.ipc.read_record_batch(pa.py_buffer(value[pos:]), chunk_schema(written))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(f"a corrupt chunk value (schema version {version}): {exc}") from exc
+    if version == current.version:
+        return batch
+    target = chunk_schema(current)
+    columns = [batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+               for f in target]
+    return pa.RecordBatch.from_arrays(columns, schema=target)
