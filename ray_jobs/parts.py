@@ -115,25 +115,27 @@ def part_rows(path: Path, unit: Any, *, settings: Mapping[str, Any] | None = Non
     """Rows of the part at ``path`` if it is the complete output of ``unit`` as it is now
     (written from the same file, same fingerprint, one row per input row) made with these
     ``settings``; else None."""
-    found = _tag(path)
+    return _trusted_rows(_tag(path), unit, settings_digest(dict(settings or {})))
+
+
+def _trusted_rows(found: tuple[dict[str, Any], int] | None, unit: Any, digest: str) -> int | None:
     if found is None:
         return None
     tag, rows = found
     if (tag.get("location"), tag.get("fingerprint")) != (unit.location, unit.fingerprint):
         return None
-    if tag.get("settings_digest") != settings_digest(dict(settings or {})):
+    if tag.get("settings_digest") != digest:
         return None
     return rows if rows == unit.num_rows else None
 
 
-def _settings_diff(path: Path, settings: Mapping[str, Any]) -> str | None:
-    """What differs between the settings a part was made with and ``settings`` (None: same,
-    or the part is not a tagged part)."""
-    found = _tag(path)
+def _settings_diff(found: tuple[dict[str, Any], int] | None, settings: Mapping[str, Any], digest: str) -> str | None:
+    """What differs between the settings a part (its tag, as read) was made with and
+    ``settings`` (None: same, or not a tagged part)."""
     if found is None or "settings_digest" not in found[0]:
         return None
     theirs = found[0].get("settings") or {}
-    if found[0]["settings_digest"] == settings_digest(dict(settings)):
+    if found[0]["settings_digest"] == digest:
         return None
     keys = sorted(k for k in set(theirs) | set(settings) if theirs.get(k) != settings.get(k))
     return ", ".join(f"{k}: {_short(theirs.get(k))} -> {_short(settings.get(k))}" for k in keys[:3]) or "digest"
@@ -197,14 +199,16 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
                          f"(e.g. {foreign[0]}), left by a run over other input; pass --overwrite to replace them "
                          "or write to an empty directory")
         return outcome
+    digest = settings_digest(settings)
+    tags = [_tag(out / name) for name in names]  # each part's metadata, read once
     if not overwrite:
-        for name in names:
-            diff = _settings_diff(out / name, settings)
+        for found in tags:
+            diff = _settings_diff(found, settings, digest)
             if diff is not None:
                 outcome.error = (f"{out} holds parts made with other settings ({diff}); pass --overwrite to "
                                  "replace them, or write to another directory")
                 return outcome
-    trusted = [part_rows(out / name, u, settings=settings) is not None for u, name in zip(units, names, strict=True)]
+    trusted = [_trusted_rows(found, u, digest) is not None for u, found in zip(units, tags, strict=True)]
     outcome.ran = [u for u, ok in zip(units, trusted, strict=True) if not ok]
     outcome.skipped = [u for u, ok in zip(units, trusted, strict=True) if ok]
 

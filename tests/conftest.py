@@ -177,3 +177,15 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("log")
     generate(out, users=300, events=30_000, seed=11, bad_fraction=0.01, files=3, row_group_rows=2_000)
     return out
+
+
+def plan_units(tmp_path: Path, groups: int) -> list[Any]:
+    """Units of a small Parquet file of ``groups`` row groups of 2 rows (for runner tests)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ray_jobs.units import plan
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"x": list(range(2 * groups))}), path, row_group_size=2)
+    return plan(str(path))[1]

@@ -7,25 +7,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import ray
 
 from ray_jobs import manifest
 from ray_jobs.backfill import run_backfill
 from ray_jobs.runner import UnitRunner
-from ray_jobs.units import Unit, plan
+from ray_jobs.units import Unit
 from ray_jobs.verify import verify
 from store import SequenceTable
 from store.errors import SeqStoreError
-from tests.conftest import HBaseServer
+from tests.conftest import HBaseServer, plan_units
 
 
 def _units(tmp_path: Path, groups: int) -> list[Unit]:
-    path = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"x": list(range(2 * groups))}), path, row_group_size=2)
-    return plan(str(path))[1]
+    return plan_units(tmp_path, groups)
 
 
 def _echo_actor() -> Any:

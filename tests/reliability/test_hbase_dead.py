@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -23,10 +21,11 @@ from ray_jobs import manifest
 from ray_jobs.backfill import run_backfill
 from ray_jobs.generate import generate
 from ray_jobs.runner import UNREACHABLE_STATUS, UnitRunner, reporting_status
-from ray_jobs.units import Unit, plan
+from ray_jobs.units import Unit
 from ray_jobs.verify import verify
 from store import Config, Endpoint, SequenceStore, TableSpec
 from store.errors import SeqStoreError, StoreUnavailableError
+from tests.conftest import plan_units
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 
@@ -34,9 +33,7 @@ BUDGET_MS = 20_000  # Config.unavailable_after_ms for the test (default 60 s)
 
 
 def _units(tmp_path: Path, groups: int) -> list[Unit]:
-    path = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"x": list(range(2 * groups))}), path, row_group_size=2)
-    return plan(str(path))[1]
+    return plan_units(tmp_path, groups)
 
 
 def _unreachable_actor() -> Any:
