@@ -15,11 +15,30 @@ HBase compression (ZSTD by default) compresses the cell.
 
 The payload format byte (1) of raw cells and the chunk format byte (2) differ, so a value
 always says which tier it belongs to.
+
+Where chunks live: in family ``c`` of the user's own row (the bare user prefix, beside the
+features and the metadata), one cell per chunk::
+
+    qualifier = ~oldest_ts (8) | ~oldest_event_id (8) | event count (4) | nonce (8)
+    timestamp = newest event_ts of the chunk
+
+A user's chunks hold disjoint, contiguous ranges of ``(event_ts, event_id)``, so sorted by
+qualifier they run newest first, and the chunks that may hold events before ``hi`` are those
+from :func:`first_qualifier_before` on. The timestamp lets a read's time range skip chunks
+wholly older than it, and lets HBase's TTL drop a chunk once its newest event expired. The
+nonce makes every chunk a cell never written before, so deleting a replaced chunk can never
+mask a new one (an HBase delete marker hides every later put of the same cell and timestamp).
+
+The user's metadata cells beside them (the raw-tier flag, the chunk generation) are in
+:mod:`store.user_meta`.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +48,36 @@ from store.errors import SchemaError
 from store.schema import EVENT_ID, EVENT_TS, EventSchema
 
 FORMAT = 2
+_MAX_U64 = 2**64 - 1
+_QUAL = struct.Struct(">QQIQ")
+QUALIFIER_LEN = _QUAL.size
+
+
+class ChunkKey(NamedTuple):
+    """What a chunk cell's coordinates say about it, without reading its value."""
+
+    oldest: tuple[int, int]  # (event_ts, event_id) of its oldest event
+    newest_ts: int  # event_ts of its newest event (the cell timestamp)
+    events: int  # how many events it holds
+    qualifier: bytes
+
+
+def chunk_qualifier(oldest: tuple[int, int], count: int, nonce: bytes | None = None) -> bytes:
+    """The qualifier of a new chunk whose oldest event is ``oldest`` (a fresh nonce by default)."""
+    n = int.from_bytes(nonce if nonce is not None else os.urandom(8), "big")
+    return _QUAL.pack(_MAX_U64 - oldest[0], _MAX_U64 - oldest[1], count, n)
+
+
+def chunk_key(qualifier: bytes, timestamp: int) -> ChunkKey:
+    """A chunk cell's :class:`ChunkKey` from its qualifier and timestamp."""
+    inv_ts, inv_id, count, _ = _QUAL.unpack(qualifier)
+    return ChunkKey((_MAX_U64 - inv_ts, _MAX_U64 - inv_id), timestamp, count, qualifier)
+
+
+def first_qualifier_before(hi: int) -> bytes:
+    """The smallest qualifier of a chunk whose oldest event is older than ``hi`` (event_ts
+    ``< hi``): with a ``ColumnRangeFilter`` from it, a get skips chunks wholly at or after ``hi``."""
+    return struct.pack(">Q", _MAX_U64 - (hi - 1)) if hi > 0 else b"\xff" * QUALIFIER_LEN
 
 
 def chunk_schema(schema: EventSchema) -> pa.Schema:

@@ -14,43 +14,47 @@ watermark, or ``now - ttl``); trimmed events are always older than every kept on
 sequence (``length == max_len``) is never affected. A read racing a trim returns the kept
 events only: the watermark is read again after the scan (a trim records it before deleting).
 
-Each request is one Thrift2 ``getScannerResults`` call in the common case: a scan from the
-user's bucket of ``as_of`` back in time, with the server filtering on the cell timestamp
-(= event time) and returning at most ``max_len`` cells per row. Continuations fetch
-geometrically more rows for users whose recent buckets are sparse, resuming inside a wide row
-where an ``event_types`` filter rejected most of it (see :mod:`store.scanning`). Requests run
-concurrently on the table's client pool. Memory per request is bounded by ``max_len``
-times a small constant, whatever the user's history length.
+Two tiers (see :mod:`store.compaction`): a user's compacted events are columnar chunks in
+the user's own row, read for many users per ``getMultiple`` (:mod:`store.chunk_tier`) and
+cut on arrays; events written since the user's last compaction are per-event cells, scanned
+per request (:mod:`store.raw_tier`) only for users whose raw-tier flag is set. The two are
+merged and deduplicated by ``(event_ts, event_id)``. The phases run in this order for every
+call: flags and watermarks, raw scans, chunk gets, watermarks again. Compaction writes a
+user's chunks before it deletes the raw cells they replace and clears the flag last, so a read
+racing it sees each event in one tier or both (deduplicated), never in neither.
+
+Requests are grouped by user: one chunk run serves every request of a user it covers (a
+training export's labels), and requests run in slices of :data:`SLICE_REQUESTS`, so memory
+per call is bounded by the slice, ``max_len`` and a small constant, whatever the users'
+history lengths.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from store import keys
-from store.codec import payload_array
+from store.chunk_tier import ChunkRuns, Columns, Request
 from store.connection import idl
 from store.errors import InvalidRequestError
+from store.raw_tier import RawScans, events_table
 from store.requests import Requests, normalize
-from store.scanning import scan_results
-from store.table import DAY_MS, EVENTS
+from store.table import META
+from store.user_meta import RAW_FLAG, WATERMARK, parse_watermark
 from store.vectors import vector_rows
 
 if TYPE_CHECKING:
     from store.client import SequenceTable
 
-FIRST_ROWS = 2
-Event = tuple[int, int, list[Any]]  # (event_ts, event_id, payload values)
-# Cells one getScannerResults call may return (page rows x max_len): bounds one Thrift reply.
-SCAN_CELLS_PER_CALL = 8_192
 MAX_TS = 2**63 - 1  # HBase timestamps are int64
+SLICE_REQUESTS = 4_096
+META_GETS_PER_CALL = 1_000
 
 
 def read_sequences(
@@ -105,136 +109,183 @@ def read_sequences(
     if event_types is not None and "event_type" not in names:
         raise InvalidRequestError("'event_types' needs an 'event_type' field in the schema")
     batch = normalize(requests, allow_any_ts=allow_any_ts)
-    users, as_of = batch.users, batch.ts
-    type_filter = set(event_types) if event_types is not None else None
-    trimmed = table.spec.max_events_per_user is not None
-    before = table.watermarks(users) if trimmed else {}
-    plan = _Plan(table, max_len, window_ms, inclusive, type_filter, names.index("event_type") if type_filter else -1)
-
-    def one(i: int) -> list[Event]:
-        return plan.read(users[i], as_of[i], before.get(users[i]))
-
+    read = _Read(table, max_len, window_ms, set(event_types) if event_types is not None else None, inclusive)
+    # Requests grouped by user (stable), sliced at user boundaries where a user fits in a slice.
+    order = sorted(range(len(batch.users)), key=batch.users.__getitem__)
+    parts: list[pa.Table] = []
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-read") as ex:
-        sequences = list(ex.map(one, range(len(users))))
-    if trimmed:
-        # A trim records its watermark before deleting, so any deletion this read saw is covered
-        # by the watermark as it is now: drop what lies below it (no "kept, gap, older trimmed").
-        after = table.watermarks(users)
-        for i, user in enumerate(users):
-            mark = after.get(user)
-            if mark is not None and mark != before.get(user):
-                sequences[i] = [e for e in sequences[i] if (e[0], e[1]) >= mark]
+        for start in range(0, len(order), SLICE_REQUESTS):
+            chosen = order[start : start + SLICE_REQUESTS]
+            parts.append(read.slice(ex, [batch.users[i] for i in chosen], [batch.ts[i] for i in chosen],
+                                    wanted, oldest_first))
+    events_type = _sequence_type(table, wanted)
+    if parts:
+        merged = pa.concat_tables(parts).combine_chunks()
+        inverse = np.empty(len(order), dtype=np.int64)
+        inverse[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+        merged = merged.take(pa.array(inverse))
     else:
-        after = {}
-    complete = _history_complete(table, users, as_of, sequences, after, max_len, window_ms)
-    return _to_arrow(table, batch.ids, as_of, sequences, complete, wanted, oldest_first)
+        merged = pa.table({"length": pa.array([], pa.int32()), "history_complete": pa.array([], pa.bool_()),
+                           "sequence": pa.array([], events_type)})
+    return pa.table({
+        "user_id": batch.ids,
+        "as_of_ts": pa.array(batch.ts, pa.int64()),
+        "length": merged.column("length"),
+        "history_complete": merged.column("history_complete"),
+        "sequence": merged.column("sequence"),
+    })
 
 
-def _history_complete(table: SequenceTable, users: list[str], as_of: list[int], sequences: list[list[Event]],
-                      marks: dict[str | bytes, tuple[int, int]], max_len: int, window_ms: int | None) -> np.ndarray:
-    """Per request: False when retention may have deleted events inside its time range that it
-    would return (it is short of ``max_len`` and its range reaches below what is kept)."""
-    ttl_days = table.spec.ttl_days
-    ttl_floor = int(time.time() * 1000) - int(ttl_days * DAY_MS) if ttl_days is not None else None
-    out = np.ones(len(users), dtype=bool)
-    if ttl_floor is None and not marks:
-        return out
-    for i, seq in enumerate(sequences):
-        if len(seq) >= max_len:
-            continue  # retention removes only events older than every kept one
-        lo = max(0, as_of[i] - window_ms) if window_ms else 0
-        mark = marks.get(users[i])
-        if (mark is not None and lo <= mark[0]) or (ttl_floor is not None and lo < ttl_floor):
-            out[i] = False
-    return out
-
-
-class _Plan:
-    """How one table is read for one call; :meth:`read` serves one request."""
-
-    def __init__(self, table: SequenceTable, max_len: int, window_ms: int | None, inclusive: bool,
-                 types: set[str] | None, type_index: int) -> None:
-        self.table = table
-        self.max_len = max_len
-        self.window_ms = window_ms
-        self.inclusive = inclusive
-        self.types = types
-        self.type_index = type_index
-        self.t = idl()
-        self.columns = [self.t.TColumn(family=EVENTS)]
-        # Cells per row seen so far in this call: the first scan of the next request asks for
-        # enough rows to fill max_len at once (one round trip) instead of growing from FIRST_ROWS.
-        # Threads update these without a lock; a lost update only makes one guess less informed.
-        self.seen_cells = 0
-        self.seen_rows = 0
-
-    def first_rows(self) -> int:
-        if self.seen_rows < 8:
-            return FIRST_ROWS
-        per_row = max(1.0, self.seen_cells / self.seen_rows)
-        if per_row >= self.max_len:
-            return 1  # one row (batched to max_len cells) is enough
-        # One spare row absorbs the variance of row widths.
-        return max(1, min(math.ceil(self.max_len / per_row) + 1, SCAN_CELLS_PER_CALL // self.max_len))
-
-    def read(self, user: str | bytes, as_of: int, watermark: tuple[int, int] | None) -> list[Event]:
-        spec = self.table.spec
-        hi = min(as_of + 1, MAX_TS) if self.inclusive else as_of  # exclusive upper bound on event_ts
-        lo = max(0, as_of - self.window_ms) if self.window_ms else 0
-        if watermark is not None:
-            lo = max(lo, watermark[0])
-        if hi <= lo:
-            return []
-        prefix = keys.user_prefix(user, spec.salt_buckets)
-        low_bucket = keys.bucket_of(lo, spec.bucket_ms)
-        stop = keys.row_key(prefix, low_bucket - 1) if low_bucket > 0 else keys.prefix_end(prefix)
-        start = keys.scan_start(prefix, keys.bucket_of(hi - 1, spec.bucket_ms))
-        scan = self.t.TScan(startRow=start, stopRow=stop, columns=self.columns, maxVersions=1,
-                            timeRange=self.t.TTimeRange(minStamp=lo, maxStamp=hi), batchSize=self.max_len)
-        out: list[Event] = []
-        decode = self.table.codec.decode
-        results = scan_results(self.table.pool, self.table.name_bytes, scan, self.first_rows(),
-                               max_page=SCAN_CELLS_PER_CALL // self.max_len)
-        for result in results:
-            # A result of max_len cells is a (possibly partial) wide row: it counts as max_len wide.
-            self.seen_rows += 1
-            self.seen_cells += len(result.columnValues)
-            for cv in result.columnValues:
-                ts, eid = keys.parse_qualifier(cv.qualifier)
-                if watermark is not None and (ts, eid) < watermark:
-                    continue
-                payload = decode(cv.value)
-                if self.types is not None and payload[self.type_index] not in self.types:
-                    continue
-                out.append((ts, eid, payload))
-                if len(out) == self.max_len:
-                    return out
-        return out
-
-
-def _to_arrow(table: SequenceTable, ids: pa.Array, as_of: list[int], sequences: list[list[Event]],
-              complete: np.ndarray, wanted: list[str], oldest_first: bool) -> pa.Table:
-    names = table.codec.field_names
+def _sequence_type(table: SequenceTable, wanted: list[str]) -> pa.DataType:
     payload_types = {f.name: f.type for f in table.spec.schema.payload}
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
-    offsets = np.zeros(len(sequences) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = [e for s in sequences for e in (reversed(s) if oldest_first else s)]
-    idx = [names.index(n) for n in wanted]
-    children = [pa.array([e[0] for e in flat], pa.int64()), pa.array([e[1] for e in flat], pa.uint64())]
-    children += [payload_array([e[2][j] for e in flat], payload_types[n]) for j, n in zip(idx, wanted, strict=True)]
     struct_fields = [pa.field("event_ts", pa.int64(), nullable=False),
                      pa.field("event_id", pa.uint64(), nullable=False)]
     struct_fields += [pa.field(n, payload_types[n]) for n in wanted]
-    events = pa.StructArray.from_arrays(children, fields=struct_fields)
-    seq = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), events)
-    return pa.table({
-        "user_id": ids,
-        "as_of_ts": pa.array(as_of, pa.int64()),
-        "length": pa.array(lengths, pa.int32()),
-        "history_complete": pa.array(complete, pa.bool_()),
-        "sequence": seq,
-    })
+    return pa.list_(pa.struct(struct_fields))
+
+
+class _Read:
+    """One :func:`read_sequences` call's options; :meth:`slice` serves a slice of requests."""
+
+    def __init__(self, table: SequenceTable, max_len: int, window_ms: int | None, types: set[str] | None,
+                 inclusive: bool) -> None:
+        self.table = table
+        self.max_len = max_len
+        self.window_ms = window_ms
+        self.types = types
+        self.inclusive = inclusive
+        self.tiered = table.spec.chunk_events is not None
+        self.trimmed = table.spec.max_events_per_user is not None
+        ttl_days = table.spec.ttl_days
+        # The chunk tier's TTL, as HBase applies it to the raw tier (an event older than ttl is gone).
+        self.ttl_floor = int(time.time() * 1000) - table.spec.ttl_s * 1000 if ttl_days is not None else None
+
+    def bounds(self, as_of: int, mark: tuple[int, int] | None) -> tuple[int, int, int]:
+        """``(hi, lo, window_lo)``: event_ts bounds of a request (``lo`` with TTL and watermark)."""
+        hi = min(as_of + 1, MAX_TS) if self.inclusive else as_of
+        window_lo = max(0, as_of - self.window_ms) if self.window_ms else 0
+        lo = window_lo
+        if self.ttl_floor is not None and self.tiered:
+            lo = max(lo, self.ttl_floor)
+        if mark is not None:
+            lo = max(lo, mark[0])
+        return hi, lo, window_lo
+
+    def slice(self, ex: ThreadPoolExecutor, users: list[str], as_of: list[int], wanted: list[str],
+              oldest_first: bool) -> pa.Table:
+        table = self.table
+        unique = list(dict.fromkeys(users))
+        position = {u: j for j, u in enumerate(unique)}
+        prefixes = [keys.user_prefix(u, table.spec.salt_buckets) for u in unique]
+        flagged, before = self.user_meta(ex, prefixes)
+        if not self.tiered:
+            flagged = set(range(len(unique)))
+        reqs = []
+        for u, ts in zip(users, as_of, strict=True):
+            j = position[u]
+            mark = before.get(j)
+            hi, lo, _ = self.bounds(ts, mark)
+            reqs.append(Request(j, hi, lo, mark))
+        # Raw tier first, then chunks: a compaction in between moved events into chunks before
+        # deleting them from the raw tier, so they are found in the chunk get.
+        raw_of = [i for i, r in enumerate(reqs) if r.user in flagged]
+        scans = RawScans(table, self.max_len, self.types)
+        raw_events = list(ex.map(lambda i: scans.read(users[i], reqs[i].hi, reqs[i].lo, reqs[i].mark), raw_of))
+        runs = ChunkRuns(table, ex, self.max_len, self.types)
+        if self.tiered:
+            runs.fetch(prefixes, reqs)
+        after = self.user_meta(ex, prefixes)[1] if self.trimmed else before
+        # All candidate events in one table: each round's chunk events, then the raw events.
+        raw_flat = [e for events in raw_events for e in events]
+        tables = [*runs.tables, events_table(table, raw_flat)]
+        offsets = np.cumsum([0, *(t.num_rows for t in tables)])
+        events = pa.concat_tables(tables).combine_chunks()
+        cols = Columns.of(events, None)
+        candidates: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(reqs)
+        for i, (round_id, idx) in runs.found.items():
+            candidates[i] = idx + offsets[round_id]
+        raw_start = int(offsets[-2])
+        for i, found in zip(raw_of, raw_events, strict=True):
+            raw_idx = np.arange(raw_start, raw_start + len(found), dtype=np.int64)
+            raw_start += len(found)
+            candidates[i] = _merge(cols, candidates[i], raw_idx) if self.tiered else raw_idx
+        chosen = []
+        lengths = np.zeros(len(reqs), dtype=np.int32)
+        for i, r in enumerate(reqs):
+            idx = candidates[i]
+            mark = after.get(r.user)
+            if mark is not None and mark != r.mark and len(idx):
+                # A trim ran meanwhile: it recorded this watermark before deleting, so what it
+                # deleted lies below it. Drop it all (no "kept, gap, older trimmed").
+                ts = -cols.neg_ts[idx]
+                idx = idx[(ts > mark[0]) | ((ts == mark[0]) & (cols.eid[idx] >= np.uint64(mark[1])))]
+            idx = idx[: self.max_len]
+            lengths[i] = len(idx)
+            chosen.append(idx[::-1] if oldest_first else idx)
+        flat = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+        picked = events.select(["event_ts", "event_id", *wanted]).take(pa.array(flat, pa.int64()))
+        complete = self.history_complete(users, as_of, lengths, after, unique)
+        offs = np.zeros(len(reqs) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offs[1:])
+        struct = pa.StructArray.from_arrays(
+            [picked.column(n).combine_chunks() for n in picked.schema.names],
+            fields=list(_sequence_type(table, wanted).value_type))
+        return pa.table({"length": pa.array(lengths, pa.int32()), "history_complete": pa.array(complete, pa.bool_()),
+                         "sequence": pa.ListArray.from_arrays(pa.array(offs, pa.int32()), struct)})
+
+    def user_meta(self, ex: ThreadPoolExecutor, prefixes: list[bytes]) -> tuple[set[int], dict[int, tuple[int, int]]]:
+        """Which users have their raw-tier flag set, and each user's trim watermark."""
+        wanted = [c for c, on in ((RAW_FLAG, self.tiered), (WATERMARK, self.trimmed)) if on]
+        if not wanted:
+            return set(), {}
+        t = idl()
+        columns = [t.TColumn(family=META, qualifier=q) for q in wanted]
+        gets = [t.TGet(row=p, columns=columns) for p in prefixes]
+        calls = [gets[i : i + META_GETS_PER_CALL] for i in range(0, len(gets), META_GETS_PER_CALL)]
+        flagged: set[int] = set()
+        marks: dict[int, tuple[int, int]] = {}
+        j = 0
+        for results in ex.map(lambda g: self.table.pool.call("getMultiple", self.table.name_bytes, g), calls):
+            for result in results:
+                for cv in result.columnValues or []:
+                    if cv.qualifier == RAW_FLAG:
+                        flagged.add(j)
+                    elif cv.qualifier == WATERMARK:
+                        marks[j] = parse_watermark(cv.value)
+                j += 1
+        return flagged, marks
+
+    def history_complete(self, users: list[str], as_of: list[int], lengths: np.ndarray,
+                         marks: dict[int, tuple[int, int]], unique: list[str]) -> np.ndarray:
+        """Per request: False when retention may have deleted events inside its time range that it
+        would return (it is short of ``max_len`` and its range reaches below what is kept)."""
+        out = np.ones(len(users), dtype=bool)
+        if self.ttl_floor is None and not marks:
+            return out
+        position = {u: j for j, u in enumerate(unique)}
+        for i, n in enumerate(lengths.tolist()):
+            if n >= self.max_len:
+                continue  # retention removes only events older than every kept one
+            lo = max(0, as_of[i] - self.window_ms) if self.window_ms else 0
+            mark = marks.get(position[users[i]])
+            if (mark is not None and lo <= mark[0]) or (self.ttl_floor is not None and lo < self.ttl_floor):
+                out[i] = False
+        return out
+
+
+def _merge(cols: Columns, chunk_idx: np.ndarray, raw_idx: np.ndarray) -> np.ndarray:
+    """Both tiers' candidates of one request, newest first, each event once."""
+    if not len(raw_idx):
+        return chunk_idx
+    if not len(chunk_idx):
+        return raw_idx
+    idx = np.concatenate([raw_idx, chunk_idx])
+    order = np.lexsort((~cols.eid[idx], cols.neg_ts[idx]))  # ts descending, then event_id descending
+    idx = idx[order]
+    ts, eid = cols.neg_ts[idx], cols.eid[idx]
+    keep = np.ones(len(idx), dtype=bool)
+    keep[1:] = (ts[1:] != ts[:-1]) | (eid[1:] != eid[:-1])
+    return idx[keep]
 
 
 def to_numpy(sequences: pa.Table, *, max_len: int, fields: Sequence[str] | None = None,

@@ -18,23 +18,24 @@ HBase itself hides and drops events older than ``ttl_days``.)
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from store import keys
+from store.chunks import chunk_key, first_qualifier_before
 from store.connection import idl
+from store.requests import request_table
 from store.scanning import scan_results
-from store.table import EVENTS, META
+from store.table import CHUNKS, EVENTS, META
+from store.user_meta import WATERMARK, pack_watermark, parse_watermark
 
 if TYPE_CHECKING:
     from store.client import SequenceTable
 
-WATERMARK = b"trim"
-_MARK = struct.Struct(">QQ")
 SCAN_ROWS = 64
 DELETES_PER_CALL = 2_000
+MAX_TS = 2**63 - 1
 
 
 def watermarks(table: SequenceTable, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
@@ -48,46 +49,77 @@ def watermarks(table: SequenceTable, users: Iterable[str | bytes]) -> dict[str |
         gets = [t.TGet(row=keys.user_prefix(u, table.spec.salt_buckets), columns=column) for u in chunk]
         for user, result in zip(chunk, table.pool.call("getMultiple", table.name_bytes, gets), strict=True):
             for cv in result.columnValues:
-                ts, eid = _MARK.unpack(cv.value)
-                marks[user] = (ts, eid)
+                marks[user] = parse_watermark(cv.value)
     return marks
 
 
 def trim(table: SequenceTable, users: Iterable[str | bytes]) -> int:
     """Trim each user to the table's ``max_events_per_user``; returns events deleted.
 
-    Idempotent; safe to re-run.
+    One batched read finds each user's ``keep``-th newest event (both tiers, deduplicated);
+    where older events exist, its ``(event_ts, event_id)`` becomes the watermark, then the raw
+    cells below it and the chunks wholly below it are deleted. A chunk straddling it keeps its
+    older events until compaction rewrites it; reads skip them. Idempotent; safe to re-run.
     """
+    from store.reader import read_sequences  # the reader imports this module's neighbours
+
     keep = table.spec.max_events_per_user
-    if keep is None:
+    users = list(dict.fromkeys(users))
+    if keep is None or not users:
         return 0
+    seqs = read_sequences(table, request_table(users, [MAX_TS] * len(users)), max_len=keep,
+                          fields=[], allow_any_ts=True)
+    lengths = seqs.column("length").to_pylist()
+    offsets = seqs.column("sequence").combine_chunks().offsets.to_pylist()
+    events = seqs.column("sequence").combine_chunks().flatten()
+    ts, eids = events.field("event_ts").to_pylist(), events.field("event_id").to_pylist()
+    full = [(u, (ts[offsets[i + 1] - 1], eids[offsets[i + 1] - 1])) for i, u in enumerate(users) if lengths[i] == keep]
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-trim") as ex:
-        return sum(ex.map(lambda u: _trim_user(table, u, keep), list(users)))
+        return sum(ex.map(lambda um: _trim_user(table, *um), full))
 
 
-def _trim_user(table: SequenceTable, user: str | bytes, keep: int) -> int:
+def _trim_user(table: SequenceTable, user: str | bytes, mark: tuple[int, int]) -> int:
+    """Delete what lies below ``mark`` (the user's oldest kept event), watermark first."""
     t = idl()
     prefix = keys.user_prefix(user, table.spec.salt_buckets)
-    scan = t.TScan(startRow=keys.row_key(prefix, 2**64 - 1), stopRow=keys.prefix_end(prefix),
-                   columns=[t.TColumn(family=EVENTS)], maxVersions=1, batchSize=1000,
+    raw: dict[bytes, list[Any]] = {}
+    n_raw = 0
+    start = keys.scan_start(prefix, keys.bucket_of(mark[0], table.spec.bucket_ms))
+    scan = t.TScan(startRow=start, stopRow=keys.prefix_end(prefix), columns=[t.TColumn(family=EVENTS)],
+                   maxVersions=1, batchSize=1000, timeRange=t.TTimeRange(minStamp=0, maxStamp=mark[0] + 1),
                    filterString=b"KeyOnlyFilter()")
-    seen = deleted = 0
-    pending: dict[bytes, list[Any]] = {}
     for result in scan_results(table.pool, table.name_bytes, scan, SCAN_ROWS):
         for cv in result.columnValues:
-            seen += 1
-            if seen == keep:
-                mark_qualifier = cv.qualifier
-            elif seen > keep:
-                if seen == keep + 1:  # watermark first, deletes after
-                    put_watermark(table, prefix, keys.parse_qualifier(mark_qualifier))
-                pending.setdefault(result.row, []).append(
+            if keys.parse_qualifier(cv.qualifier) < mark:
+                raw.setdefault(result.row, []).append(
                     t.TColumn(family=EVENTS, qualifier=cv.qualifier, timestamp=cv.timestamp))
-                deleted += 1
-                if deleted % DELETES_PER_CALL == 0:
-                    _delete(table, pending)
-    _delete(table, pending)
+                n_raw += 1
+    chunks = _chunks_below(table, prefix, mark) if table.spec.chunk_events is not None else []
+    if not raw and not chunks:
+        return 0
+    put_watermark(table, prefix, mark)  # watermark first, deletes after
+    deleted = 0
+    rows = list(raw.items())
+    for i in range(0, len(rows), 100):
+        deleted += _delete(table, dict(rows[i : i + 100]))
+    whole = [c for c in chunks if c.newest_ts < mark[0]]
+    if whole:
+        cols = [t.TColumn(family=CHUNKS, qualifier=c.qualifier, timestamp=c.newest_ts) for c in whole]
+        _delete(table, {prefix: cols})
+        deleted += sum(c.events for c in whole)
     return deleted
+
+
+def _chunks_below(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) -> list[Any]:
+    """The keys of the user's chunks holding events older than ``mark`` (oldest event below it)."""
+    t = idl()
+    start = first_qualifier_before(mark[0] + 1)
+    get = t.TGet(row=prefix, columns=[t.TColumn(family=CHUNKS)], maxVersions=1,
+                 filterString=b"(KeyOnlyFilter()) AND (ColumnRangeFilter('" + start.replace(b"'", b"''")
+                 + b"', true, '', false))")
+    result = table.pool.call("get", table.name_bytes, get)
+    found = [chunk_key(cv.qualifier, cv.timestamp) for cv in result.columnValues or []]
+    return [c for c in found if c.oldest < mark]
 
 
 def put_watermark(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) -> None:
@@ -99,14 +131,14 @@ def put_watermark(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) ->
     """
     t = idl()
     table.pool.call("put", table.name_bytes, t.TPut(row=prefix, columnValues=[
-        t.TColumnValue(META, WATERMARK, _MARK.pack(*mark), timestamp=mark[0])]))
+        t.TColumnValue(META, WATERMARK, pack_watermark(mark), timestamp=mark[0])]))
 
 
-def _delete(table: SequenceTable, pending: dict[bytes, list[Any]]) -> None:
+def _delete(table: SequenceTable, pending: dict[bytes, list[Any]]) -> int:
     if not pending:
-        return
+        return 0
     t = idl()
     deletes = [t.TDelete(row=row, columns=cols, deleteType=t.TDeleteType.DELETE_COLUMN)
                for row, cols in pending.items()]
     table.pool.call("deleteMultiple", table.name_bytes, deletes)
-    pending.clear()
+    return sum(len(cols) for cols in pending.values())

@@ -1,14 +1,15 @@
 """Tables as code: a :class:`TableSpec` becomes an HBase table with explicit family options.
 
-A sequence table has three column families:
+A sequence table has four column families:
 
 ==== ============================================================================
-e    events: one cell per event; VERSIONS=1; TTL = ``ttl_days`` (by event time)
+e    events, raw tier: one cell per event; VERSIONS=1; TTL = ``ttl_days`` (by event time)
+c    events, chunk tier: compacted columnar chunks (:mod:`store.chunks`); same TTL
 f    features: one column per feature; VERSIONS = ``feature_versions`` (history)
-m    per-user metadata (the retention watermark)
+m    per-user metadata (the retention watermark, the raw-tier flag, the chunk generation)
 ==== ============================================================================
 
-All three are created with bloom filter ROW, block cache on, ``compression`` and
+All four are created with bloom filter ROW, block cache on, ``compression`` and
 ``data_block_encoding``; the table is pre-split on the salt byte. The spec and every
 version of the event schema are registered in the ``seqstore_meta`` table, in the row named
 after the table; rows ``<name>|...`` there (e.g. backfill manifests) belong to the table
@@ -33,7 +34,7 @@ from store.schema import DEFAULT_SCHEMA, EventSchema
 log = logging.getLogger(__name__)
 
 META_TABLE = b"seqstore_meta"
-EVENTS, FEATURES, META = b"e", b"f", b"m"
+EVENTS, CHUNKS, FEATURES, META = b"e", b"c", b"f", b"m"
 HBASE_FOREVER = 2**31 - 1
 DAY_MS = 86_400_000
 
@@ -57,6 +58,10 @@ class TableSpec:
         compression: HBase compression of all families (pure-Java codecs: ZSTD, SNAPPY, LZ4).
         data_block_encoding: HBase data block encoding (FAST_DIFF suits the shared key prefixes).
         max_payload_bytes: an event whose encoded payload is larger is quarantined.
+        chunk_events: most events in one compacted chunk cell (:mod:`store.compaction`); chunks
+            hold between half of this and this many, so a read of ``max_len`` events decodes
+            about ``max_len / chunk_events + 1`` cells. None: the table has no chunk tier
+            (tables created before seqstore had one), it is never compacted.
     """
 
     name: str
@@ -70,6 +75,7 @@ class TableSpec:
     compression: str = "ZSTD"
     data_block_encoding: str = "FAST_DIFF"
     max_payload_bytes: int = 64 * 1024
+    chunk_events: int | None = 128
 
     def __post_init__(self) -> None:
         if not self.name or self.name.encode() == META_TABLE:
@@ -84,6 +90,8 @@ class TableSpec:
             raise ConfigError("'max_events_per_user' must be > 0")
         if self.feature_versions <= 0:
             raise ConfigError("'feature_versions' must be > 0")
+        if self.chunk_events is not None and not 2 <= self.chunk_events <= 65_536:
+            raise ConfigError("'chunk_events' must be in 2..65536 (or None: no chunk tier)")
         for f in self.features:
             EventSchema.of([f])  # same type rules as event fields
         options = idl()
@@ -150,6 +158,7 @@ def create_table(pool: ClientPool, spec: TableSpec) -> None:
     _forget(pool, spec.name)  # leftovers of an interrupted drop: old schema versions, a backfill manifest
     families = [
         _family(spec, EVENTS, versions=1, ttl_s=spec.ttl_s),
+        *([_family(spec, CHUNKS, versions=1, ttl_s=spec.ttl_s)] if spec.chunk_events is not None else []),
         _family(spec, FEATURES, versions=spec.feature_versions, ttl_s=HBASE_FOREVER),
         _family(spec, META, versions=1, ttl_s=HBASE_FOREVER, in_memory=True),
     ]
@@ -208,7 +217,9 @@ def load(pool: ClientPool, name: str) -> Registration:
         for q, v in sorted(cells.items()) if q.startswith(b"schema:")
     )
     features = pa.ipc.read_schema(pa.py_buffer(cells[b"features"]))
-    spec = TableSpec(schema=versions[-1], features=features, **json.loads(cells[b"spec"]))
+    settings = json.loads(cells[b"spec"])
+    settings.setdefault("chunk_events", None)  # registered before the chunk tier existed: raw only
+    spec = TableSpec(schema=versions[-1], features=features, **settings)
     return Registration(spec, versions)
 
 

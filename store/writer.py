@@ -22,6 +22,7 @@ Guarantees (see :func:`write_events`):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -37,7 +38,8 @@ from store import keys
 from store.connection import idl
 from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
 from store.schema import EVENT_ID, EVENT_TS, USER_ID
-from store.table import EVENTS
+from store.table import EVENTS, META
+from store.user_meta import RAW_FLAG
 from store.validate import QUARANTINE_SCHEMA, Reason, conform
 
 if TYPE_CHECKING:
@@ -175,8 +177,11 @@ def write_events(
                 if len(in_flight) >= table.pool.size * 2:
                     in_flight = _settle(in_flight, FIRST_COMPLETED)
             in_flight = _settle(in_flight, ALL_COMPLETED)  # a chunk counts as written once all of its puts are acked
+            touched = _touched_users(batch, valid) if puts else set()
+            if spec.chunk_events is not None and touched:
+                calls += _flag_raw(table, touched)
             if spec.max_events_per_user is not None:
-                table.trim(_touched_users(batch, valid))
+                table.trim(touched)
             rows_in += n
             written += chunk_cells  # cells of acknowledged puts: counted, not inferred from `valid`
             merged += chunk_merged
@@ -351,6 +356,21 @@ def _row_parts(row: bytes, columns: list[Any], max_cells: int, max_bytes: int) -
             start, size = j, head
         size += cell
     yield columns[start:], size
+
+
+def _flag_raw(table: SequenceTable, users: set[str]) -> int:
+    """Mark ``users`` as having raw-tier events (after their cells were acknowledged), with a
+    token new to this call, so a compaction that read an older token leaves the mark; returns
+    the calls made. Reads of unmarked users look at the chunk tier only (:mod:`store.reader`)."""
+    t = idl()
+    token = os.urandom(8)
+    salt = table.spec.salt_buckets
+    rows = {keys.user_prefix(u, salt): [t.TColumnValue(family=META, qualifier=RAW_FLAG, value=token)] for u in users}
+    calls = 0
+    for group in put_batches(rows):
+        table.pool.call("putMultiple", table.name_bytes, group)
+        calls += 1
+    return calls
 
 
 def _touched_users(batch: pa.RecordBatch, valid: np.ndarray) -> set[str]:

@@ -1,0 +1,193 @@
+"""Reading the chunk tier: runs of users' chunks, many users per call, cut on arrays.
+
+A *run* is what one get of a user's row returns: the user's chunks from the one that may hold
+events before ``hi`` back in time (a ``ColumnRangeFilter`` from
+:func:`~store.chunks.first_qualifier_before`), skipping chunks wholly older than ``lo`` (the
+get's time range on the cell timestamp = newest event), at most ``limit`` chunks
+(``storeLimit``). Gets of many users go in one ``getMultiple``; a user with several requests
+(e.g. a training export's labels) is served by one run from its newest request while that
+run covers the others.
+
+A run *covers* a request when it holds every event the request can see: it reached the
+request's ``hi``, and it either holds ``max_len`` visible events below it, or reaches below
+the request's ``lo``, or is the end of the user's chunks. Requests not covered get another
+run in the next round, from their own ``hi`` and with four times the limit if the last run
+already reached it, so rounds are few and memory stays bounded by what a request needs.
+
+Cutting a request out of a run never loops over events: a run's events are sorted newest
+first (chunks are disjoint and each is sorted), so ``hi``, ``lo`` and the trim watermark
+are binary searches (:func:`cut`), an event-type filter one mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store.chunks import chunk_key, chunk_schema, decode_chunk, first_qualifier_before
+from store.connection import idl
+from store.table import CHUNKS
+
+if TYPE_CHECKING:
+    from store.client import SequenceTable
+
+GETS_PER_CALL = 256
+MAX_TS = 2**63 - 1
+_EMPTY = np.zeros(0, dtype=np.int64)
+_Run = tuple[int, int, int | None, bool]  # start, end, oldest_ts of the last chunk, end of the user's chunks
+
+
+@dataclass(slots=True)
+class Columns:
+    """The arrays a cut looks at, over a table of events sorted newest first per run."""
+
+    neg_ts: np.ndarray  # -event_ts (ascending within a run)
+    eid: np.ndarray
+    type_ok: np.ndarray | None  # event type wanted, or None for no filter
+
+    @classmethod
+    def of(cls, events: pa.Table, types: set[str] | None) -> Columns:
+        ts = np.asarray(events.column("event_ts").to_numpy(), dtype=np.int64)
+        eid = np.asarray(events.column("event_id").to_numpy(), dtype=np.uint64)
+        ok = None
+        if types is not None:
+            mask = pc.is_in(events.column("event_type"), value_set=pa.array(sorted(types), pa.string()))
+            ok = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+        return cls(-ts, eid, ok)
+
+
+def cut(cols: Columns, start: int, end: int, hi: int, lo: int, mark: tuple[int, int] | None,
+        max_len: int) -> np.ndarray:
+    """Indices (newest first) of the at most ``max_len`` newest events of rows ``[start, end)``
+    with ``lo <= event_ts < hi``, of a wanted type, not below ``mark`` (``lo >= mark[0]``)."""
+    if hi <= lo or end <= start:
+        return _EMPTY
+    neg = cols.neg_ts[start:end]
+    a = start + int(np.searchsorted(neg, -hi, "right"))
+    b = start + int(np.searchsorted(neg, -lo, "right"))
+    if mark is not None and mark[0] == lo:  # events at the watermark's time: only ids >= its id
+        c = max(a, start + int(np.searchsorted(neg, -lo, "left")))
+        if c < b:
+            b = c + int(np.count_nonzero(cols.eid[c:b] >= np.uint64(mark[1])))
+    if b <= a:
+        return _EMPTY
+    if cols.type_ok is None:
+        return np.arange(a, min(b, a + max_len), dtype=np.int64)
+    return a + np.flatnonzero(cols.type_ok[a:b])[:max_len].astype(np.int64)
+
+
+@dataclass(slots=True)
+class Request:
+    """One request as the chunk tier sees it (bounds already include window, TTL and mark)."""
+
+    user: int  # index into the call's user prefixes
+    hi: int  # exclusive upper bound on event_ts
+    lo: int  # inclusive lower bound
+    mark: tuple[int, int] | None
+
+
+class ChunkRuns:
+    """The runs fetched for one call; :meth:`fetch` serves all requests, round by round.
+
+    After :meth:`fetch`, :attr:`tables` holds each round's decoded events and
+    ``found[i] = (round, indices)`` the cut of request ``i`` (indices into that round's table).
+    """
+
+    def __init__(self, table: SequenceTable, executor: ThreadPoolExecutor, max_len: int,
+                 types: set[str] | None) -> None:
+        self.table = table
+        self.executor = executor
+        self.max_len = max_len
+        self.types = types
+        self.t = idl()
+        self.schema = chunk_schema(table.codec.current)
+        chunk_events = table.spec.chunk_events or 2
+        # Chunks hold chunk_events/2..chunk_events events; the newest is often smaller.
+        self.first_limit = math.ceil(max_len / (chunk_events / 2)) + 1
+        self.tables: list[pa.Table] = []
+        self.columns: list[Columns] = []
+        self.found: dict[int, tuple[int, np.ndarray]] = {}
+        self.chunks_read = 0
+
+    def fetch(self, prefixes: Sequence[bytes], requests: Sequence[Request]) -> None:
+        pending: dict[int, list[int]] = {}
+        for i in sorted(range(len(requests)), key=lambda i: -requests[i].hi):
+            r = requests[i]
+            if r.hi > r.lo:
+                pending.setdefault(r.user, []).append(i)
+        limits = dict.fromkeys(pending, self.first_limit)
+        while pending:
+            users = list(pending)
+            gets = [self._get(prefixes[u], [requests[i] for i in pending[u]], limits[u]) for u in users]
+            results = self._get_multiple(gets)
+            round_id = len(self.tables)
+            events, runs = self._decode(results, [limits[u] for u in users])
+            cols = Columns.of(events, self.types)
+            self.tables.append(events)
+            self.columns.append(cols)
+            left: dict[int, list[int]] = {}
+            for u, (start, end, oldest, exhausted) in zip(users, runs, strict=True):
+                rest = []
+                for i in pending[u]:
+                    r = requests[i]
+                    idx = cut(cols, start, end, r.hi, r.lo, r.mark, self.max_len)
+                    reached = exhausted or (oldest is not None and oldest < r.hi)
+                    if reached and (exhausted or len(idx) >= self.max_len or (oldest is not None and oldest < r.lo)):
+                        self.found[i] = (round_id, idx)
+                    else:
+                        rest.append(i)
+                if rest:
+                    top_reached = oldest is not None and oldest < requests[rest[0]].hi
+                    limits[u] = limits[u] * 4 if top_reached else self.first_limit
+                    left[u] = rest
+            pending = left
+
+    def _get(self, prefix: bytes, requests: list[Request], limit: int) -> Any:
+        t = self.t
+        hi = max(r.hi for r in requests)
+        lo = min(r.lo for r in requests)
+        # The filter keeps chunks whose qualifier is >= the bound: oldest event before hi.
+        start = first_qualifier_before(hi)
+        filt = b"ColumnRangeFilter('" + start.replace(b"'", b"''") + b"', true, '', false)"
+        return t.TGet(row=prefix, columns=[t.TColumn(family=CHUNKS)], maxVersions=1,
+                      timeRange=t.TTimeRange(minStamp=lo, maxStamp=MAX_TS), storeLimit=limit, filterString=filt)
+
+    def _get_multiple(self, gets: list[Any]) -> list[Any]:
+        name = self.table.name_bytes
+        calls = [gets[i : i + GETS_PER_CALL] for i in range(0, len(gets), GETS_PER_CALL)]
+        if len(calls) == 1:
+            return list(self.table.pool.call("getMultiple", name, calls[0]))
+        out: list[Any] = []
+        for part in self.executor.map(lambda g: self.table.pool.call("getMultiple", name, g), calls):
+            out.extend(part)
+        return out
+
+    def _decode(self, results: list[Any], limits: list[int]) -> tuple[pa.Table, list[_Run]]:
+        """All runs' events in one table, and per run ``(start, end, oldest_ts of its last
+        chunk, whether it is the end of the user's chunks)``."""
+        versions = {s.version: s for s in self.table.versions}
+        current = self.table.codec.current
+        batches: list[pa.RecordBatch] = []
+        runs = []
+        offset = 0
+        for result, limit in zip(results, limits, strict=True):
+            start = offset
+            oldest: int | None = None
+            cells = result.columnValues or []
+            for cv in cells:
+                batch = decode_chunk(cv.value, versions, current)
+                batches.append(batch)
+                offset += batch.num_rows
+                oldest = chunk_key(cv.qualifier, cv.timestamp).oldest[0]
+            runs.append((start, offset, oldest, len(cells) < limit))
+        self.chunks_read += len(batches)
+        events = pa.Table.from_batches(batches, schema=self.schema).combine_chunks() if batches \
+            else self.schema.empty_table()
+        return events, runs
