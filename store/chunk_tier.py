@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from store.chunks import chunk_key, chunk_schema, decode_chunk, first_qualifier_before
 from store.connection import idl
-from store.table import CHUNKS
+from store.table import CHUNKS, META
 
 if TYPE_CHECKING:
     from store.client import SequenceTable
@@ -116,17 +116,32 @@ class ChunkRuns:
         self.found: dict[int, tuple[int, np.ndarray]] = {}
         self.chunks_read = 0
 
-    def fetch(self, prefixes: Sequence[bytes], requests: Sequence[Request]) -> None:
+    def first_gets(self, prefixes: Sequence[bytes], his: Sequence[int], meta: Sequence[bytes]) -> list[Any]:
+        """Round one for every user, with the user's ``meta`` cells (family ``m``) in the same
+        get: a row-atomic read of the flags, the watermark and the newest chunks before each
+        user's highest ``hi``. Pass the results to :meth:`fetch` as ``first``."""
+        columns = [self.t.TColumn(family=META, qualifier=q) for q in meta]
+        return self._get_multiple([self._get(p, hi, self.first_limit, columns) for p, hi in zip(prefixes, his,
+                                                                                             strict=True)])
+
+    def fetch(self, prefixes: Sequence[bytes], requests: Sequence[Request], indices: Sequence[int],
+              first: Sequence[Any] | None = None) -> None:
+        """Find a covering run for each of ``requests[i]``, ``i`` in ``indices``; ``first``: the
+        results of :meth:`first_gets` for round one (else round one is fetched here)."""
         pending: dict[int, list[int]] = {}
-        for i in sorted(range(len(requests)), key=lambda i: -requests[i].hi):
+        for i in sorted(indices, key=lambda i: -requests[i].hi):
             r = requests[i]
             if r.hi > r.lo:
                 pending.setdefault(r.user, []).append(i)
         limits = dict.fromkeys(pending, self.first_limit)
         while pending:
             users = list(pending)
-            gets = [self._get(prefixes[u], [requests[i] for i in pending[u]], limits[u]) for u in users]
-            results = self._get_multiple(gets)
+            if first is not None:
+                results = [first[u] for u in users]
+                first = None
+            else:
+                results = self._get_multiple([self._get(prefixes[u], requests[pending[u][0]].hi, limits[u])
+                                              for u in users])
             round_id = len(self.tables)
             events, runs = self._decode(results, [limits[u] for u in users])
             cols = Columns.of(events, self.types)
@@ -149,15 +164,17 @@ class ChunkRuns:
                     left[u] = rest
             pending = left
 
-    def _get(self, prefix: bytes, requests: list[Request], limit: int) -> Any:
+    def _get(self, prefix: bytes, hi: int, limit: int, meta: list[Any] | None = None) -> Any:
+        """A get of the user's newest ``limit`` chunks that may hold events before ``hi``.
+
+        No time range: it would hide the ``m`` cells, and ``limit`` already bounds the run."""
         t = self.t
-        hi = max(r.hi for r in requests)
-        lo = min(r.lo for r in requests)
-        # The filter keeps chunks whose qualifier is >= the bound: oldest event before hi.
         start = first_qualifier_before(hi)
-        filt = b"ColumnRangeFilter('" + start.replace(b"'", b"''") + b"', true, '', false)"
-        return t.TGet(row=prefix, columns=[t.TColumn(family=CHUNKS)], maxVersions=1,
-                      timeRange=t.TTimeRange(minStamp=lo, maxStamp=MAX_TS), storeLimit=limit, filterString=filt)
+        chunks = b"ColumnRangeFilter('" + start.replace(b"'", b"''") + b"', true, '', false)"
+        if meta:  # the filter applies to every family: let the m cells through
+            chunks = b"(FamilyFilter(=, 'binary:m')) OR (" + chunks + b")"
+        return t.TGet(row=prefix, columns=[t.TColumn(family=CHUNKS), *(meta or [])], maxVersions=1,
+                      storeLimit=max(limit, len(meta or [])), filterString=chunks)
 
     def _get_multiple(self, gets: list[Any]) -> list[Any]:
         name = self.table.name_bytes
@@ -180,7 +197,7 @@ class ChunkRuns:
         for result, limit in zip(results, limits, strict=True):
             start = offset
             oldest: int | None = None
-            cells = result.columnValues or []
+            cells = [cv for cv in result.columnValues or [] if cv.family == CHUNKS]
             for cv in cells:
                 batch = decode_chunk(cv.value, versions, current)
                 batches.append(batch)

@@ -35,6 +35,7 @@ The user's metadata cells beside them (the raw-tier flag, the chunk generation) 
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Mapping
@@ -80,6 +81,7 @@ def first_qualifier_before(hi: int) -> bytes:
     return struct.pack(">Q", _MAX_U64 - (hi - 1)) if hi > 0 else b"\xff" * QUALIFIER_LEN
 
 
+@functools.lru_cache(maxsize=256)
 def chunk_schema(schema: EventSchema) -> pa.Schema:
     """The Arrow schema of a chunk written with ``schema``: ``event_ts``, ``event_id``, payload."""
     return pa.schema([pa.field(EVENT_TS, pa.int64(), nullable=False),

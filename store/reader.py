@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -177,23 +177,32 @@ class _Read:
         unique = list(dict.fromkeys(users))
         position = {u: j for j, u in enumerate(unique)}
         prefixes = [keys.user_prefix(u, table.spec.salt_buckets) for u in unique]
-        flagged, before = self.user_meta(ex, prefixes)
-        if not self.tiered:
-            flagged = set(range(len(unique)))
+        runs = ChunkRuns(table, ex, self.max_len, self.types)
+        first = None
+        if self.tiered:
+            his = [0] * len(unique)
+            for u, ts in zip(users, as_of, strict=True):
+                his[position[u]] = max(his[position[u]], self.bounds(ts, None)[0])
+            meta = [RAW_FLAG, WATERMARK] if self.trimmed else [RAW_FLAG]
+            first = runs.first_gets(prefixes, his, meta)
+            flagged, before = _user_meta(first)
+        else:
+            flagged, before = set(range(len(unique))), (self.user_meta(ex, prefixes)[1] if self.trimmed else {})
         reqs = []
         for u, ts in zip(users, as_of, strict=True):
             j = position[u]
             mark = before.get(j)
             hi, lo, _ = self.bounds(ts, mark)
             reqs.append(Request(j, hi, lo, mark))
-        # Raw tier first, then chunks: a compaction in between moved events into chunks before
-        # deleting them from the raw tier, so they are found in the chunk get.
         raw_of = [i for i, r in enumerate(reqs) if r.user in flagged]
+        if self.tiered:
+            runs.fetch(prefixes, reqs, [i for i, r in enumerate(reqs) if r.user not in flagged], first)
+        # Flagged users: the raw tier first, then their chunks again. A compaction in between
+        # wrote its chunks before deleting the raw cells they replace: they are in this get.
         scans = RawScans(table, self.max_len, self.types)
         raw_events = list(ex.map(lambda i: scans.read(users[i], reqs[i].hi, reqs[i].lo, reqs[i].mark), raw_of))
-        runs = ChunkRuns(table, ex, self.max_len, self.types)
-        if self.tiered:
-            runs.fetch(prefixes, reqs)
+        if self.tiered and raw_of:
+            runs.fetch(prefixes, reqs, raw_of)
         after = self.user_meta(ex, prefixes)[1] if self.trimmed else before
         # All candidate events in one table: each round's chunk events, then the raw events.
         raw_flat = [e for events in raw_events for e in events]
@@ -235,25 +244,13 @@ class _Read:
 
     def user_meta(self, ex: ThreadPoolExecutor, prefixes: list[bytes]) -> tuple[set[int], dict[int, tuple[int, int]]]:
         """Which users have their raw-tier flag set, and each user's trim watermark."""
-        wanted = [c for c, on in ((RAW_FLAG, self.tiered), (WATERMARK, self.trimmed)) if on]
-        if not wanted:
-            return set(), {}
         t = idl()
-        columns = [t.TColumn(family=META, qualifier=q) for q in wanted]
+        columns = [t.TColumn(family=META, qualifier=RAW_FLAG), t.TColumn(family=META, qualifier=WATERMARK)]
         gets = [t.TGet(row=p, columns=columns) for p in prefixes]
         calls = [gets[i : i + META_GETS_PER_CALL] for i in range(0, len(gets), META_GETS_PER_CALL)]
-        flagged: set[int] = set()
-        marks: dict[int, tuple[int, int]] = {}
-        j = 0
-        for results in ex.map(lambda g: self.table.pool.call("getMultiple", self.table.name_bytes, g), calls):
-            for result in results:
-                for cv in result.columnValues or []:
-                    if cv.qualifier == RAW_FLAG:
-                        flagged.add(j)
-                    elif cv.qualifier == WATERMARK:
-                        marks[j] = parse_watermark(cv.value)
-                j += 1
-        return flagged, marks
+        results = [r for part in ex.map(lambda g: self.table.pool.call("getMultiple", self.table.name_bytes, g), calls)
+                   for r in part]
+        return _user_meta(results)
 
     def history_complete(self, users: list[str], as_of: list[int], lengths: np.ndarray,
                          marks: dict[int, tuple[int, int]], unique: list[str]) -> np.ndarray:
@@ -271,6 +268,19 @@ class _Read:
             if (mark is not None and lo <= mark[0]) or (self.ttl_floor is not None and lo < self.ttl_floor):
                 out[i] = False
         return out
+
+
+def _user_meta(results: Sequence[Any]) -> tuple[set[int], dict[int, tuple[int, int]]]:
+    """The users (by position) whose raw-tier flag is set, and their watermarks, from gets of their rows."""
+    flagged: set[int] = set()
+    marks: dict[int, tuple[int, int]] = {}
+    for j, result in enumerate(results):
+        for cv in result.columnValues or []:
+            if cv.family == META and cv.qualifier == RAW_FLAG:
+                flagged.add(j)
+            elif cv.family == META and cv.qualifier == WATERMARK:
+                marks[j] = parse_watermark(cv.value)
+    return flagged, marks
 
 
 def _merge(cols: Columns, chunk_idx: np.ndarray, raw_idx: np.ndarray) -> np.ndarray:

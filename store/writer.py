@@ -15,6 +15,9 @@ Guarantees (see :func:`write_events`):
   not given an occurrence index: an at-least-once pipeline delivering a row twice must still
   store it once. A repeat in another chunk or another call rewrites the same cell and counts
   as written again (the writer keeps no memory across chunks).
+* Visibility: after a chunk of rows is acknowledged, its users' raw-tier flags are set
+  (:mod:`store.user_meta`); reads look at the raw tier of flagged users only. A call that
+  fails may leave events of its last chunk unread until it is run again (which is safe).
 * Bounded memory: input is consumed ``chunk_rows`` rows at a time; at most ``pool.size``
   put calls run at once, with at most as many more submitted and waiting behind them.
 """
@@ -22,6 +25,7 @@ Guarantees (see :func:`write_events`):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections import defaultdict
@@ -60,6 +64,7 @@ PUT_BYTES_PER_CALL = 4 * 1024 * 1024
 # timestamp: 33 measured) and around a put's row key (headers, list header: 16 measured),
 # with room for the optional fields: an upper bound.
 _CELL_OVERHEAD = 40
+FLAGS_PER_CALL = 1_000  # raw-tier flags (one small cell per user) per putMultiple
 _PUT_OVERHEAD = 40
 
 
@@ -365,12 +370,11 @@ def _flag_raw(table: SequenceTable, users: set[str]) -> int:
     t = idl()
     token = os.urandom(8)
     salt = table.spec.salt_buckets
-    rows = {keys.user_prefix(u, salt): [t.TColumnValue(family=META, qualifier=RAW_FLAG, value=token)] for u in users}
-    calls = 0
-    for group in put_batches(rows):
-        table.pool.call("putMultiple", table.name_bytes, group)
-        calls += 1
-    return calls
+    puts = [t.TPut(row=keys.user_prefix(u, salt), columnValues=[t.TColumnValue(META, RAW_FLAG, token)])
+            for u in users]
+    for i in range(0, len(puts), FLAGS_PER_CALL):
+        table.pool.call("putMultiple", table.name_bytes, puts[i : i + FLAGS_PER_CALL])
+    return math.ceil(len(puts) / FLAGS_PER_CALL)
 
 
 def _touched_users(batch: pa.RecordBatch, valid: np.ndarray) -> set[str]:

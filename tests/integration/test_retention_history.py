@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.export import run_export
-from store import SequenceTable, keys, retention
+from store import SequenceTable, keys, reader, retention
 from store.connection import idl
 from store.table import EVENTS
 from tests.conftest import HBaseServer
@@ -75,14 +75,14 @@ def test_a_read_racing_a_trim_returns_only_kept_events(
     recorded its watermark (at item 7) and deleted item 6, but not yet item 5."""
     table = make_table(max_events_per_user=5, bucket_ms=1_000)
     table.write(_events("u", [T0 + i * 1_000 for i in range(10)]))  # keeps items 5..9
-    real = table.watermarks
+    real = reader._Read.user_meta
     prefix = keys.user_prefix("u", table.spec.salt_buckets)
     stored = {e["item_id"]: (e["event_ts"], e["event_id"])
               for e in table.read_sequences([("u", NOW)], max_len=10).column("sequence")[0].as_py()}
     calls = []
 
-    def racing(users: Any) -> Any:
-        marks = real(users)
+    def racing(self: Any, ex: Any, prefixes: Any) -> Any:
+        meta = real(self, ex, prefixes)
         if not calls:  # the trim runs right after the reader's first watermark read
             retention.put_watermark(table, prefix, stored[7])
             t = idl()
@@ -91,10 +91,10 @@ def test_a_read_racing_a_trim_returns_only_kept_events(
             column = t.TColumn(family=EVENTS, qualifier=keys.qualifier(ts, eid), timestamp=ts)
             table.pool.call("deleteMultiple", table.name_bytes, [
                 t.TDelete(row=row, columns=[column], deleteType=t.TDeleteType.DELETE_COLUMN)])
-        calls.append(users)
-        return marks
+        calls.append(prefixes)
+        return meta
 
-    monkeypatch.setattr(table, "watermarks", racing)
+    monkeypatch.setattr(reader._Read, "user_meta", racing)
     assert _read(table, NOW, 10) == ([9, 8, 7], False)  # never [9, 8, 7, 5]
 
 
