@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.export import run_export
-from store import SequenceTable, keys, reader, retention
+from store import SequenceTable, chunk_tier, keys, retention
 from store.connection import idl
 from store.table import EVENTS
 from tests.conftest import HBaseServer
@@ -71,18 +71,19 @@ def test_the_watermark_never_moves_back(make_table: Callable[..., SequenceTable]
 def test_a_read_racing_a_trim_returns_only_kept_events(
     make_table: Callable[..., SequenceTable], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The trim of another writer lands between the reader's watermark read and its scan: it has
+    """The trim of another writer lands between the reader's first read of the user's row (flag,
+    watermark, newest chunks) and its raw scan: it has
     recorded its watermark (at item 7) and deleted item 6, but not yet item 5."""
     table = make_table(max_events_per_user=5, bucket_ms=1_000)
     table.write(_events("u", [T0 + i * 1_000 for i in range(10)]))  # keeps items 5..9
-    real = reader._Read.user_meta
+    real = chunk_tier.ChunkRuns.first_gets
     prefix = keys.user_prefix("u", table.spec.salt_buckets)
     stored = {e["item_id"]: (e["event_ts"], e["event_id"])
               for e in table.read_sequences([("u", NOW)], max_len=10).column("sequence")[0].as_py()}
     calls = []
 
-    def racing(self: Any, ex: Any, prefixes: Any) -> Any:
-        meta = real(self, ex, prefixes)
+    def racing(self: Any, *args: Any) -> Any:
+        meta = real(self, *args)
         if not calls:  # the trim runs right after the reader's first watermark read
             retention.put_watermark(table, prefix, stored[7])
             t = idl()
@@ -91,10 +92,10 @@ def test_a_read_racing_a_trim_returns_only_kept_events(
             column = t.TColumn(family=EVENTS, qualifier=keys.qualifier(ts, eid), timestamp=ts)
             table.pool.call("deleteMultiple", table.name_bytes, [
                 t.TDelete(row=row, columns=[column], deleteType=t.TDeleteType.DELETE_COLUMN)])
-        calls.append(prefixes)
+        calls.append(args)
         return meta
 
-    monkeypatch.setattr(reader._Read, "user_meta", racing)
+    monkeypatch.setattr(chunk_tier.ChunkRuns, "first_gets", racing)
     assert _read(table, NOW, 10) == ([9, 8, 7], False)  # never [9, 8, 7, 5]
 
 
