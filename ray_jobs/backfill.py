@@ -29,7 +29,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from ray_jobs import manifest
 from ray_jobs.parts import settings_digest
-from ray_jobs.runner import UnitRunner
+from ray_jobs.runner import UnitRunner, actor_config
 from ray_jobs.units import Unit, plan
 from store import SequenceStore, SequenceTable
 from store.config import Config
@@ -186,8 +186,7 @@ def run_backfill(
         Worker = ray.remote(num_cpus=1, max_restarts=0)(BackfillWorker)
 
         def spawn(i: int) -> Any:
-            endpoints = config.thrift2[i % len(config.thrift2):] + config.thrift2[: i % len(config.thrift2)]
-            return Worker.remote(replace(config, thrift2=endpoints), table, fs, pool_size, batch_rows, now_ms)
+            return Worker.remote(actor_config(config, i), table, fs, pool_size, batch_rows, now_ms)
 
         reasons: Counter[str] = Counter()
         writer = pq.ParquetWriter(report.quarantine_path, QUARANTINE_FILE_SCHEMA)

@@ -23,6 +23,7 @@ from hbase import datadir
 from hbase.errors import HBaseRuntimeError
 from ray_jobs.commands import (
     cmd_backfill,
+    cmd_compact,
     cmd_create_table,
     cmd_demo,
     cmd_describe_table,
@@ -269,8 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, "--report-dir", env="SEQSTORE_REPORT_DIR", type=Path,
             help="where report.json and quarantine.parquet go")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--compact", action="store_true",
+                   help="compact the table right after a completed backfill (see `seqstore compact`)")
     common(p)
     p.set_defaults(func=cmd_backfill, output_dirs=("report_dir",))
+
+    p = sub.add_parser("compact", help="move raw events into columnar chunks with Ray (idempotent, resumable)")
+    table_arg(p, "table to compact")
+    _option(p, "--older-than", env="SEQSTORE_COMPACT_OLDER_THAN", type=_positive_number,
+            help="compact only events older than this many days (by event time); default: all")
+    _option(p, "--workers", env="SEQSTORE_WORKERS", type=_positive, default=2,
+            help="Ray actors compacting in parallel (one salt range each at a time)")
+    _option(p, "--ray-address", env="RAY_ADDRESS",
+            help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    common(p)
+    p.set_defaults(func=cmd_compact)
 
     p = sub.add_parser("verify", help="check that a table holds exactly the valid events of an input")
     p.add_argument("input", help="Parquet file, directory, glob or URI")

@@ -204,10 +204,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ray_jobs.backfill import run_backfill
+    from ray_jobs.compact import require_chunk_tier
     from ray_jobs.runner import init_ray, reporting_status
     from ray_jobs.units import plan
 
     _, units = plan(args.input)
+    if args.compact:  # before any event is written: a table that cannot be compacted is an error now
+        with SequenceStore(pool_size=1) as store:
+            require_chunk_tier(store.table(args.table))
     init_ray(args.ray_address, args.workers)
     show = sys.stderr.isatty() and not args.no_progress
     bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
@@ -216,6 +220,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
                               report_dir=args.report_dir, on_progress=bar.update)
     bar.close()
+    compaction = _compact(args, show) if args.compact and report.completed else None
 
     def human() -> None:
         state = "completed" if report.completed else "DID NOT COMPLETE"
@@ -227,8 +232,63 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"  report: {report.report_path}\n  quarantine: {report.quarantine_path}")
         if report.error:
             print(f"  error: {report.error}")
+        if compaction is not None:
+            _print_compaction(compaction)
 
-    return _finish(args, "backfill", report, human)
+    if compaction is None:
+        return _finish(args, "backfill", report, human)
+    _emit(args, {**report.to_json(), "compaction": compaction.to_json()}, human)
+    if not compaction.completed:
+        print(f"seqstore: compaction after the backfill did not complete: {compaction.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _compact(args: argparse.Namespace, show: bool, older_than_days: float | None = None) -> Any:
+    """Run the compaction of ``args.table`` with a progress bar of salt ranges (when ``show``)."""
+    from tqdm import tqdm
+
+    from ray_jobs.compact import require_chunk_tier, run_compact
+    from ray_jobs.runner import reporting_status
+    from store.compaction import CompactionStats
+
+    with SequenceStore(pool_size=1) as store:  # a clear error before Ray starts
+        table = store.table(args.table)
+        require_chunk_tier(table)
+        ranges = table.spec.salt_buckets
+    bar = tqdm(total=ranges, unit="range", desc="compact", disable=not show, file=sys.stderr)
+    events = 0
+
+    def progress(stats: CompactionStats) -> None:
+        nonlocal events
+        events += stats.raw_events
+        bar.update(1)
+        bar.set_postfix(events=events)
+
+    try:
+        with reporting_status(_status_line(bar, "compact")):
+            return run_compact(args.table, older_than_days=older_than_days, workers=args.workers,
+                               ray_address=args.ray_address, on_progress=progress)
+    finally:
+        bar.close()
+
+
+def _print_compaction(report: Any) -> None:
+    state = "completed" if report.completed else "DID NOT COMPLETE"
+    scope = f" older than {report.older_than_days:g} days" if report.older_than_days is not None else ""
+    print(f"compact {state}: {report.raw_events} raw events{scope} of {report.users} users into "
+          f"{report.chunks_written} chunks ({report.chunks_replaced} replaced)")
+    print(f"  units: {report.units_done} of {report.units} done, {report.units_retried} retried; "
+          f"{report.retries} users redone after concurrent changes; {report.flags_kept} users keep raw events")
+    print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers")
+    if report.error:
+        print(f"  error: {report.error}")
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    show = sys.stderr.isatty() and not args.no_progress
+    report = _compact(args, show, args.older_than)
+    return _finish(args, "compact", report, lambda: _print_compaction(report))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

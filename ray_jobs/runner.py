@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from store.config import Config
@@ -205,6 +205,16 @@ class _Outage:
     since: float  # monotonic time of the first unit failed by it
     budget_s: float  # how long units are retried before the job stops
     last: str = ""
+
+
+def actor_config(config: Config, slot: int) -> Config:
+    """``config`` for the actor in ``slot``: its Thrift2 servers rotated by the slot, so a job's
+    actors spread over all of them (each still fails over to the others)."""
+    n = len(config.thrift2)
+    if n <= 1:
+        return config
+    k = slot % n
+    return replace(config, thrift2=config.thrift2[k:] + config.thrift2[:k])
 
 
 def _default_budget_s() -> float:

@@ -3,6 +3,10 @@
 Every valid input row (validated and identified exactly as the writer does it, with the
 "now" the backfill recorded for its unit, so the future-timestamp check is the writer's
 rule, not verify's clock) and every stored event is reduced to ``(user prefix, event_id)``.
+Stored events are counted from both tiers — raw cells and compacted chunks — each event
+once even while it is in both (:func:`store.stored_events.stored_events`), so a table is
+checked the same before and after compaction. Run it on a table at rest: beside a running
+compaction an event moving between the tiers may be missed.
 Both sides are spilled to temporary Arrow files, hash-partitioned by event (so one user's
 long history spreads over all partitions), and compared one partition at a time: memory is
 bounded by a partition (about ``partition_events`` events; partitions are sized from the
@@ -22,7 +26,7 @@ import math
 import tempfile
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +40,8 @@ import pyarrow.parquet as pq
 from ray_jobs import manifest
 from ray_jobs.units import plan
 from store import SequenceTable, keys
-from store.connection import idl
-from store.scanning import scan_results
-from store.table import EVENTS
+from store.compaction import salt_ranges
+from store.stored_events import stored_events
 from store.validate import conform
 from store.writer import event_coordinates
 
@@ -57,7 +60,7 @@ class _Side:
         self.events = _Spill(directory, f"{name}-events", partitions, _EVENTS)
         self.users = _Spill(directory, f"{name}-users", partitions, _USERS)
 
-    def add(self, users: list[bytes], eids: list[int]) -> None:
+    def add(self, users: list[bytes], eids: list[int] | np.ndarray) -> None:
         if not users:
             return
         n = len(self.events.paths)
@@ -144,33 +147,23 @@ def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
                 spill.add(users, eids)
 
 
-def _stored_events(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[tuple[bytes, int]]:
-    t = idl()
-    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=EVENTS)],
-                   batchSize=1_000, filterString=b"KeyOnlyFilter()")
-    for r in scan_results(table.pool, table.name_bytes, scan, 100):  # at most 100k cells per call
-        prefix = r.row[: -keys.BUCKET_LEN]
-        for cv in r.columnValues:
-            yield prefix, keys.parse_qualifier(cv.qualifier)[1]
-
-
 def _spill_table(table: SequenceTable, spill: _Side) -> None:
-    salts = table.spec.salt_buckets
-    ranges = [(bytes((s,)), bytes((s + 1,)) if s < 255 else b"") for s in range(salts)]
-
     def one(span: tuple[bytes, bytes]) -> None:
         users: list[bytes] = []
-        eids: list[int] = []
-        for prefix, eid in _stored_events(table, *span):
-            users.append(prefix)
-            eids.append(eid)
-            if len(users) >= BATCH_ROWS:
-                spill.add(users, eids)
-                users, eids = [], []
-        spill.add(users, eids)
+        eids: list[np.ndarray] = []
+        held = 0
+        for events in stored_events(table, *span):
+            users.extend([events.prefix] * len(events.event_id))
+            eids.append(events.event_id)
+            held += len(events.event_id)
+            if held >= BATCH_ROWS:
+                spill.add(users, np.concatenate(eids))
+                users, eids, held = [], [], 0
+        if users:
+            spill.add(users, np.concatenate(eids))
 
     with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
-        list(ex.map(one, ranges))
+        list(ex.map(one, salt_ranges(table)))
 
 
 def _compare_events(expected: pa.Table, found: pa.Table, report: VerifyReport, bad_users: _Spill) -> None:

@@ -1,0 +1,182 @@
+"""``seqstore compact``: compaction of a table's raw tier into chunks, on Ray actors.
+
+The table's row space is split into units, one per salt value
+(:func:`store.compaction.salt_ranges`); each actor, with its own HBase connection pool,
+runs :func:`store.compaction.compact_range` over its unit. Units run through the jobs'
+:class:`~ray_jobs.runner.UnitRunner`: an actor that dies is replaced and its unit re-run, a
+unit that failed because HBase was unreachable is retried after a backoff, and the job stops
+with a clear error when HBase stays unreachable past the retry budget.
+
+No manifest: the compaction's state lives in HBase (users' raw-tier flags, raw cells and
+chunks), and every step of it is atomic per row and idempotent. A re-run — of a unit after a
+failure, or of the whole job after it stopped — therefore resumes where it left off, and a
+run after a completed one compacts nothing (``raw_events == 0``). It is safe beside running
+writers and readers (see :mod:`store.compaction`).
+
+``older_than_days`` compacts only raw events whose ``event_ts`` is older than that many days
+before the job's start (one cut-off for every unit, retries included); the users' newer raw
+events stay raw and their flags stay set (``flags_kept``).
+
+Counts come from the units that completed: a unit that failed and was re-run reports only its
+last, successful run (the failed attempt's work is then found done, not counted twice).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ray_jobs.runner import UnitRunner, actor_config, init_ray
+from store import SequenceStore, SequenceTable
+from store.compaction import CompactionStats, compact_range, salt_ranges
+from store.config import Config
+from store.errors import SeqStoreError, TableNotFoundError
+from store.table import DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class CompactUnit:
+    """One salt value's row range ``[start, stop)``."""
+
+    salt: int
+    start: bytes
+    stop: bytes
+
+    @property
+    def key(self) -> str:
+        return f"salt{self.salt:03d}"
+
+
+def units_of(table: SequenceTable) -> list[CompactUnit]:
+    """The compaction units of ``table``: one per salt range."""
+    return [CompactUnit(i, start, stop) for i, (start, stop) in enumerate(salt_ranges(table))]
+
+
+def require_chunk_tier(table: SequenceTable) -> None:
+    """Raise :class:`TableNotFoundError` (one line) if ``table`` has no chunk tier to compact into."""
+    if table.spec.chunk_events is None:
+        raise TableNotFoundError(
+            f"table {table.name!r} has no chunk tier (it was created before seqstore compacted tables), "
+            "so it cannot be compacted; it is read from its raw tier only. Recreate it and backfill again "
+            "to compact it")
+
+
+class CompactWorker:
+    """A Ray actor body: compacts units of one table through its own connection pool."""
+
+    def __init__(self, config: Config, table: str, pool_size: int, older_than_ms: int | None) -> None:
+        self.store = SequenceStore(config, pool_size=pool_size)
+        self.table = self.store.table(table)
+        self.older_than_ms = older_than_ms
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, unit: CompactUnit) -> dict[str, int]:
+        stats = compact_range(self.table, unit.start, unit.stop, older_than_ms=self.older_than_ms)
+        return {f.name: getattr(stats, f.name) for f in fields(stats)}
+
+
+@dataclass
+class CompactReport:
+    """The job's outcome; :meth:`to_json` is what ``--json`` prints.
+
+    ``users`` had raw events compacted; ``raw_events`` raw cells were merged into chunks and
+    deleted; ``chunks_written`` new chunk cells replaced ``chunks_replaced`` old ones;
+    ``retries`` counts users started again after a concurrent change (a writer or another
+    compaction), ``units_retried`` units re-run after a failure; ``flags_kept`` users are
+    still flagged (raw events newer than ``older_than``, or written during the run).
+    """
+
+    table: str
+    older_than_days: float | None = None
+    older_than_ms: int | None = None
+    users: int = 0
+    raw_events: int = 0
+    chunks_written: int = 0
+    chunks_replaced: int = 0
+    retries: int = 0
+    flags_kept: int = 0
+    units: int = 0
+    units_done: int = 0
+    units_retried: int = 0
+    workers: int = 0
+    wall_s: float = 0.0
+    events_per_s: float = 0.0
+    completed: bool = False
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_compact(table: str, *, older_than_days: float | None = None, workers: int = 2, config: Config | None = None,
+                ray_address: str | None = None, pool_size: int = 4, max_attempts: int = 3,
+                on_progress: Callable[[CompactionStats], None] | None = None) -> CompactReport:
+    """Compact ``table`` with ``workers`` Ray actors, one unit per salt range; see the module docstring.
+
+    Args:
+        table: a table with a chunk tier (``TableSpec.chunk_events`` set).
+        older_than_days: compact only raw events older than this many days (by event time);
+            None compacts all of them.
+        workers: concurrent actors.
+        config: HBase endpoints (default :meth:`Config.from_env`); several Thrift2 servers are
+            spread over the actors.
+        ray_address: the Ray cluster to join (see :func:`ray_jobs.runner.init_ray`); Ray is
+            started locally if neither this nor ``RAY_ADDRESS`` is set and Ray is not running.
+        pool_size: HBase connections (and compaction threads) per actor.
+        max_attempts: tries per unit before the job gives up.
+        on_progress: called in the driver with each finished unit's :class:`CompactionStats`.
+
+    Returns the report; ``report.completed`` is False when the job stopped early (``error`` says
+    why; a re-run resumes).
+
+    Raises:
+        TableNotFoundError: no such table, or it has no chunk tier.
+        ValueError: ``workers`` or ``older_than_days`` out of range.
+        SeqStoreError: Ray cannot be joined; StoreUnavailableError, HBaseError: from opening the table.
+    """
+    import ray
+
+    if workers <= 0:
+        raise ValueError("'workers' must be > 0")
+    if older_than_days is not None and not older_than_days > 0:
+        raise ValueError("'older_than_days' must be > 0")
+    config = config or Config.from_env()
+    t0 = time.monotonic()
+    older_than_ms = (int(time.time() * 1000) - int(older_than_days * DAY_MS)) if older_than_days is not None else None
+    with SequenceStore(config, pool_size=1) as store:
+        spec_table = store.table(table)  # a clear TableNotFoundError before Ray starts
+        require_chunk_tier(spec_table)
+        units = units_of(spec_table)
+    init_ray(ray_address, workers)
+    report = CompactReport(table=table, older_than_days=older_than_days, older_than_ms=older_than_ms,
+                           units=len(units), workers=workers)
+    Worker = ray.remote(num_cpus=1, max_restarts=0)(CompactWorker)
+
+    def spawn(slot: int) -> Any:
+        return Worker.remote(actor_config(config, slot), table, pool_size, older_than_ms)
+
+    def done(_unit: CompactUnit, outcome: dict[str, int], _actors: list[Any]) -> None:
+        stats = CompactionStats(**outcome)
+        for name in ("users", "raw_events", "chunks_written", "chunks_replaced", "retries", "flags_kept"):
+            setattr(report, name, getattr(report, name) + getattr(stats, name))
+        report.units_done += 1
+        if on_progress:
+            on_progress(stats)
+
+    runner: UnitRunner[CompactUnit] = UnitRunner(spawn, lambda actor, unit: actor.run.remote(unit), workers=workers,
+                                                 max_attempts=max_attempts)
+    try:
+        runner.run(units, done)
+        report.completed = True
+    except SeqStoreError as exc:
+        report.error = str(exc)
+    finally:
+        report.units_retried = runner.stats.units_retried
+    report.wall_s = round(time.monotonic() - t0, 2)
+    report.events_per_s = round(report.raw_events / report.wall_s, 1) if report.wall_s else 0.0
+    return report
