@@ -204,14 +204,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ray_jobs.backfill import run_backfill
-    from ray_jobs.compact import require_chunk_tier
     from ray_jobs.runner import init_ray, reporting_status
     from ray_jobs.units import plan
+    from store.compaction import check_tiered
 
     _, units = plan(args.input)
     if args.compact:  # before any event is written: a table that cannot be compacted is an error now
         with SequenceStore(pool_size=1) as store:
-            require_chunk_tier(store.table(args.table))
+            check_tiered(store.table(args.table))
     init_ray(args.ray_address, args.workers)
     show = sys.stderr.isatty() and not args.no_progress
     bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
@@ -248,13 +248,13 @@ def _compact(args: argparse.Namespace, show: bool, older_than_days: float | None
     """Run the compaction of ``args.table`` with a progress bar of salt ranges (when ``show``)."""
     from tqdm import tqdm
 
-    from ray_jobs.compact import require_chunk_tier, run_compact
+    from ray_jobs.compact import run_compact
     from ray_jobs.runner import reporting_status
-    from store.compaction import CompactionStats
+    from store.compaction import CompactionStats, check_tiered
 
     with SequenceStore(pool_size=1) as store:  # a clear error before Ray starts
         table = store.table(args.table)
-        require_chunk_tier(table)
+        check_tiered(table)
         ranges = table.spec.salt_buckets
     bar = tqdm(total=ranges, unit="range", desc="compact", disable=not show, file=sys.stderr)
     events = 0

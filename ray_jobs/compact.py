@@ -31,9 +31,9 @@ from typing import Any
 
 from ray_jobs.runner import UnitRunner, actor_config, init_ray
 from store import SequenceStore, SequenceTable
-from store.compaction import CompactionStats, compact_range, salt_ranges
+from store.compaction import CompactionStats, check_tiered, compact_range, salt_ranges
 from store.config import Config
-from store.errors import SeqStoreError, TableNotFoundError
+from store.errors import SeqStoreError
 from store.table import DAY_MS
 
 
@@ -53,15 +53,6 @@ class CompactUnit:
 def units_of(table: SequenceTable) -> list[CompactUnit]:
     """The compaction units of ``table``: one per salt range."""
     return [CompactUnit(i, start, stop) for i, (start, stop) in enumerate(salt_ranges(table))]
-
-
-def require_chunk_tier(table: SequenceTable) -> None:
-    """Raise :class:`TableNotFoundError` (one line) if ``table`` has no chunk tier to compact into."""
-    if table.spec.chunk_events is None:
-        raise TableNotFoundError(
-            f"table {table.name!r} has no chunk tier (it was created before seqstore compacted tables), "
-            "so it cannot be compacted; it is read from its raw tier only. Recreate it and backfill again "
-            "to compact it")
 
 
 class CompactWorker:
@@ -150,7 +141,7 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
     older_than_ms = (int(time.time() * 1000) - int(older_than_days * DAY_MS)) if older_than_days is not None else None
     with SequenceStore(config, pool_size=1) as store:
         spec_table = store.table(table)  # a clear TableNotFoundError before Ray starts
-        require_chunk_tier(spec_table)
+        check_tiered(spec_table)
         units = units_of(spec_table)
     init_ray(ray_address, workers)
     report = CompactReport(table=table, older_than_days=older_than_days, older_than_ms=older_than_ms,

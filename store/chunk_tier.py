@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.chunks import chunk_key, chunk_schema, decode_chunk, first_qualifier_before
+from store.chunks import chunk_key, chunk_schema, decode_chunks, first_qualifier_before
 from store.connection import idl
 from store.table import CHUNKS, META
 
@@ -190,21 +190,20 @@ class ChunkRuns:
         """All runs' events in one table, and per run ``(start, end, oldest_ts of its last
         chunk, whether it is the end of the user's chunks)``."""
         versions = {s.version: s for s in self.table.versions}
-        current = self.table.codec.current
-        batches: list[pa.RecordBatch] = []
-        runs = []
-        offset = 0
+        values: list[bytes] = []
+        shape = []
         for result, limit in zip(results, limits, strict=True):
-            start = offset
-            oldest: int | None = None
             cells = [cv for cv in result.columnValues or [] if cv.family == CHUNKS]
-            for cv in cells:
-                batch = decode_chunk(cv.value, versions, current)
-                batches.append(batch)
-                offset += batch.num_rows
-                oldest = chunk_key(cv.qualifier, cv.timestamp).oldest[0]
-            runs.append((start, offset, oldest, len(cells) < limit))
-        self.chunks_read += len(batches)
-        events = pa.Table.from_batches(batches, schema=self.schema).combine_chunks() if batches \
-            else self.schema.empty_table()
+            values.extend(cv.value for cv in cells)
+            oldest = chunk_key(cells[-1].qualifier, cells[-1].timestamp).oldest[0] if cells else None
+            shape.append((len(cells), oldest, len(cells) < limit))
+        events, counts = decode_chunks(values, versions, self.table.codec.current)
+        self.chunks_read += len(values)
+        runs: list[_Run] = []
+        offset = done = 0
+        for n, oldest, exhausted in shape:
+            size = sum(counts[done : done + n])
+            runs.append((offset, offset + size, oldest, exhausted))
+            offset += size
+            done += n
         return events, runs

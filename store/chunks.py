@@ -29,7 +29,7 @@ wholly older than it, and lets HBase's TTL drop a chunk once its newest event ex
 nonce makes every chunk a cell never written before, so deleting a replaced chunk can never
 mask a new one (an HBase delete marker hides every later put of the same cell and timestamp).
 
-The user's metadata cells beside them (the raw-tier flag, the chunk generation) are in
+The user's metadata cells beside them (the raw-tier flag, the watermark) are in
 :mod:`store.user_meta`.
 """
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -127,6 +127,60 @@ def is_chunk(value: bytes) -> bool:
     return bool(value) and value[0] == FORMAT
 
 
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+def decode_chunks(values: Sequence[bytes], versions: Mapping[int, EventSchema], current: EventSchema
+                  ) -> tuple[pa.Table, list[int]]:
+    """Many chunk values as one table in ``current``'s columns, in order, and the events of
+    each: the record batches of one schema version are read as one IPC stream (one Arrow call
+    for all of them). Raises like :func:`decode_chunk`."""
+    target = chunk_schema(current)
+    tables: list[pa.Table] = []
+    counts: list[int] = []
+    run: list[memoryview] = []
+    run_version = -1
+
+    def flush() -> None:
+        if not run:
+            return
+        written = versions[run_version]
+        stream = b"".join([chunk_schema(written).serialize().to_pybytes(), *run, _EOS])
+        try:
+            table = pa.ipc.open_stream(pa.py_buffer(stream)).read_all()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SchemaError(f"a corrupt chunk value (schema version {run_version}): {exc}") from exc
+        lengths = [len(c) for c in table.column(0).chunks]
+        if len(lengths) != len(run):
+            raise SchemaError(f"a corrupt chunk value (schema version {run_version}): {len(run)} chunks, "
+                              f"{len(lengths)} record batches")
+        counts.extend(lengths)
+        tables.append(table if run_version == current.version else _upgrade(table, target))
+        run.clear()
+
+    for value in values:
+        if not is_chunk(value):
+            raise SchemaError(f"not a chunk value (format byte {value[:1]!r})")
+        version, pos = read_uvarint(value, 1)
+        if version not in versions:
+            raise SchemaError(f"a chunk names schema version {version}, which this table handle does not know "
+                              f"(known: {sorted(versions)}); open the table again")
+        if version != run_version:
+            flush()
+            run_version = version
+        run.append(memoryview(value)[pos:])
+    flush()
+    events = pa.concat_tables(tables).combine_chunks() if tables else target.empty_table()
+    return events, counts
+
+
+def _upgrade(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """Events of an older schema version in ``target``'s columns (new fields null)."""
+    columns = [table.column(f.name) if f.name in table.schema.names else pa.nulls(table.num_rows, f.type)
+               for f in target]
+    return pa.Table.from_arrays(columns, schema=target)
+
+
 def decode_chunk(value: bytes, versions: Mapping[int, EventSchema], current: EventSchema) -> pa.RecordBatch:
     """The events of a chunk value, in ``current``'s columns (``event_ts``, ``event_id``,
     payload): one Arrow call, no Python object per event. Fields added after the chunk was
@@ -144,7 +198,7 @@ def decode_chunk(value: bytes, versions: Mapping[int, EventSchema], current: Eve
         raise SchemaError(f"a chunk names schema version {version}, which this table handle does not know "
                           f"(known: {sorted(versions)}); open the table again")
     try:
-        batch = pa.ipc.read_record_batch(pa.py_buffer(value[pos:]), chunk_schema(written))
+        batch = pa.ipc.read_record_batch(pa.py_buffer(value).slice(pos), chunk_schema(written))  # no copy
     except (pa.ArrowInvalid, OSError) as exc:
         raise SchemaError(f"a corrupt chunk value (schema version {version}): {exc}") from exc
     if version == current.version:

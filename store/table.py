@@ -109,9 +109,11 @@ class TableSpec:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("schema", "features")}
 
 
-def _family(spec: TableSpec, name: bytes, *, versions: int, ttl_s: int, in_memory: bool = False) -> Any:
+def _family(spec: TableSpec, name: bytes, *, versions: int, ttl_s: int, in_memory: bool = False,
+            new_version_behavior: bool = False) -> Any:
     t = idl()
     return t.TColumnFamilyDescriptor(
+        attributes={b"NEW_VERSION_BEHAVIOR": b"true"} if new_version_behavior else None,
         name=name,
         maxVersions=versions,
         timeToLive=ttl_s,
@@ -157,7 +159,10 @@ def create_table(pool: ClientPool, spec: TableSpec) -> None:
         raise SchemaError(f"table {spec.name!r} already exists; drop it first or use another name")
     _forget(pool, spec.name)  # leftovers of an interrupted drop: old schema versions, a backfill manifest
     families = [
-        _family(spec, EVENTS, versions=1, ttl_s=spec.ttl_s),
+        # Compaction deletes raw cells exactly; with HBase's classic semantics that delete marker
+        # would also hide a later re-write of the same event (same cell and timestamp) until a
+        # major compaction drops both. NEW_VERSION_BEHAVIOR: a delete hides only what it preceded.
+        _family(spec, EVENTS, versions=1, ttl_s=spec.ttl_s, new_version_behavior=spec.chunk_events is not None),
         *([_family(spec, CHUNKS, versions=1, ttl_s=spec.ttl_s)] if spec.chunk_events is not None else []),
         _family(spec, FEATURES, versions=spec.feature_versions, ttl_s=HBASE_FOREVER),
         _family(spec, META, versions=1, ttl_s=HBASE_FOREVER, in_memory=True),
@@ -312,6 +317,7 @@ def describe(pool: ClientPool, name: str) -> dict[str, Any]:
             "compression": t.TCompressionAlgorithm._VALUES_TO_NAMES.get(cf.compressionType),
             "data_block_encoding": t.TDataBlockEncoding._VALUES_TO_NAMES.get(cf.dataBlockEncoding),
             "in_memory": cf.inMemory,
+            "new_version_behavior": (cf.attributes or {}).get(b"NEW_VERSION_BEHAVIOR", b"").lower() == b"true",
         }
     regions = pool.call("getAllRegionLocations", name.encode())
     return {

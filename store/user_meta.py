@@ -4,9 +4,8 @@
 ``trim``    the retention watermark: ``(event_ts, event_id)`` of the oldest event kept by
             ``max_events_per_user`` (:mod:`store.retention`); reads skip everything older
 ``raw``     present while the user may have events in the raw tier; its value is a token each
-            write changes, so a compaction clears it only if no write came in meanwhile
-``cgen``    the generation of the user's set of chunks; compaction and trim swap the set with
-            a check-and-mutate on it (:mod:`store.compaction`)
+            write changes; compaction swaps the user's chunks with a check-and-mutate on it,
+            so it clears the flag only if no write (and no other compaction) came in meanwhile
 ==========  ==================================================================================
 """
 
@@ -16,7 +15,6 @@ import struct
 
 WATERMARK = b"trim"
 RAW_FLAG = b"raw"
-GENERATION = b"cgen"
 _MARK = struct.Struct(">QQ")
 
 

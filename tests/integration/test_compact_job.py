@@ -30,7 +30,7 @@ from store.chunks import chunk_qualifier, chunk_schema, encode_chunk
 from store.connection import idl
 from store.scanning import scan_results
 from store.table import CHUNKS, EVENTS, META
-from store.user_meta import GENERATION, RAW_FLAG
+from store.user_meta import RAW_FLAG
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -81,7 +81,7 @@ def _flagged(table: SequenceTable, users: list[str]) -> set[str]:
 
 def _chunks_without_raw_deletes(table: SequenceTable, ref: SequenceTable, users: list[str]) -> int:
     """Do for ``users`` what a compaction does up to its atomic chunk write (chunks of 32 events
-    and a chunk generation in the user's row), without deleting the raw cells; returns chunks put."""
+    in the user's row, its flag left set), without deleting the raw cells; returns chunks put."""
     t = idl()
     seqs = ref.read_sequences([(u, LATER) for u in users], max_len=100_000)
     puts = 0
@@ -94,10 +94,9 @@ def _chunks_without_raw_deletes(table: SequenceTable, ref: SequenceTable, users:
             value = encode_chunk(piece, table.codec.current)
             cells.append(t.TColumnValue(CHUNKS, chunk_qualifier(oldest, piece.num_rows), value,
                                         timestamp=piece["event_ts"][0].as_py()))
-        cells.append(t.TColumnValue(META, GENERATION, os.urandom(8)))
         table.pool.call("put", table.name_bytes, t.TPut(row=keys.user_prefix(user, table.spec.salt_buckets),
                                                          columnValues=cells))
-        puts += len(cells) - 1
+        puts += len(cells)
     return puts
 
 
