@@ -43,7 +43,7 @@ MAIN_CLASSES = {
 }
 
 # Heap per role; overridable with SEQSTORE_HBASE_HEAP_<ROLE> (e.g. SEQSTORE_HBASE_HEAP_MASTER=2g).
-DEFAULT_HEAP = {"master": "1g", "thrift": "512m", "thrift2": "512m", "pe": "1g"}
+DEFAULT_HEAP = {"master": "2g", "thrift": "512m", "thrift2": "512m", "pe": "1g"}
 
 # Marks a JVM as belonging to one data dir, so stop can find it even without a pid file.
 OWNER_PROPERTY = "-Dseqstore.hbase.data.dir="
