@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +25,10 @@ def save(name: str, report: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+def measure(reps: int, fn: Callable[[], float]) -> dict[str, float]:
+    """Median, min and max of ``reps`` runs of ``fn`` (each returns a rate or a cost)."""
+    values = [fn() for _ in range(reps)]
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3), "reps": reps}

@@ -10,7 +10,10 @@ Against the running HBase (``make bench`` starts the embedded one), measures:
 * read: PE ``scanRange100`` (rows/s), a plain per-user happybase scan loop, the store's
   reader, a Feast-style one-row-per-user multi-get — sequences of max_len 100;
 * curves: read cost per sequence for 10 → 10k events of history per user, write and read
-  rates for 1k → 100k users, backfill rate for 1 → 4 workers.
+  rates for 1k → 100k users, backfill rate for 1 → 4 workers;
+* the two tiers (:mod:`benchmarks.tiers_bench`): raw vs compacted reads as of now and
+  historical against the Feast-style multi-get, history-length and dense/sparse curves,
+  export with 20 labels per user, compaction throughput, storage per event.
 
 Each figure is the median of ``--reps`` repetitions with min and max. Writes
 ``results/bench.json``, ``results/bench.md`` and ``results/bench.png``.
@@ -20,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks import tiers_bench
 from benchmarks.backfill_bench import plain_cells
-from benchmarks.common import RESULTS, machine_cpu_s, save
+from benchmarks.common import RESULTS, machine_cpu_s, measure, save
 from benchmarks.pe import run_pe
 from benchmarks.read_bench import make_events, plain_happybase
 from benchmarks.score_bench import build_feast_table, feast_multiget
@@ -42,13 +44,6 @@ from ray_jobs.runner import init_ray
 from store import SequenceStore, TableSpec
 
 MAX_LEN = 100
-
-
-def measure(reps: int, fn: Callable[[], float]) -> dict[str, float]:
-    """Median, min and max of ``reps`` runs of ``fn`` (each returns a rate)."""
-    values = [fn() for _ in range(reps)]
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "reps": reps}
 
 
 class Bench:
@@ -250,7 +245,8 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|",
         *[f"| {k} | {rng(v)} |" for k, v in w["workers"].items()],
     ]
-    return "\n".join(lines) + "\n"
+    tiers = tiers_bench.markdown(r["tiers"]) if "tiers" in r else ""
+    return "\n".join(lines) + "\n" + ("\n" + tiers if tiers else "")
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
@@ -311,6 +307,8 @@ def main() -> None:
         print("history done", flush=True)
         report["users"] = b.users_curve([1_000, 10_000] if q else [1_000, 10_000, 100_000, 1_000_000], 4,
                                         300 if q else 1_000)
+        print("users done", flush=True)
+        report["tiers"] = tiers_bench.run(store, args.reps, q, work)
     report["wall_s"] = round(time.monotonic() - t0, 1)
     save("bench", report)
     (RESULTS / "bench.md").write_text(markdown(report))
