@@ -2,11 +2,11 @@
 
 A *run* is what one get of a user's row returns: the user's chunks from the one that may hold
 events before ``hi`` back in time (a ``ColumnRangeFilter`` from
-:func:`~store.chunks.first_qualifier_before`), skipping chunks wholly older than ``lo`` (the
-get's time range on the cell timestamp = newest event), at most ``limit`` chunks
-(``storeLimit``). Gets of many users go in one ``getMultiple``; a user with several requests
-(e.g. a training export's labels) is served by one run from its newest request while that
-run covers the others.
+:func:`~store.chunks.first_qualifier_before`), at most ``limit`` of them (``storeLimit``).
+Gets of many users go in one ``getMultiple``; a user with several requests (e.g. a training
+export's labels) is served by one run from its newest request while that run covers the
+others. The first get of a user also returns its metadata cells (raw-tier flag, watermark):
+one row-atomic read (:meth:`ChunkRuns.first_gets`).
 
 A run *covers* a request when it holds every event the request can see: it reached the
 request's ``hi``, and it either holds ``max_len`` visible events below it, or reaches below
@@ -38,7 +38,7 @@ from store.table import CHUNKS, META
 if TYPE_CHECKING:
     from store.client import SequenceTable
 
-GETS_PER_CALL = 256
+GETS_PER_CALL = 256  # the reader's slices hold at most this many users: one call per round
 MAX_TS = 2**63 - 1
 _EMPTY = np.zeros(0, dtype=np.int64)
 _Run = tuple[int, int, int | None, bool]  # start, end, oldest_ts of the last chunk, end of the user's chunks

@@ -24,9 +24,9 @@ user's chunks before it deletes the raw cells they replace and clears the flag l
 racing it sees each event in one tier or both (deduplicated), never in neither.
 
 Requests are grouped by user: one chunk run serves every request of a user it covers (a
-training export's labels), and requests run in slices of :data:`SLICE_REQUESTS`, so memory
-per call is bounded by the slice, ``max_len`` and a small constant, whatever the users'
-history lengths.
+training export's labels). Requests run in slices of whole users (:data:`SLICE_USERS`,
+:data:`SLICE_REQUESTS`), :data:`SLICE_THREADS` at a time, so memory per call is bounded by the
+slices, ``max_len`` and a small constant, whatever the users' history lengths.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 MAX_TS = 2**63 - 1  # HBase timestamps are int64
 SLICE_REQUESTS = 4_096
+SLICE_USERS = 256  # users per slice: one getMultiple per round
+SLICE_THREADS = 3
 META_GETS_PER_CALL = 1_000
 
 
@@ -110,14 +112,14 @@ def read_sequences(
         raise InvalidRequestError("'event_types' needs an 'event_type' field in the schema")
     batch = normalize(requests, allow_any_ts=allow_any_ts)
     read = _Read(table, max_len, window_ms, set(event_types) if event_types is not None else None, inclusive)
-    # Requests grouped by user (stable), sliced at user boundaries where a user fits in a slice.
+    # Requests grouped by user (stable), in slices of whole users read concurrently: while one
+    # slice waits for HBase another decodes.
     order = sorted(range(len(batch.users)), key=batch.users.__getitem__)
-    parts: list[pa.Table] = []
-    with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-read") as ex:
-        for start in range(0, len(order), SLICE_REQUESTS):
-            chosen = order[start : start + SLICE_REQUESTS]
-            parts.append(read.slice(ex, [batch.users[i] for i in chosen], [batch.ts[i] for i in chosen],
-                                    wanted, oldest_first))
+    slices = _slices(order, batch.users)
+    with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-read") as ex, \
+            ThreadPoolExecutor(max_workers=SLICE_THREADS, thread_name_prefix="seqstore-slice") as sx:
+        parts = list(sx.map(lambda chosen: read.slice(ex, [batch.users[i] for i in chosen],
+                                                      [batch.ts[i] for i in chosen], wanted, oldest_first), slices))
     events_type = _sequence_type(table, wanted)
     if parts:
         merged = pa.concat_tables(parts).combine_chunks()
@@ -134,6 +136,26 @@ def read_sequences(
         "history_complete": merged.column("history_complete"),
         "sequence": merged.column("sequence"),
     })
+
+
+def _slices(order: list[int], users: list[str]) -> list[list[int]]:
+    """``order`` (requests sorted by user) cut into slices of at most :data:`SLICE_USERS` users
+    and :data:`SLICE_REQUESTS` requests, at user boundaries (a user with more requests than a
+    slice holds is cut, which costs it one more run, nothing else)."""
+    slices: list[list[int]] = []
+    current: list[int] = []
+    distinct = 0
+    for k, i in enumerate(order):
+        new_user = k == 0 or users[i] != users[order[k - 1]]
+        if current and ((new_user and distinct >= SLICE_USERS) or len(current) >= SLICE_REQUESTS):
+            slices.append(current)
+            current, distinct = [], 0
+            new_user = True
+        current.append(i)
+        distinct += new_user
+    if current:
+        slices.append(current)
+    return slices
 
 
 def _sequence_type(table: SequenceTable, wanted: list[str]) -> pa.DataType:
