@@ -32,7 +32,10 @@ def test_create_describe_drop(hbase_server: HBaseServer, table_prefix: str, tmp_
         assert info["settings"]["max_events_per_user"] == 500
         events = info["families"]["e"]
         assert events == {"versions": 1, "ttl_s": 30 * 86400, "bloom_filter": "ROW", "block_cache": True,
-                          "compression": "ZSTD", "data_block_encoding": "FAST_DIFF", "in_memory": False}
+                          "compression": "ZSTD", "data_block_encoding": "FAST_DIFF", "in_memory": False,
+                          "new_version_behavior": True}
+        assert info["families"]["c"] == {**events, "new_version_behavior": False}  # chunks: same TTL and options
+        assert info["settings"]["chunk_events"] == 128
         assert info["families"]["f"]["versions"] == 100
         assert "item_emb: fixed_size_list<item: halffloat>[8]" in info["schema_versions"][0]["fields"]
         human = seqstore("describe-table", name)

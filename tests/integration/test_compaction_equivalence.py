@@ -260,11 +260,6 @@ def test_events_expiring_after_compaction_read_alike(tables: Callable[..., Table
         assert read(tiered, max_len) == after
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "store/compaction.py deletes merged raw cells with DELETE_COLUMN at the cell's exact timestamp "
-    "(= event_ts); that delete marker masks any later put of the same cell, so an event re-written "
-    "after compaction with a new payload (same user, event_ts, event_id) is silently dropped: the "
-    "compacted table keeps the old payload while the raw-only table returns the new one"))
 def test_an_event_rewritten_after_compaction_reads_its_latest_payload(tables: Callable[..., Tables]) -> None:
     t = tables([4], _plain_ts)
 
