@@ -18,10 +18,19 @@ Two tiers (see :mod:`store.compaction`): a user's compacted events are columnar 
 the user's own row, read for many users per ``getMultiple`` (:mod:`store.chunk_tier`) and
 cut on arrays; events written since the user's last compaction are per-event cells, scanned
 per request (:mod:`store.raw_tier`) only for users whose raw-tier flag is set. The two are
-merged and deduplicated by ``(event_ts, event_id)``. The phases run in this order for every
-call: flags and watermarks, raw scans, chunk gets, watermarks again. Compaction writes a
-user's chunks before it deletes the raw cells they replace and clears the flag last, so a read
-racing it sees each event in one tier or both (deduplicated), never in neither.
+merged and deduplicated by ``(event_ts, event_id)``. The phases, per user:
+
+1. one row-atomic get of the user's row: its raw-tier flag, its watermark and its newest
+   chunks before ``as_of`` (for many users per ``getMultiple``);
+2. unflagged users: more chunks if the first ones do not cover a request (rare);
+3. flagged users: the raw scan, then their chunks read again;
+4. on tables with ``max_events_per_user``: the watermarks read again.
+
+Compaction puts a user's chunks and clears its flag in one atomic mutation, and deletes the
+raw cells they replace only after it. So a read racing it finds each event raw (flag set,
+step 3), compacted, or both (deduplicated): an unflagged user's chunks in step 1 hold
+everything compacted before; a flagged user's chunks in step 3 are read after its raw cells.
+Never neither.
 
 Requests are grouped by user: one chunk run serves every request of a user it covers (a
 training export's labels). Requests run in slices of whole users (:data:`SLICE_USERS`,
@@ -182,16 +191,15 @@ class _Read:
         # The chunk tier's TTL, as HBase applies it to the raw tier (an event older than ttl is gone).
         self.ttl_floor = int(time.time() * 1000) - table.spec.ttl_s * 1000 if ttl_days is not None else None
 
-    def bounds(self, as_of: int, mark: tuple[int, int] | None) -> tuple[int, int, int]:
-        """``(hi, lo, window_lo)``: event_ts bounds of a request (``lo`` with TTL and watermark)."""
+    def bounds(self, as_of: int, mark: tuple[int, int] | None) -> tuple[int, int]:
+        """``(hi, lo)``: event_ts bounds of a request, ``lo`` with the window, TTL and watermark."""
         hi = min(as_of + 1, MAX_TS) if self.inclusive else as_of
-        window_lo = max(0, as_of - self.window_ms) if self.window_ms else 0
-        lo = window_lo
+        lo = max(0, as_of - self.window_ms) if self.window_ms else 0
         if self.ttl_floor is not None and self.tiered:
             lo = max(lo, self.ttl_floor)
         if mark is not None:
             lo = max(lo, mark[0])
-        return hi, lo, window_lo
+        return hi, lo
 
     def slice(self, ex: ThreadPoolExecutor, users: list[str], as_of: list[int], wanted: list[str],
               oldest_first: bool) -> pa.Table:
@@ -214,7 +222,7 @@ class _Read:
         for u, ts in zip(users, as_of, strict=True):
             j = position[u]
             mark = before.get(j)
-            hi, lo, _ = self.bounds(ts, mark)
+            hi, lo = self.bounds(ts, mark)
             reqs.append(Request(j, hi, lo, mark))
         raw_of = [i for i, r in enumerate(reqs) if r.user in flagged]
         if self.tiered:
