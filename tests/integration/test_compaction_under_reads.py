@@ -208,7 +208,7 @@ def test_two_concurrent_compactions_leave_one_copy_of_each_event(make_table: Cal
         # (a raw cell read by both), which must not show as two events.
         if round_ == 0:
             assert sum(s.raw_events for s in results) >= first.num_rows
-        assert all(s.users > 0 for s in results)
+        assert sum(s.users for s in results) > 0  # which of the two gets which users is up to timing
         _check(table, expected)
         _assert_disjoint_chunks(table, expected)
         if round_ == 0:
