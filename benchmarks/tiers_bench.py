@@ -473,6 +473,7 @@ class TiersBench:
             report["main"] = self.main_table()
             save("tiers_partial", report)  # kept if a later phase fails (e.g. the server goes away)
             report["shapes"] = self.shapes()
+            (RESULTS / "tiers_partial.json").unlink(missing_ok=True)  # the whole report is saved instead
         finally:
             self.cleanup()
         report["storage_measurement_s"] = round(self.storage.wall_s, 1)

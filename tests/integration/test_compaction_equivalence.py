@@ -280,3 +280,21 @@ def test_an_event_rewritten_after_compaction_reads_its_latest_payload(tables: Ca
 
     assert items(t.raw) == [501, 500]  # the raw tier: the last write wins
     assert items(t.tiered[0]) == items(t.raw)
+
+
+def test_recent_reads_skip_the_filter_and_still_reach_older_events(tables: Callable[..., Tables]) -> None:
+    """A read as of a recent time takes the user's newest chunks unfiltered in its first get
+    (store.chunk_tier); when newer events fill them all, the next round must find the older ones."""
+    now = int(time.time() * 1000)
+    t = tables([4], _plain_ts)
+    ts = [now - 40 * 60_000 - i * 1_000 for i in range(30)] + [now - 60_000 + i * 100 for i in range(200)]
+    data = pa.table({"user_id": ["r"] * len(ts), "event_ts": pa.array(ts, pa.int64()), "event_type": ["a"] * len(ts),
+                     "item_id": list(range(len(ts))), "dwell_ms": pa.array([None] * len(ts), pa.int32())})
+    for table in [t.raw, *t.tiered]:
+        table.write(data, on_invalid="raise")
+    assert compact_users(t.tiered[0], ["r"]).raw_events == len(ts)
+    requests = [("r", now - 30 * 60_000), ("r", now - 30 * 60_000), ("r", now), ("r", now - 50 * 60_000)]
+    for max_len in (5, 30, 100):
+        expected = t.raw.read_sequences(requests, max_len=max_len).to_pylist()
+        assert [r["length"] for r in expected] == [min(30, max_len)] * 2 + [max_len, 0]
+        assert t.tiered[0].read_sequences(requests, max_len=max_len).to_pylist() == expected
