@@ -127,6 +127,10 @@ def test_concurrent_evolutions_register_one_version_and_the_others_agree_or_fail
             if field == won:
                 assert isinstance(result, EventSchema) and result.version == 2, result
             else:
-                assert isinstance(result, SchemaError) and "registered concurrently" in str(result), result
+                # A loser that read the registration before the winner's put says it raced; one
+                # that read it after sees the winner's version, which its request would drop from.
+                message = str(result)
+                assert isinstance(result, SchemaError) and (
+                    "registered concurrently" in message or f"field {won!r} cannot be dropped" in message), result
         write_one(s, name, "u", **{won: "x"})
         assert event_of(s, name, "u") == {"event_type": "view", "item_id": 7, "dwell_ms": 100, won: "x"}
