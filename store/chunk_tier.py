@@ -115,9 +115,7 @@ class ChunkRuns:
         self.first_limit = math.ceil(max_len / (chunk_events / 2)) + 1
         self.now_ms = int(time.time() * 1000)
         self.tables: list[pa.Table] = []
-        self.columns: list[Columns] = []
         self.found: dict[int, tuple[int, np.ndarray]] = {}
-        self.chunks_read = 0
 
     def first_gets(self, prefixes: Sequence[bytes], his: Sequence[int], meta: Sequence[bytes]) -> list[Any]:
         """Round one for every user, with the user's ``meta`` cells (family ``m``) in the same
@@ -150,7 +148,6 @@ class ChunkRuns:
             events, runs = self._decode(results, [limits[u] for u in users])
             cols = Columns.of(events, self.types)
             self.tables.append(events)
-            self.columns.append(cols)
             left: dict[int, list[int]] = {}
             for u, (start, end, oldest, exhausted) in zip(users, runs, strict=True):
                 rest = []
@@ -210,7 +207,6 @@ class ChunkRuns:
             oldest = chunk_key(cells[-1].qualifier, cells[-1].timestamp).oldest[0] if cells else None
             shape.append((len(cells), oldest, len(cells) < limit))
         events, counts = decode_chunks(values, versions, self.table.codec.current)
-        self.chunks_read += len(values)
         runs: list[_Run] = []
         offset = done = 0
         for n, oldest, exhausted in shape:

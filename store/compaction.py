@@ -141,7 +141,7 @@ def compact_users(table: SequenceTable, users: list[str | bytes], *,
     stats = CompactionStats()
     prefixes = [keys.user_prefix(u, table.spec.salt_buckets) for u in dict.fromkeys(users)]
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-compact") as ex:
-        for part in ex.map(lambda p: _compact_user(table, ex, p, older_than_ms), prefixes):
+        for part in ex.map(lambda p: _compact_user(table, p, older_than_ms), prefixes):
             stats.add(part)
     return stats
 
@@ -171,8 +171,7 @@ def _raw_cells(table: SequenceTable, scan: Any) -> Iterator[tuple[bytes, tuple[b
             yield prefix, (result.row, cv)
 
 
-def _compact_user(table: SequenceTable, ex: ThreadPoolExecutor, prefix: bytes,
-                  older_than_ms: int | None) -> CompactionStats:
+def _compact_user(table: SequenceTable, prefix: bytes, older_than_ms: int | None) -> CompactionStats:
     """One user, from scratch: its token, then its raw cells, then the merge; retried while
     writes or other compactions change the user meanwhile (bounded)."""
     stats = CompactionStats()
@@ -213,7 +212,7 @@ def _compact_batch(table: SequenceTable, ex: ThreadPoolExecutor, batch: dict[byt
             stats.flags_kept += bool(plan.next_token)
     again = [plan.prefix for plan, ok in zip(plans, results, strict=True) if not ok] + large
     stats.retries += len(again) - len(large)
-    for part in ex.map(lambda p: _compact_user(table, ex, p, older_than_ms), again):
+    for part in ex.map(lambda p: _compact_user(table, p, older_than_ms), again):
         stats.add(part)
     return stats
 
