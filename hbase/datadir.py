@@ -6,7 +6,8 @@ One data directory holds one instance::
     <data_dir>/conf/thrift/  the same plus thrift-client.xml's settings: the Thrift servers' conf
     <data_dir>/hbase/    HBase's root dir (tables, WALs) — what persists across restarts
     <data_dir>/zookeeper/
-    <data_dir>/logs/     master.log, thrift.log, thrift2.log
+    <data_dir>/logs/     <role>.log: master.log, thrift.log, thrift2.log (standalone);
+                         zookeeper.log, regionserver_2.log, thrift_2.log... (several RegionServers)
     <data_dir>/run/      runtime.json (ports, pids), ports.json (reused on the next start)
 """
 
@@ -54,11 +55,22 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def choose_ports(data_dir: Path, bind: str, thrift_port: int | None, thrift2_port: int | None) -> dict[str, int]:
+PER_REGIONSERVER = ("regionserver_port", "thrift_port", "thrift2_port")
+
+
+def port_key(name: str, index: int) -> str:
+    """The key of RegionServer ``index``'s port ``name`` (1-based): ``thrift_port``, ``thrift_port_2``..."""
+    return name if index == 1 else f"{name}_{index}"
+
+
+def choose_ports(data_dir: Path, bind: str, thrift_port: int | None, thrift2_port: int | None,
+                 regionservers: int = 1) -> dict[str, int]:
     """Ports for this start: asked-for ones must be free; others reuse the last start's if free.
 
-    Reusing the ports keeps the RegionServer's address stable across restarts, so the
-    master finds its regions where ZooKeeper last saw them instead of recovering them.
+    ZooKeeper and the master get one port each; every RegionServer gets its own RPC, Thrift1
+    and Thrift2 ports (:func:`port_key`). ``thrift_port``/``thrift2_port`` are the first
+    RegionServer's. Reusing the ports keeps each RegionServer's address stable across restarts,
+    so the master finds its regions where ZooKeeper last saw them instead of recovering them.
     """
     for name, port in (("thrift port", thrift_port), ("thrift2 port", thrift2_port)):
         if port is not None and not port_is_free(port, bind):
@@ -71,31 +83,40 @@ def choose_ports(data_dir: Path, bind: str, thrift_port: int | None, thrift2_por
         saved: dict[str, int] = json.loads(saved_path.read_text())
     except (OSError, ValueError):
         saved = {}
+    asked = {"thrift_port": thrift_port, "thrift2_port": thrift2_port}
+    keys = ["zk_port", "master_port"] + [port_key(name, i) for i in range(1, regionservers + 1)
+                                         for name in PER_REGIONSERVER]
     ports: dict[str, int] = {}
-    for key in ("zk_port", "master_port", "regionserver_port", "thrift_port", "thrift2_port"):
-        asked = {"thrift_port": thrift_port, "thrift2_port": thrift2_port}.get(key)
+    for key in keys:
         host = bind if key.startswith("thrift") else "127.0.0.1"
         previous = saved.get(key)
-        if asked is not None:
-            ports[key] = asked
-        elif previous and previous not in ports.values() and port_is_free(previous, host):
+        if asked.get(key) is not None:
+            ports[key] = asked[key]  # type: ignore[assignment]
+        elif previous and previous not in ports.values() and previous not in asked.values() \
+                and port_is_free(previous, host):
             ports[key] = previous
         else:
             port = free_port(host)
-            while port in ports.values():
+            while port in ports.values() or port in asked.values():
                 port = free_port(host)
             ports[key] = port
     saved_path.parent.mkdir(parents=True, exist_ok=True)
-    saved_path.write_text(json.dumps(ports, indent=2) + "\n")
+    saved_path.write_text(json.dumps({**saved, **ports}, indent=2) + "\n")
     return ports
 
 
-def render_config(data_dir: Path, ports: dict[str, int]) -> Path:
+def render_config(data_dir: Path, ports: dict[str, int], regionservers: int = 1) -> Path:
     """Write ``<data_dir>/conf`` (and ``conf/thrift``) from the templates in ``hbase/conf``;
-    returns the conf dir."""
+    returns the conf dir.
+
+    One RegionServer renders the standalone runtime (one JVM for ZooKeeper, master and
+    RegionServer); more render distributed mode, each role its own JVM. A RegionServer's own
+    ports come on its command line (``-D``), as ``bin/local-regionservers.sh`` does it.
+    """
     conf = data_dir / "conf"
     template = string.Template((CONF_TEMPLATES / "hbase-site.xml.template").read_text())
-    site = template.substitute(data_dir=str(data_dir), **ports)
+    site = template.substitute(data_dir=str(data_dir), distributed=str(regionservers > 1).lower(),
+                               regionservers=regionservers, **ports)
     # The Thrift servers copy their Configuration before Hadoop's generic options (-conf, -D) are
     # applied, so their own settings can only reach them through a conf dir of their own.
     client = (CONF_TEMPLATES / THRIFT_CLIENT_CONF).read_text()

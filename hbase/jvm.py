@@ -37,13 +37,24 @@ JDK17_FLAGS: tuple[str, ...] = (
 
 MAIN_CLASSES = {
     "master": "org.apache.hadoop.hbase.master.HMaster",
+    "regionserver": "org.apache.hadoop.hbase.regionserver.HRegionServer",  # several RegionServers only
+    "zookeeper": "org.apache.hadoop.hbase.zookeeper.HQuorumPeer",  # several RegionServers only
     "thrift": "org.apache.hadoop.hbase.thrift.ThriftServer",
     "thrift2": "org.apache.hadoop.hbase.thrift2.ThriftServer",
     "pe": "org.apache.hadoop.hbase.PerformanceEvaluation",  # `hbase pe`: HBase's own benchmark
 }
 
-# Heap per role; overridable with SEQSTORE_HBASE_HEAP_<ROLE> (e.g. SEQSTORE_HBASE_HEAP_MASTER=2g).
+# Heap per kind of JVM; overridable with SEQSTORE_HBASE_HEAP_<KIND> (e.g. SEQSTORE_HBASE_HEAP_MASTER=2g).
+# The standalone master holds the regions too. With several RegionServers the master only
+# coordinates, and the sizes keep three RegionServers (11 JVMs) within 6.25 GB of heap.
 DEFAULT_HEAP = {"master": "2g", "thrift": "512m", "thrift2": "512m", "pe": "1g"}
+CLUSTER_HEAP = {"zookeeper": "256m", "master": "768m", "regionserver": "1g", "thrift": "384m", "thrift2": "384m"}
+
+
+def heap(kind: str, regionservers: int = 1) -> str:
+    """The ``-Xmx`` of a JVM of ``kind`` in a runtime of ``regionservers`` RegionServers."""
+    default = (CLUSTER_HEAP if regionservers > 1 else DEFAULT_HEAP)[kind]
+    return os.environ.get(f"SEQSTORE_HBASE_HEAP_{kind.upper()}", default)
 
 # Marks a JVM as belonging to one data dir, so stop can find it even without a pid file.
 OWNER_PROPERTY = "-Dseqstore.hbase.data.dir="
@@ -94,13 +105,13 @@ def command(
     conf_dir: Path,
     data_dir: Path,
     args: list[str],
+    regionservers: int = 1,
 ) -> list[str]:
     """The full command line of one HBase JVM (``role`` in :data:`MAIN_CLASSES`)."""
-    heap = os.environ.get(f"SEQSTORE_HBASE_HEAP_{role.upper()}", DEFAULT_HEAP[role])
     return [
         java,
         f"-Dproc_{role}",
-        f"-Xmx{heap}",
+        f"-Xmx{heap(role, regionservers)}",
         "-XX:+UseG1GC",
         "-XX:OnOutOfMemoryError=kill -9 %p",
         "-Djava.net.preferIPv4Stack=true",

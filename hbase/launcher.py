@@ -1,10 +1,12 @@
-"""Start, probe, stop and inspect a standalone HBase plus its Thrift servers.
+"""Start, probe, stop and inspect a local HBase plus its Thrift servers.
 
-One data directory holds one instance (its layout: :mod:`hbase.datadir`).
-Three JVMs run per instance: the standalone master (ZooKeeper + master + RegionServer),
-the Thrift1 server (what happybase speaks) and the Thrift2 server (per-cell timestamps,
-time ranges, multi-gets). Everything listens on 127.0.0.1 except the Thrift servers, which
-bind to ``bind`` (127.0.0.1 unless asked otherwise, e.g. 0.0.0.0 inside Docker).
+One data directory holds one instance (its layout: :mod:`hbase.datadir`). With one
+RegionServer (the default) three JVMs run: the standalone master (ZooKeeper + master +
+RegionServer), the Thrift1 server (what happybase speaks) and the Thrift2 server (what the
+store speaks). With several, ZooKeeper, the master and each RegionServer run as JVMs of their
+own and every RegionServer has its own Thrift1 and Thrift2 server (:mod:`hbase.roles`).
+Everything listens on 127.0.0.1 except the Thrift servers, which bind to ``bind``
+(127.0.0.1 unless asked otherwise, e.g. 0.0.0.0 inside Docker).
 """
 
 from __future__ import annotations
@@ -19,15 +21,23 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from hbase import jars, jvm, probe, state
-from hbase.datadir import choose_ports, default_data_dir, log_path, log_tail, render_config, thrift_conf_dir
+from hbase import jars, jvm, probe, roles, state
+from hbase.datadir import (
+    PER_REGIONSERVER,
+    choose_ports,
+    default_data_dir,
+    log_path,
+    log_tail,
+    port_key,
+    render_config,
+    thrift_conf_dir,
+)
 from hbase.errors import HBaseRuntimeError, StartupError
 from hbase.processes import jvm_pids, owned_alive, terminate, wait_gone
 from hbase.state import Runtime
 
 log = logging.getLogger(__name__)
 
-ROLES = ("master", "thrift", "thrift2")
 DEFAULT_START_TIMEOUT_S = 180.0
 DEFAULT_STOP_TIMEOUT_S = 60.0
 
@@ -48,19 +58,26 @@ def running(data_dir: Path) -> Runtime | None:
 def start(
     data_dir: Path | str | None = None,
     *,
+    regionservers: int | None = None,
     bind: str = "127.0.0.1",
     thrift_port: int | None = None,
     thrift2_port: int | None = None,
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
     on_progress: Callable[[str], None] | None = None,
 ) -> tuple[Runtime, bool]:
-    """Start HBase in ``data_dir`` and return once a real round trip works on both Thrift servers.
+    """Start HBase in ``data_dir`` and return once it is usable through every Thrift server.
+
+    ``regionservers`` > 1 starts a local cluster (:mod:`hbase.roles`); None means 1, or as
+    many as the instance already running in ``data_dir`` has. Usable means: a table pre-split
+    into one region per RegionServer has a region on every one of them, and its rows are
+    written and read through every Thrift2 server and read through every Thrift1 server.
 
     Returns ``(runtime, already_running)``: if this data dir's HBase is already up, it is
     returned as is and nothing is started. The runtime is recorded as the default endpoint.
 
     Raises:
         JavaNotFoundError, MavenError, PortBusyError: before anything is started.
+        HBaseRuntimeError: the running instance has another number of RegionServers.
         StartupError: a JVM exited or HBase was not usable within ``timeout_s``; every JVM
             started here is stopped again and the error carries the tail of the failing log.
     """
@@ -68,34 +85,30 @@ def start(
     say = on_progress or (lambda _msg: None)
     current = running(data_dir)
     if current is not None:
+        if regionservers not in (None, current.regionservers):
+            raise HBaseRuntimeError(
+                f"HBase in {data_dir} is running with {current.regionservers} RegionServer(s), not {regionservers}.",
+                hint="Stop it first (seqstore hbase stop) to change the number of RegionServers.")
         state.record(current)
         return current, True
+    n = regionservers or 1
+    if n < 1:
+        raise HBaseRuntimeError(f"--regionservers must be at least 1, got {n}")
     terminate(jvm_pids(data_dir), data_dir, DEFAULT_STOP_TIMEOUT_S)  # leftovers of a crash
 
     java, _ = jvm.check_java()
     say("fetching HBase jars" if jars.cached() is None else "HBase jars cached")
     lib = jars.fetch()
-    ports = choose_ports(data_dir, bind, thrift_port, thrift2_port)
-    conf = render_config(data_dir, ports)
+    ports = choose_ports(data_dir, bind, thrift_port, thrift2_port, n)
+    conf = render_config(data_dir, ports, n)
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
 
-    args = {
-        "master": ["start"],
-        "thrift": ["-p", str(ports["thrift_port"]), "-b", bind, "start"],
-        "thrift2": ["-p", str(ports["thrift2_port"]), "-b", bind, "start"],
-    }
     t0 = time.monotonic()
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    for role in ROLES:
-        role_conf = conf if role == "master" else thrift_conf_dir(data_dir)
-        cmd = jvm.command(role, java=java, lib=lib, conf_dir=role_conf, data_dir=data_dir, args=args[role])
-        with open(log_path(data_dir, role), "ab") as out:
-            out.write(f"\n===== seqstore: starting {role} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} =====\n".encode())
-            out.flush()
-            procs[role] = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=data_dir, start_new_session=True,
-            )
+    for proc in roles.layout(n, ports, bind, data_dir):
+        procs[proc.role] = _spawn(proc, java=java, lib=lib, conf=thrift_conf_dir(data_dir) if proc.is_thrift else conf,
+                                  data_dir=data_dir, regionservers=n)
+    every = range(1, n + 1)
     rt = Runtime(
         host="127.0.0.1" if bind in ("0.0.0.0", "") else bind,
         thrift_port=ports["thrift_port"],
@@ -106,9 +119,13 @@ def start(
         regionserver_port=ports["regionserver_port"],
         hbase_version=jars.hbase_version(),
         pids={role: p.pid for role, p in procs.items()},
+        regionservers=n,
+        thrift_ports=[ports[port_key("thrift_port", i)] for i in every],
+        thrift2_ports=[ports[port_key("thrift2_port", i)] for i in every],
+        regionserver_ports=[ports[port_key("regionserver_port", i)] for i in every],
     )
     state._write_atomic(state.runtime_file(data_dir), rt.to_json())  # so `stop` finds a half-started one
-    say(f"JVMs started (pids {', '.join(f'{r}={p.pid}' for r, p in procs.items())}); waiting for a round trip")
+    say(f"{len(procs)} JVMs started; waiting for a round trip through every Thrift server")
     try:
         _wait_usable(rt, procs, timeout_s)
     except BaseException:
@@ -117,20 +134,33 @@ def start(
         raise
     rt = replace(rt, started_at=time.time())
     state.record(rt)
-    log.info("HBase ready in %.1f s: thrift %s:%d, thrift2 %s:%d", time.monotonic() - t0,
-             rt.host, rt.thrift_port, rt.host, rt.thrift2_port)
+    log.info("HBase (%d RegionServer(s)) ready in %.1f s: thrift2 %s", n, time.monotonic() - t0,
+             ", ".join(rt.thrift2_endpoints))
     return rt, False
 
 
+def _spawn(proc: roles.Process, *, java: str, lib: Path, conf: Path, data_dir: Path,
+           regionservers: int) -> subprocess.Popen[bytes]:
+    """Start one JVM of the instance, logging to ``logs/<role>.log``."""
+    cmd = jvm.command(proc.kind, java=java, lib=lib, conf_dir=conf, data_dir=data_dir, args=list(proc.args),
+                      regionservers=regionservers)
+    with open(log_path(data_dir, proc.role), "ab") as out:
+        out.write(f"\n===== seqstore: starting {proc.role} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} =====\n".encode())
+        out.flush()
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=data_dir, start_new_session=True)
+
+
 def _wait_usable(rt: Runtime, procs: dict[str, subprocess.Popen[bytes]], timeout_s: float,
-                 roles: tuple[str, ...] = ("thrift", "thrift2")) -> None:
+                 check: Callable[[], None] | None = None) -> None:
+    """Retry ``check`` (default: the whole-cluster probe) until it passes, a JVM exits or time is up."""
     data_dir = Path(rt.data_dir)
     idl = probe.load_thrift2_idl()
+    check = check or (lambda: probe.probe_cluster(rt.host, rt.thrift_ports, rt.thrift2_ports,
+                                                  rt.regionserver_ports, idl, timeout_s=20))
     deadline = time.monotonic() + timeout_s
-    ports = {"thrift": rt.thrift_port, "thrift2": rt.thrift2_port}
-    pending = {role: ports[role] for role in roles}
     last_error: BaseException | None = None
-    while pending:
+    while True:
         for role, proc in procs.items():
             if proc.poll() is not None:
                 raise StartupError(
@@ -144,18 +174,11 @@ def _wait_usable(rt: Runtime, procs: dict[str, subprocess.Popen[bytes]], timeout
                 hint=f"Full logs: {data_dir / 'logs'}",
                 log_tail=log_tail(data_dir, "master"),
             )
-        for role, port in list(pending.items()):
-            try:
-                if role == "thrift":
-                    probe.probe_thrift1(rt.host, port, timeout_s=20)
-                else:
-                    probe.probe_thrift2(rt.host, port, idl, timeout_s=20)
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
-                last_error = exc
-                break
-            del pending[role]
-        else:
-            continue
+        try:
+            check()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            last_error = exc
         time.sleep(0.5)
 
 
@@ -163,22 +186,27 @@ def stop(data_dir: Path | str | None = None, *, timeout_s: float = DEFAULT_STOP_
     """Stop the HBase of ``data_dir`` (default: the recorded endpoint's) and return the pids stopped.
 
     The Thrift servers go first; then the cluster is shut down the way ``stop-hbase.sh``
-    does it (``HMaster stop --shutDownCluster``: regions are flushed and closed, then the
-    JVM exits). A JVM still alive after ``timeout_s`` gets SIGTERM, then SIGKILL. No JVM of
-    this data dir is left running afterwards. Stopping a stopped instance is a no-op.
+    does it (``HMaster stop --shutDownCluster``: regions are flushed and closed, the
+    RegionServers and the master exit); ZooKeeper goes last. A JVM still alive after
+    ``timeout_s`` gets SIGTERM, then SIGKILL. No JVM of this data dir is left running
+    afterwards. Stopping a stopped instance is a no-op.
     """
     data_dir = resolve_data_dir(data_dir)
     rt = state.read_runtime(data_dir)
     pids = dict(rt.pids) if rt else {}
-    master = pids.pop("master", None)
-    stray = [p for p in jvm_pids(data_dir) if p not in pids.values() and p != master]
-    first = [p for p in [*pids.values(), *stray] if owned_alive(p, data_dir)]
-    terminate(first, data_dir, timeout_s)
-    stopped = list(first)
+    thrift, cluster, zookeeper = roles.stop_order(pids)
+    stray = [p for p in jvm_pids(data_dir) if p not in pids.values()]
+    stopped = [p for p in [*pids.values(), *stray] if owned_alive(p, data_dir)]
+
+    def end(wave: list[int]) -> None:
+        terminate([p for p in wave if owned_alive(p, data_dir)], data_dir, timeout_s)
+
+    end(thrift + stray)
+    master = pids.get("master")
     if master is not None and owned_alive(master, data_dir):
         _shutdown_cluster(data_dir, master, timeout_s)
-        terminate([master], data_dir, timeout_s)
-        stopped.append(master)
+    end(cluster)
+    end(zookeeper)
     state.forget(data_dir)
     return stopped
 
@@ -205,7 +233,7 @@ def _shutdown_cluster(data_dir: Path, master: int, timeout_s: float) -> None:
         log.warning("HMaster stop did not return within %.0f s", timeout_s)
         return
     while time.monotonic() < deadline and owned_alive(master, data_dir):
-        time.sleep(0.2)
+        time.sleep(0.2)  # the RegionServers exit before the master does
 
 
 def _default_for_start() -> Path:
@@ -228,26 +256,42 @@ def kill_role(data_dir: Path | str, role: str) -> None:
     wait_gone([pid], data_dir)
 
 
-def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 60.0) -> Runtime:
-    """(Re)start one Thrift server of a running instance on its recorded port; wait until usable."""
-    if role not in ("thrift", "thrift2"):
-        raise ValueError("only the Thrift servers can be restarted on their own")
+def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 120.0) -> Runtime:
+    """(Re)start one Thrift server or RegionServer of a running instance on its recorded ports.
+
+    ``role`` is ``thrift`` or ``thrift2``, or with several RegionServers ``regionserver``,
+    ``thrift_2``, ``regionserver_3``... (:func:`hbase.roles.role_key`). A live process of that
+    role is killed first. Returns once the process serves: a Thrift server answers a round
+    trip; a RegionServer holds a region of a new table (the whole-cluster probe passes).
+    """
     data_dir = Path(data_dir).resolve()
     rt = state.read_runtime(data_dir)
     lib = jars.cached()
     if rt is None or lib is None:
         raise HBaseRuntimeError(f"no runtime recorded in {data_dir}")
+    every = range(1, rt.regionservers + 1)
+    ports = {"zk_port": rt.zk_port, "master_port": rt.master_port,
+             **{port_key(name, i): getattr(rt, f"{name}s")[i - 1] for name in PER_REGIONSERVER for i in every}}
+    known = {proc.role: proc for proc in roles.layout(rt.regionservers, ports, rt.host, data_dir)}
+    restartable = [r for r, proc in known.items() if proc.kind in ("regionserver", *roles.THRIFT_KINDS)]
+    if role not in restartable:
+        raise ValueError(f"only these processes can be restarted on their own: {', '.join(restartable)}; "
+                         f"not {role!r}")
+    proc = known[role]
     if owned_alive(rt.pids.get(role, -1), data_dir):
         kill_role(data_dir, role)
-    port = rt.thrift_port if role == "thrift" else rt.thrift2_port
-    cmd = jvm.command(role, java=jvm.find_java(), lib=lib, conf_dir=thrift_conf_dir(data_dir), data_dir=data_dir,
-                      args=["-p", str(port), "-b", rt.host, "start"])
-    with open(log_path(data_dir, role), "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=data_dir, start_new_session=True)
-    rt = replace(rt, pids={**rt.pids, role: proc.pid})
+    conf = thrift_conf_dir(data_dir) if proc.is_thrift else data_dir / "conf"
+    popen = _spawn(proc, java=jvm.find_java(), lib=lib, conf=conf, data_dir=data_dir, regionservers=rt.regionservers)
+    rt = replace(rt, pids={**rt.pids, role: popen.pid})
     state.record(rt)
-    _wait_usable(rt, {role: proc}, timeout_s, roles=(role,))
+    idl = probe.load_thrift2_idl()
+    port = int(proc.args[1]) if proc.is_thrift else 0
+    check: Callable[[], None] | None = None  # a RegionServer: the whole-cluster probe
+    if proc.kind == "thrift":
+        check = lambda: probe.probe_thrift1(rt.host, port, timeout_s=20)  # noqa: E731
+    elif proc.kind == "thrift2":
+        check = lambda: probe.probe_thrift2(rt.host, port, idl, timeout_s=20)  # noqa: E731
+    _wait_usable(rt, {role: popen}, timeout_s, check)
     return rt
 
 
@@ -261,7 +305,8 @@ def resolve_data_dir(data_dir: Path | str | None) -> Path:
 def status(data_dir: Path | str | None = None) -> dict[str, object]:
     """What is known about the instance of ``data_dir`` (default: the recorded endpoint's).
 
-    ``running`` is true only if every JVM is alive and the Thrift1 server answers.
+    ``alive`` maps every process's role to whether its JVM is alive; ``running`` is true only
+    if all of them are and the first Thrift1 server answers.
     """
     data_dir = resolve_data_dir(data_dir)
     rt = state.read_runtime(data_dir)
@@ -271,19 +316,22 @@ def status(data_dir: Path | str | None = None) -> dict[str, object]:
     report.update(rt.to_json())
     alive = {role: owned_alive(pid, data_dir) for role, pid in rt.pids.items()}
     report["alive"] = alive
-    if all(alive.values()):
-        try:
-            import happybase
+    dead = sorted(role for role, up in alive.items() if not up)
+    if dead:
+        report["error"] = f"not running: {', '.join(dead)}"
+        return report
+    try:
+        import happybase
 
-            conn = happybase.Connection(rt.host, rt.thrift_port, timeout=10_000)
-            try:
-                report["tables"] = len(conn.tables())
-            finally:
-                conn.close()
-            report["running"] = True
-            report["uptime_s"] = round(time.time() - rt.started_at, 1)
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            report["error"] = f"Thrift server not answering: {exc!r}"
+        conn = happybase.Connection(rt.host, rt.thrift_port, timeout=10_000)
+        try:
+            report["tables"] = len(conn.tables())
+        finally:
+            conn.close()
+        report["running"] = True
+        report["uptime_s"] = round(time.time() - rt.started_at, 1)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        report["error"] = f"Thrift server not answering: {exc!r}"
     return report
 
 

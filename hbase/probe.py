@@ -75,3 +75,52 @@ def probe_thrift2(host: str, port: int, idl: ModuleType, *, timeout_s: float = 3
             client.deleteTable(name)
     finally:
         client.close()
+
+
+def probe_cluster(host: str, thrift_ports: list[int], thrift2_ports: list[int], regionserver_ports: list[int],
+                  idl: ModuleType, *, timeout_s: float = 30.0) -> None:
+    """The round trip through every Thrift server, on a table that has a region on every RegionServer.
+
+    Creates a table pre-split into one region per RegionServer (through the first Thrift2
+    server), checks that every RegionServer holds one of them, writes and reads a row of every
+    region through every Thrift2 server, reads them through every Thrift1 server, and drops
+    the table. Raises on the first failure (the caller retries until its deadline).
+    """
+    n = len(regionserver_ports)
+    name = idl.TTableName(ns=b"default", qualifier=_probe_table())
+    table = name.ns + b":" + name.qualifier
+    rows = [bytes([i * 256 // n]) + b"probe" for i in range(n)]
+    admin = make_client(idl.THBaseService, host, thrift2_ports[0], timeout=int(timeout_s * 1000))
+    try:
+        family = idl.TColumnFamilyDescriptor(name=b"f", maxVersions=1, blockCacheEnabled=True)
+        admin.createTable(idl.TTableDescriptor(tableName=name, columns=[family]), [r[:1] for r in rows[1:]])
+        try:
+            held = sorted({loc.serverName.port for loc in admin.getAllRegionLocations(table)})
+            if held != sorted(regionserver_ports):
+                raise RuntimeError(f"the probe table's {n} regions are on RegionServers {held}, "
+                                   f"not on each of {sorted(regionserver_ports)}")
+            for port in thrift2_ports:
+                client = make_client(idl.THBaseService, host, port, timeout=int(timeout_s * 1000))
+                try:
+                    for row in rows:
+                        value = f"ok {port}".encode()
+                        client.put(table, idl.TPut(row=row, columnValues=[idl.TColumnValue(b"f", b"q", value)]))
+                        got = client.get(table, idl.TGet(row=row))
+                        if not got.columnValues or got.columnValues[0].value != value:
+                            raise RuntimeError(f"probe via thrift2 port {port} read back {got!r}")
+                finally:
+                    client.close()
+            for port in thrift_ports:
+                conn = happybase.Connection(host, port, timeout=int(timeout_s * 1000), autoconnect=False)
+                try:
+                    conn.open()
+                    for row in rows:
+                        if b"f:q" not in conn.table(name.qualifier).row(row):
+                            raise RuntimeError(f"probe via thrift port {port} found no row {row!r}")
+                finally:
+                    conn.close()
+        finally:
+            admin.disableTable(name)
+            admin.deleteTable(name)
+    finally:
+        admin.close()

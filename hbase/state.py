@@ -19,7 +19,14 @@ STATE_DIR_ENV = "SEQSTORE_STATE_DIR"
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """A started local HBase: where it listens and which processes are its own."""
+    """A started local HBase: where it listens and which processes are its own.
+
+    ``thrift_port``/``thrift2_port``/``regionserver_port`` are the first RegionServer's;
+    ``thrift_ports``/``thrift2_ports``/``regionserver_ports`` list every RegionServer's (one
+    entry for the standalone runtime). ``pids`` maps each process's role to its pid: ``master``,
+    ``thrift``, ``thrift2`` for the standalone JVMs; ``zookeeper``, ``master``,
+    ``regionserver.N``, ``thrift.N``, ``thrift2.N`` for a cluster of several RegionServers.
+    """
 
     host: str
     thrift_port: int
@@ -31,6 +38,27 @@ class Runtime:
     hbase_version: str
     pids: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
+    regionservers: int = 1
+    thrift_ports: list[int] = field(default_factory=list)
+    thrift2_ports: list[int] = field(default_factory=list)
+    regionserver_ports: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # A record written before clusters existed lists no ports: it had one RegionServer.
+        for many, one in (("thrift_ports", self.thrift_port), ("thrift2_ports", self.thrift2_port),
+                          ("regionserver_ports", self.regionserver_port)):
+            if not getattr(self, many):
+                object.__setattr__(self, many, [one])
+
+    @property
+    def thrift_endpoints(self) -> list[str]:
+        """Every Thrift1 server as ``host:port``, first RegionServer first."""
+        return [f"{self.host}:{port}" for port in self.thrift_ports]
+
+    @property
+    def thrift2_endpoints(self) -> list[str]:
+        """Every Thrift2 server as ``host:port``, first RegionServer first."""
+        return [f"{self.host}:{port}" for port in self.thrift2_ports]
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

@@ -187,10 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     def data_dir(p: argparse.ArgumentParser) -> None:
         _option(p, "--data-dir", env=datadir.DATA_DIR_ENV, type=Path, help="the instance's data directory")
 
-    hb = sub.add_parser("hbase", help="run the embedded standalone HBase").add_subparsers(dest="action", required=True)
+    hb = sub.add_parser("hbase", help="run the embedded HBase (standalone, or a local cluster)").add_subparsers(
+        dest="action", required=True)
 
     p = hb.add_parser("start", help="start HBase + Thrift servers; returns when a real round trip works")
     data_dir(p)
+    _option(p, "--regionservers", env="SEQSTORE_HBASE_REGIONSERVERS", type=_positive,
+            help="RegionServers to run: 1 (the default) is one standalone JVM; more run as a local "
+                 "cluster, each with its own Thrift1 and Thrift2 server")
     _option(p, "--bind", env="SEQSTORE_HBASE_BIND", default="127.0.0.1",
             help="address the Thrift servers listen on")
     _option(p, "--thrift-port", env="SEQSTORE_HBASE_THRIFT_PORT", type=_port,
@@ -214,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = hb.add_parser("logs", help="print the tail of an HBase log")
     data_dir(p)
-    p.add_argument("role", nargs="?", default="master", choices=["master", "thrift", "thrift2", "stop"])
+    p.add_argument("role", nargs="?", default="master",
+                   help="master (default), thrift, thrift2, stop; with several RegionServers also zookeeper, "
+                        "regionserver, regionserver_2, thrift_2, thrift2_2...")
     p.add_argument("-n", "--lines", type=_positive, default=100, help="number of lines")
     p.set_defaults(func=cmd_hbase_logs)
 

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from hbase import datadir, launcher
+from hbase.roles import role_key
 from store import DEFAULT_SCHEMA, EventSchema, SequenceStore, TableSpec
 from store.errors import SchemaError
 from store.schema import fields_from_json
@@ -65,6 +66,7 @@ def _status_line(bar: Any, desc: str) -> Callable[[str], None]:
 def cmd_hbase_start(args: argparse.Namespace) -> int:
     rt, already = launcher.start(
         args.data_dir,
+        regionservers=args.regionservers,
         bind=args.bind,
         thrift_port=args.thrift_port,
         thrift2_port=args.thrift2_port,
@@ -75,10 +77,9 @@ def cmd_hbase_start(args: argparse.Namespace) -> int:
 
     def human() -> None:
         verb = "already running" if already else "started"
-        print(f"HBase {rt.hbase_version} {verb}")
-        print(f"  host          {rt.host}")
-        print(f"  thrift_port   {rt.thrift_port}   (Thrift1, happybase)")
-        print(f"  thrift2_port  {rt.thrift2_port}")
+        print(f"HBase {rt.hbase_version} {verb} with {rt.regionservers} RegionServer(s)")
+        print(f"  thrift2       {','.join(rt.thrift2_endpoints)}")
+        print(f"  thrift        {','.join(rt.thrift_endpoints)}   (Thrift1, happybase)")
         print(f"  data_dir      {rt.data_dir}")
         print("  recorded as the default endpoint; stop with: seqstore hbase stop")
 
@@ -100,13 +101,29 @@ def cmd_hbase_status(args: argparse.Namespace) -> int:
             print(f"HBase is not running (data dir {report['data_dir']})")
             if "error" in report:
                 print(f"  {report['error']}")
+            _print_processes(report)
             return
         print(f"HBase {report['hbase_version']} running, up {report['uptime_s']} s")
-        for key in ("host", "thrift_port", "thrift2_port", "data_dir", "pids", "tables"):
-            print(f"  {key:<13} {report[key]}")
+        for key in ("data_dir", "tables"):
+            print(f"  {key:<15} {report[key]}")
+        _print_processes(report)
 
     _emit(args, report, human)
     return 0 if report["running"] else EXIT_FAILED
+
+
+def _print_processes(report: dict[str, Any]) -> None:
+    """One line per JVM of the instance: role, pid, alive or not, and the port it serves."""
+    ports: dict[str, object] = {"zookeeper": report.get("zk_port"), "master": report.get("master_port")}
+    for kind, key in (("regionserver", "regionserver_ports"), ("thrift", "thrift_ports"),
+                      ("thrift2", "thrift2_ports")):
+        for i, port in enumerate(report.get(key) or [], start=1):
+            ports[role_key(kind, i)] = port
+    order = ["zookeeper", "master", "regionserver", "thrift", "thrift2"]
+    pids: dict[str, int] = report.get("pids") or {}
+    for role, pid in sorted(pids.items(), key=lambda kv: (order.index(kv[0].split("_")[0]), kv[0])):
+        up = "alive" if report.get("alive", {}).get(role) else "DEAD"
+        print(f"  {role:<15} pid {pid:<8} {up:<6} port {ports.get(role, '-')}")
 
 
 def cmd_hbase_logs(args: argparse.Namespace) -> int:

@@ -130,5 +130,6 @@ class Config:
                 f"No HBase configured: run `seqstore hbase start`, or set {HBASE_THRIFT2_ENV}=host:port "
                 f"(and {HBASE_ENV}=host:port for Thrift1 tools) to use another HBase (see `seqstore hbase status`)."
             )
-        return replace(config, thrift=(Endpoint(rt.host, rt.thrift_port),),
-                       thrift2=(Endpoint(rt.host, rt.thrift2_port),))
+        # A local cluster has one Thrift server of each kind per RegionServer: clients spread over all.
+        return replace(config, thrift=tuple(Endpoint(rt.host, port) for port in rt.thrift_ports),
+                       thrift2=tuple(Endpoint(rt.host, port) for port in rt.thrift2_ports))

@@ -1,9 +1,14 @@
 """One session-wide HBase for the suite, from one of three back ends.
 
-* ``SEQSTORE_HBASE=host:port`` set: that server (``SEQSTORE_HBASE_THRIFT2`` for Thrift2).
+* ``SEQSTORE_HBASE=host:port[,...]`` set: that HBase (``SEQSTORE_HBASE_THRIFT2`` for its
+  Thrift2 servers; several endpoints are spread over, as a cluster's clients do).
 * ``--hbase=docker``: ``docker/compose.yml`` through pytest-docker.
 * otherwise (the default, and what CI uses): the project's own launcher, on a fresh data
   dir, stopped at the end of the session with no JVM left behind.
+
+Tests of the distributed deployment take ``hbase_cluster``: the external HBase if it lists
+several Thrift2 servers, else a local cluster of three RegionServers the launcher starts
+(``seqstore hbase start --regionservers 3``), for the session.
 
 Each test that touches HBase takes ``table_prefix``: a unique prefix whose tables are
 dropped when the test ends.
@@ -22,6 +27,7 @@ import happybase
 import pytest
 
 from hbase import launcher
+from hbase.state import Runtime
 from store import SequenceStore, SequenceTable, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV, Config, Endpoint
 
@@ -44,13 +50,29 @@ class HBaseServer:
     thrift_port: int
     thrift2_port: int | None
     data_dir: Path | None = None
+    # Every server when there are several (a cluster); the first is thrift_port/thrift2_port.
+    thrift_endpoints: tuple[Endpoint, ...] = ()
+    thrift2_endpoints: tuple[Endpoint, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.thrift_endpoints:
+            self.thrift_endpoints = (Endpoint(self.host, self.thrift_port),)
+        if not self.thrift2_endpoints and self.thrift2_port:
+            self.thrift2_endpoints = (Endpoint(self.host, self.thrift2_port),)
 
     def config(self) -> Config:
-        return Config(
-            thrift=(Endpoint(self.host, self.thrift_port),),
-            thrift2=(Endpoint(self.host, self.thrift2_port),) if self.thrift2_port else (),
-            timeout_ms=30_000,
-        )
+        return Config(thrift=self.thrift_endpoints, thrift2=self.thrift2_endpoints, timeout_ms=30_000)
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that point seqstore (CLI or Python) at this HBase."""
+        return {HBASE_ENV: ",".join(map(str, self.thrift_endpoints)),
+                HBASE_THRIFT2_ENV: ",".join(map(str, self.thrift2_endpoints))}
+
+    @classmethod
+    def from_runtime(cls, backend: str, rt: Runtime) -> HBaseServer:
+        return cls(backend, rt.host, rt.thrift_port, rt.thrift2_port, Path(rt.data_dir),
+                   tuple(Endpoint(rt.host, p) for p in rt.thrift_ports),
+                   tuple(Endpoint(rt.host, p) for p in rt.thrift2_ports))
 
     def connect(self) -> happybase.Connection:
         return happybase.Connection(self.host, self.thrift_port, timeout=30_000)
@@ -84,12 +106,9 @@ def docker_compose_file() -> str:
 def hbase_server(
     request: pytest.FixtureRequest, isolated_state: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HBaseServer]:
-    external = os.environ.get(HBASE_ENV)
     mp = pytest.MonkeyPatch()
-    if external:
-        ep = Endpoint.parse(external.split(",")[0])
-        t2 = os.environ.get(HBASE_THRIFT2_ENV)
-        yield HBaseServer("external", ep.host, ep.port, Endpoint.parse(t2.split(",")[0]).port if t2 else None)
+    if os.environ.get(HBASE_ENV):
+        yield _external()
         return
     if request.config.getoption("--hbase") == "docker":
         services = request.getfixturevalue("docker_services")
@@ -111,13 +130,48 @@ def hbase_server(
         return
     data_dir = tmp_path_factory.mktemp("hbase")
     rt, _ = launcher.start(data_dir)
-    mp.setenv(HBASE_ENV, f"{rt.host}:{rt.thrift_port}")
-    mp.setenv(HBASE_THRIFT2_ENV, f"{rt.host}:{rt.thrift2_port}")
+    server = HBaseServer.from_runtime("launcher", rt)
+    for name, value in server.env().items():
+        mp.setenv(name, value)
     try:
-        yield HBaseServer("launcher", rt.host, rt.thrift_port, rt.thrift2_port, data_dir)
+        yield server
     finally:
         launcher.stop(data_dir)
         mp.undo()
+    leftover = launcher.jvm_pids(data_dir)
+    assert not leftover, f"JVMs left running after stop: {leftover}"
+
+
+def _external() -> HBaseServer:
+    thrift = tuple(Endpoint.parse(part) for part in os.environ[HBASE_ENV].split(",") if part.strip())
+    thrift2 = tuple(Endpoint.parse(part) for part in os.environ.get(HBASE_THRIFT2_ENV, "").split(",") if part.strip())
+    return HBaseServer("external", thrift[0].host, thrift[0].port, thrift2[0].port if thrift2 else None,
+                       thrift_endpoints=thrift, thrift2_endpoints=thrift2)
+
+
+CLUSTER_REGIONSERVERS = 3
+
+
+@pytest.fixture(scope="session")
+def hbase_cluster(isolated_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HBaseServer]:
+    """An HBase of several RegionServers, each with its own Thrift servers (see the module doc).
+
+    ``data_dir`` is set only for the local cluster: tests that kill its processes need it.
+    Tests that take this fixture pass ``hbase_cluster.env()`` (or ``config()``) explicitly;
+    the session's default endpoint stays the suite's ``hbase_server``.
+    """
+    if os.environ.get(HBASE_ENV):
+        server = _external()
+        if len(server.thrift2_endpoints) < 2:
+            pytest.skip(f"{HBASE_THRIFT2_ENV} names one Thrift2 server: not a cluster")
+        yield server
+        return
+    data_dir = tmp_path_factory.mktemp("hbase-cluster")
+    rt, _ = launcher.start(data_dir, regionservers=CLUSTER_REGIONSERVERS)
+    try:
+        yield HBaseServer.from_runtime("cluster", rt)
+    finally:
+        launcher.stop(data_dir)
     leftover = launcher.jvm_pids(data_dir)
     assert not leftover, f"JVMs left running after stop: {leftover}"
 
