@@ -8,18 +8,17 @@ import os
 import subprocess
 import sys
 import time
-from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from thriftpy2.rpc import make_client
 
 from hbase import launcher, probe, state
 from hbase.processes import owned_alive
 from store import Config, SequenceStore, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
 from store.connection import ClientPool
+from tests.cluster_faults import region_servers
 from tests.conftest import CLUSTER_REGIONSERVERS, HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -29,17 +28,6 @@ def _local(cluster: HBaseServer) -> Path:
     if cluster.data_dir is None:
         pytest.skip("inspects the processes of the launcher's own cluster")
     return cluster.data_dir
-
-
-def region_servers(cluster: HBaseServer, table: str) -> Counter[int]:
-    """How many of ``table``'s regions each RegionServer (by port) holds, as HBase's meta says."""
-    idl = probe.load_thrift2_idl()
-    ep = cluster.thrift2_endpoints[0]
-    client = make_client(idl.THBaseService, ep.host, ep.port, timeout=30_000)
-    try:
-        return Counter(loc.serverName.port for loc in client.getAllRegionLocations(f"default:{table}".encode()))
-    finally:
-        client.close()
 
 
 def test_every_role_is_its_own_live_jvm_and_status_lists_them(hbase_cluster: HBaseServer) -> None:
@@ -96,7 +84,7 @@ def test_regions_of_a_presplit_table_are_balanced_over_the_regionservers(
     with SequenceStore(hbase_cluster.config()) as store:
         store.create_table(TableSpec(name, salt_buckets=12))
         try:
-            held = region_servers(hbase_cluster, name)
+            held = region_servers(hbase_cluster.thrift2_endpoints[0], name)
             assert sum(held.values()) == 12
             assert len(held) == len(hbase_cluster.thrift2_endpoints)  # every RegionServer holds some
             assert max(held.values()) - min(held.values()) <= 1, held
