@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from ray_jobs import manifest
 from ray_jobs.parts import settings_digest
-from ray_jobs.runner import UnitRunner, actor_config
+from ray_jobs.runner import UnitRunner, actor_config, node_id, worker_actor
 from ray_jobs.units import Unit, plan
 from store import SequenceStore, SequenceTable
 from store.config import Config
@@ -100,12 +100,13 @@ class BackfillWorker:
             w.write_table(quarantine)
         return {"rows_in": result.rows_in, "written": result.written, "merged": result.merged,
                 "quarantined": result.quarantined, "by_reason": result.by_reason(),
-                "quarantine": sink.getvalue().to_pybytes()}
+                "quarantine": sink.getvalue().to_pybytes(), "node": node_id()}
 
 
 @dataclass
 class BackfillReport:
-    """The job's outcome; :meth:`to_json` is what ``--json`` prints."""
+    """The job's outcome; :meth:`to_json` is what ``--json`` prints (``nodes``: how many Ray
+    nodes' actors completed units)."""
 
     table: str
     input: str
@@ -118,6 +119,7 @@ class BackfillReport:
     units_done: int = 0
     units_skipped: int = 0
     units_retried: int = 0
+    nodes: int = 0
     wall_s: float = 0.0
     events_per_s: float = 0.0
     quarantine_path: str = ""
@@ -161,8 +163,6 @@ def run_backfill(
 
     Returns the report; ``report.completed`` is False when the job stopped early (``error`` says why).
     """
-    import ray
-
     if workers <= 0:
         raise ValueError("'workers' must be > 0")
     config = config or Config.from_env()
@@ -183,7 +183,7 @@ def run_backfill(
         todo = [u for u in units if _recorded(done, u) != (u.fingerprint, digest)]
         report.units_skipped = len(units) - len(todo)
 
-        Worker = ray.remote(num_cpus=1, max_restarts=0)(BackfillWorker)
+        Worker = worker_actor(BackfillWorker)
 
         def spawn(i: int) -> Any:
             return Worker.remote(actor_config(config, i), table, fs, pool_size, batch_rows, now_ms)
@@ -221,6 +221,7 @@ def run_backfill(
         finally:
             writer.close()
             report.units_retried = runner.stats.units_retried
+            report.nodes = len(runner.stats.nodes)
     report.quarantine_by_reason = dict(sorted(reasons.items()))
     report.wall_s = round(time.monotonic() - t0, 2)
     report.events_per_s = round(report.events_in / report.wall_s, 1) if report.wall_s else 0.0

@@ -343,6 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stdout, ray_was_running = sys.stdout, _ray_running()
+    if getattr(args, "json", False):
+        # stdout carries the JSON object alone; whatever else is printed meanwhile goes to stderr
+        # (Ray's driver prints cluster errors, such as a worker node's raylet dying, to stdout).
+        args.json_out, sys.stdout = stdout, sys.stderr
     try:
         # Before any job starts (and Ray with it): an output directory that cannot be written
         # would otherwise fail late, or deep inside a worker.
@@ -356,6 +361,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqstore: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if _ray_running() and not ray_was_running:
+            # Leave the cluster now: Ray's error printer stops with it, so nothing follows the JSON.
+            sys.modules["ray"].shutdown()
+        sys.stdout = stdout
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")  # not imported: not running (and no import just to ask)
+    return bool(ray is not None and ray.is_initialized())
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ EXIT_FAILED = 1
 
 def _emit(args: argparse.Namespace, payload: dict[str, object], human: Callable[[], None]) -> None:
     if args.json:
-        print(json.dumps(payload, sort_keys=True))
+        print(json.dumps(payload, sort_keys=True), file=getattr(args, "json_out", sys.stdout))
     else:
         human()
 
@@ -245,7 +245,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
               f"{report.events_merged} merged, {report.events_quarantined} quarantined {report.quarantine_by_reason}")
         print(f"  units: {report.units_done} done, {report.units_skipped} skipped (already done), "
               f"{report.units_retried} retried, of {report.units_total}")
-        print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers")
+        print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers "
+              f"on {report.nodes} Ray node(s)")
         print(f"  report: {report.report_path}\n  quarantine: {report.quarantine_path}")
         if report.error:
             print(f"  error: {report.error}")
@@ -360,8 +361,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     def human() -> None:
         print(f"score {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.scored} of "
-              f"{report.requests} requests scored in {report.wall_s} s ({report.sequences_per_s:.0f} sequences/s); "
-              f"{report.units_skipped} parts already there")
+              f"{report.requests} requests scored in {report.wall_s} s ({report.sequences_per_s:.0f} sequences/s) "
+              f"on {report.nodes} Ray node(s); {report.units_skipped} parts already there")
         print(f"  output: {report.out}")
 
     return _finish(args, "score", report, human)
@@ -376,7 +377,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     def human() -> None:
         print(f"export {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.rows_written} training "
-              f"rows for {report.labels} labels in {report.shards} shards, {report.wall_s} s")
+              f"rows for {report.labels} labels in {report.shards} shards, {report.wall_s} s "
+              f"on {report.nodes} Ray node(s)")
         if report.rows_history_incomplete:
             print(f"  {report.rows_history_incomplete} rows have history_complete=False: retention (TTL or "
                   "max_events_per_user) deleted events that were in their time range")
@@ -392,4 +394,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ray_jobs import demo
 
     return demo.run(data_dir=args.data_dir, as_json=args.json, work_dir=args.work_dir, users=args.users,
-                    events=args.events, workers=args.workers)
+                    events=args.events, workers=args.workers, json_out=getattr(args, "json_out", None))

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ray_jobs.runner import UnitRunner, actor_config, init_ray
+from ray_jobs.runner import UnitRunner, actor_config, init_ray, node_id, worker_actor
 from store import SequenceStore, SequenceTable
 from store.compaction import CompactionStats, check_tiered, compact_range, salt_ranges
 from store.config import Config
@@ -66,9 +66,9 @@ class CompactWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, unit: CompactUnit) -> dict[str, int]:
+    def run(self, unit: CompactUnit) -> dict[str, Any]:
         stats = compact_range(self.table, unit.start, unit.stop, older_than_ms=self.older_than_ms)
-        return {f.name: getattr(stats, f.name) for f in fields(stats)}
+        return {**{f.name: getattr(stats, f.name) for f in fields(stats)}, "node": node_id()}
 
 
 @dataclass
@@ -78,8 +78,9 @@ class CompactReport:
     ``users`` had raw events compacted; ``raw_events`` raw cells were merged into chunks and
     deleted; ``chunks_written`` new chunk cells replaced ``chunks_replaced`` old ones;
     ``retries`` counts users started again after a concurrent change (a writer or another
-    compaction), ``units_retried`` units re-run after a failure; ``flags_kept`` users are
-    still flagged (raw events newer than ``older_than``, or written during the run).
+    compaction), ``units_retried`` units re-run after a failure, ``nodes`` the Ray nodes
+    whose actors completed units; ``flags_kept`` users are still flagged (raw events newer
+    than ``older_than``, or written during the run).
     """
 
     table: str
@@ -94,6 +95,7 @@ class CompactReport:
     units: int = 0
     units_done: int = 0
     units_retried: int = 0
+    nodes: int = 0
     workers: int = 0
     wall_s: float = 0.0
     events_per_s: float = 0.0
@@ -130,8 +132,6 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
         ValueError: ``workers`` or ``older_than_days`` out of range.
         SeqStoreError: Ray cannot be joined; StoreUnavailableError, HBaseError: from opening the table.
     """
-    import ray
-
     if workers <= 0:
         raise ValueError("'workers' must be > 0")
     if older_than_days is not None and not older_than_days > 0:
@@ -146,7 +146,7 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
     init_ray(ray_address, workers)
     report = CompactReport(table=table, older_than_days=older_than_days, older_than_ms=older_than_ms,
                            units=len(units), workers=workers)
-    Worker = ray.remote(num_cpus=1, max_restarts=0)(CompactWorker)
+    Worker = worker_actor(CompactWorker)
 
     def spawn(slot: int) -> Any:
         return Worker.remote(actor_config(config, slot), table, pool_size, older_than_ms)
@@ -168,6 +168,7 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
         report.error = str(exc)
     finally:
         report.units_retried = runner.stats.units_retried
+        report.nodes = len(runner.stats.nodes)
     report.wall_s = round(time.monotonic() - t0, 2)
     report.events_per_s = round(report.raw_events / report.wall_s, 1) if report.wall_s else 0.0
     return report

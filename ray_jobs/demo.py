@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -44,8 +44,9 @@ def _bar(total: int, desc: str, quiet: bool) -> Any:
 
 
 def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore-demo"), users: int = 10_000,
-        events: int = 1_000_000, workers: int = 2) -> int:
-    """Run the demo; returns the process exit code."""
+        events: int = 1_000_000, workers: int = 2, json_out: TextIO | None = None) -> int:
+    """Run the demo; returns the process exit code. With ``as_json`` the summary goes to
+    ``json_out`` (default stdout)."""
     from ray_jobs.backfill import run_backfill
     from ray_jobs.compact import run_compact
     from ray_jobs.export import run_export
@@ -150,7 +151,7 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
     outputs = {"events": str(work_dir / "events"), "backfill_report": backfill.report_path,
                "quarantine": backfill.quarantine_path, "scores": score.out, "training_rows": export.out}
     if as_json:
-        print(json.dumps({"ok": True, "stages": stages, "outputs": outputs}))
+        print(json.dumps({"ok": True, "stages": stages, "outputs": outputs}), file=json_out or sys.stdout)
         return 0
     print("\n| stage    |      rows |  time s |     rows/s |")
     print("|----------|-----------|---------|------------|")

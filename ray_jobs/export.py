@@ -33,6 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
+from ray_jobs.runner import node_id, worker_actor
 from ray_jobs.units import Unit, plan
 from store import SequenceStore, SequenceTable
 from store.config import Config
@@ -87,7 +88,7 @@ class ExportWorker:
                     part.write(self._rows(pa.Table.from_batches([batch]), unit, rows))
                     rows += batch.num_rows
                 part.close(empty=self._rows(parquet.schema_arrow.empty_table(), unit, 0))
-        return {"rows": rows}
+        return {"rows": rows, "node": node_id()}
 
     def _rows(self, labels: pa.Table, unit: Unit, offset: int) -> pa.Table:
         try:
@@ -124,6 +125,7 @@ class ExportReport:
     shards: int = 0
     units_skipped: int = 0
     units_retried: int = 0
+    nodes: int = 0
     wall_s: float = 0.0
     rows_per_s: float = 0.0
     out: str = ""
@@ -142,15 +144,13 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
     ``overwrite`` replaces shards in ``out`` made with other settings or from other input;
     ``allow_any_ts`` skips the label ``ts`` units check.
     """
-    import ray
-
     config = config or Config.from_env()
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
         settings = job_settings(store.table(table), "export", max_len=max_len, features=list(features),
                                 inclusive=False)
     fs, units = plan(labels_path)
-    Worker = ray.remote(num_cpus=1, max_restarts=0)(ExportWorker)
+    Worker = worker_actor(ExportWorker)
 
     def spawn(_: int) -> Any:
         return Worker.remote(config, table, fs, str(out), max_len=max_len, features=list(features),
@@ -161,7 +161,7 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
     # ``run.parts``/``run.rows`` count only shards that each hold their own unit's complete output.
     report = ExportReport(labels=sum(u.num_rows for u in run.units), shards=run.parts, rows_written=run.rows,
                           units_skipped=len(run.skipped), units_retried=run.stats.units_retried,
-                          out=str(out.resolve()), completed=not run.error, error=run.error)
+                          nodes=len(run.stats.nodes), out=str(out.resolve()), completed=not run.error, error=run.error)
     if report.completed:
         report.rows_history_incomplete = sum(
             int(pc.sum(pc.invert(pq.read_table(out / name, columns=["history_complete"]).column(0))).as_py() or 0)

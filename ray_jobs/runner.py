@@ -1,6 +1,7 @@
 """Running units of work on a set of Ray actors, with the fault handling every job shares.
 
-* An actor that dies (``RayActorError``) is replaced and its unit re-run elsewhere.
+* An actor that dies (``RayActorError``: its process or its whole node died) is replaced and
+  its unit re-run elsewhere.
 * A unit that failed with :class:`StoreUnavailableError` (HBase unreachable past the
   connection's own retry budget), or with any other Ray system error (a lost object, a
   crashed worker), is re-queued after a bounded, jittered backoff; meanwhile the other
@@ -14,6 +15,9 @@
   as long again and then stops ("HBase unreachable: ..."), even with units still in flight,
   unless some unit succeeds meanwhile. While it retries, the status listener (:func:`reporting_status`)
   hears :data:`UNREACHABLE_STATUS`, and ``""`` once a unit succeeded again.
+* Actors are spread over the cluster's nodes (:func:`worker_actor`), so losing a node
+  costs a share of a job's actors, not all of them; the nodes that ran units are counted
+  (``RunStats.nodes``) from the ``"node"`` a worker puts in each unit's result (:func:`node_id`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from store.config import Config
@@ -75,6 +79,24 @@ U = TypeVar("U", bound=HasKey)
 class RunStats:
     units_done: int = 0
     units_retried: int = 0
+    nodes: set[str] = field(default_factory=set)  # Ray node ids of the actors that completed units
+
+
+def worker_actor(cls: type) -> Any:
+    """``cls`` as the Ray actor class of a job's workers: one CPU each, never restarted by Ray
+    (the runner replaces a dead actor and re-runs its unit), and spread over the cluster's nodes
+    — Ray's default packs actors onto one node until it is full."""
+    import ray
+
+    return ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(cls)
+
+
+def node_id() -> str:
+    """The Ray node this worker runs on (hex id): a worker returns it as ``"node"`` in each unit's
+    result, and the runner moves it from there into ``RunStats.nodes``."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
@@ -89,7 +111,8 @@ def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
 
 class UnitRunner(Generic[U]):
     """Feeds ``units`` to ``workers`` actors made by ``spawn(slot)``; ``submit(actor, unit)``
-    returns an ObjectRef; ``on_done(unit, result, actors)`` runs in the driver per finished unit."""
+    returns an ObjectRef; ``on_done(unit, result, actors)`` runs in the driver per finished unit
+    (without the result's ``"node"``, which goes to ``stats.nodes``)."""
 
     def __init__(self, spawn: Callable[[int], Any], submit: Callable[[Any, U], Any], *, workers: int,
                  max_attempts: int = 3) -> None:
@@ -188,6 +211,8 @@ class UnitRunner(Generic[U]):
                     log.warning("HBase reachable again after %.0f s", time.monotonic() - outage.since)
                     outage = None
                     _say("")
+                if isinstance(result, dict) and "node" in result:
+                    self.stats.nodes.add(result.pop("node"))
                 on_done(unit, result, actors)
                 self.stats.units_done += 1
 

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from ray_jobs.assemble import model_inputs
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
+from ray_jobs.runner import node_id, worker_actor
 from ray_jobs.units import Unit, plan
 from store import SequenceStore
 from store.config import Config
@@ -160,7 +161,7 @@ class ScoreWorker:
                 part.write(pa.table({"user_id": ids, "as_of_ts": ts,
                                      **{k: pa.array(np.asarray(v)) for k, v in columns.items()}}))
             part.close(empty=pa.table({"user_id": users.slice(0, 0), "as_of_ts": pa.array([], pa.int64())}))
-        return {"rows": len(users)}
+        return {"rows": len(users), "node": node_id()}
 
 
 @dataclass
@@ -171,6 +172,7 @@ class ScoreReport:
     units_done: int = 0
     units_skipped: int = 0
     units_retried: int = 0
+    nodes: int = 0
     wall_s: float = 0.0
     sequences_per_s: float = 0.0
     out: str = ""
@@ -190,8 +192,6 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
     ``overwrite`` replaces parts in ``out`` made with other settings or from other input;
     ``allow_any_ts`` skips the ``as_of_ts`` units check.
     """
-    import ray
-
     load_model(model)  # fail before starting actors if the model cannot be imported
     config = config or Config.from_env()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -200,7 +200,7 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
         settings = job_settings(store.table(table), "score", model=model, model_source=model_digest(model),
                                 max_len=max_len, features=list(features), inclusive=False)
     fs, units = plan(requests_path)
-    Worker = ray.remote(num_cpus=1, max_restarts=0)(ScoreWorker)
+    Worker = worker_actor(ScoreWorker)
 
     def spawn(_: int) -> Any:
         return Worker.remote(config, table, model, fs, str(out), max_len=max_len, features=list(features),
@@ -211,8 +211,8 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
     # ``run.rows`` counts only parts that each hold their own unit's complete output.
     report = ScoreReport(requests=sum(u.num_rows for u in run.units), units_total=len(run.units),
                          units_done=run.stats.units_done, units_skipped=len(run.skipped),
-                         units_retried=run.stats.units_retried, out=str(out.resolve()), scored=run.rows,
-                         completed=not run.error, error=run.error)
+                         units_retried=run.stats.units_retried, nodes=len(run.stats.nodes), out=str(out.resolve()),
+                         scored=run.rows, completed=not run.error, error=run.error)
     report.wall_s = round(time.monotonic() - t0, 2)
     processed = sum(u.num_rows for u in run.ran) if report.completed else 0
     report.sequences_per_s = round(processed / report.wall_s, 1) if report.wall_s else 0.0

@@ -30,6 +30,7 @@ from hbase import launcher
 from hbase.state import Runtime
 from store import SequenceStore, SequenceTable, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV, Config, Endpoint
+from tests.ray_cluster import RayCluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -221,6 +222,20 @@ def ray_local() -> Iterator[None]:
     init_ray(None, workers=4)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A real Ray cluster on this machine: a head and two worker nodes of 2 CPUs each (see
+    ``tests/ray_cluster.py``); jobs join it with ``--ray-address ray_cluster.address``. A test
+    that kills a node starts it again with ``ray_cluster.restore()``. No Ray process is left
+    behind at the end of the session."""
+    cluster = RayCluster.start()
+    try:
+        yield cluster
+    finally:
+        left = cluster.shutdown()
+    assert not left, f"Ray processes left running after shutdown (killed): {left}"
 
 
 @pytest.fixture(scope="session")
