@@ -17,6 +17,7 @@ import pytest
 
 from hbase import launcher, state
 from hbase.processes import owned_alive
+from hbase.roles import role_key
 from ray_jobs.backfill import run_backfill
 from ray_jobs.score import run_score
 from ray_jobs.units import Unit
@@ -24,6 +25,7 @@ from ray_jobs.verify import verify
 from store import Config, SequenceStore, SequenceTable, TableSpec
 from tests import cluster_faults
 from tests.conftest import HBaseServer
+from tests.reliability import test_wal_durability as wal
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 
@@ -187,3 +189,27 @@ def test_split_and_major_compaction_forced_during_a_read_heavy_score(
     assert during.num_rows == n
     assert during.select(["user_id", "as_of_ts", "history", "score"]).equals(
         before.select(["user_id", "as_of_ts", "history", "score"]))
+
+
+def test_puts_acknowledged_by_a_regionserver_survive_its_sigkill(cluster: HBaseServer) -> None:
+    """The multi-RegionServer half of test_wal_durability: the RegionServer holding the table is
+    SIGKILLed mid-write and the running master recovers its WAL into another RegionServer."""
+    assert cluster.data_dir is not None
+    rt = state.read_runtime(cluster.data_dir)
+    assert rt is not None
+    table = f"t{uuid.uuid4().hex[:10]}_wal"
+    wal.create_table(rt, table)
+    try:
+        holder = next(iter(cluster_faults.region_servers(cluster.thrift2_endpoints[0], table)))
+        role = role_key("regionserver", rt.regionserver_ports.index(holder) + 1)
+        data_dir = cluster.data_dir
+        acked, stats = wal.write_until_killed(rt, table, 0, lambda: launcher.kill_role(data_dir, role),
+                                              acks_before_kill=400)
+        assert stats.in_flight_at_kill >= 1 and stats.acked >= 400, stats
+        assert wal.missing_writes(rt, table, acked) == []  # read back once its region reopened elsewhere
+        assert holder not in cluster_faults.region_servers(cluster.thrift2_endpoints[0], table)
+    finally:
+        with SequenceStore(cluster.config()) as store:
+            name = wal.idl().TTableName(ns=b"default", qualifier=table.encode())
+            store.pool.call("disableTable", name)
+            store.pool.call("deleteTable", name)
