@@ -164,6 +164,8 @@ def seqstore_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ray_jobs.cli", *args]
 
 
-def seqstore(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``seqstore ARGS`` (see :func:`seqstore_command`) to the end."""
-    return subprocess.run(seqstore_command(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+def seqstore(*args: str, env: dict[str, str] | None = None, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``seqstore ARGS`` (see :func:`seqstore_command`) to the end, with ``env`` added to the
+    environment (e.g. ``hbase_cluster.env()``)."""
+    return subprocess.run(seqstore_command(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, **(env or {})})
