@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # ~1 min from PyPI) so the PyTorch dataset test runs too: `make test EXTRAS=test,dev,torch`.
 EXTRAS ?= test,dev
 
-.PHONY: install jars test lint unit demo bench clean
+.PHONY: install jars test lint unit demo bench bench-scaleout clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -39,6 +39,9 @@ bench: jars                           ## ratios vs HBase PE, plain happybase and
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/seqstore hbase start
 	$(BIN)/python -m benchmarks.run_all
+
+bench-scaleout: jars                  ## 1 vs 3 RegionServers x 1 vs 2 Ray nodes (its own HBase instances) -> benchmarks/results/
+	$(BIN)/python -m benchmarks.scaleout_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

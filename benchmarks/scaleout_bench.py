@@ -8,8 +8,13 @@ one local node, or a head plus one worker node (``ray.cluster_utils.Cluster``), 
 either way — measures:
 
 * backfill: ``run_backfill`` of the same Parquet log with 4 workers (events/s);
+* compact: ``run_compact`` of the table with 4 workers (raw events/s), so that the reads below
+  are the product's read path (the chunk tier);
 * score: ``run_score`` of the same requests with 4 workers (sequences/s);
-* and once per runtime the store's reader alone, in this process (sequences/s).
+* and the store's reader alone, in this process (sequences/s).
+
+Before the measured runs, each runtime gets a warm-up (a small backfill, compaction and read on
+a throw-away table), so that no layout pays for a cold JVM.
 
 Each rate comes with its cost: events (or sequences) per CPU-second of the whole machine
 (client, Ray and every HBase JVM), since all of it is spent on the load. On a 2-core machine
@@ -35,6 +40,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import RESULTS, machine_cpu_s, save
 from hbase import launcher
 from ray_jobs.backfill import run_backfill
+from ray_jobs.compact import run_compact
 from ray_jobs.generate import generate
 from ray_jobs.score import run_score
 from store import Config, Endpoint, SequenceStore, TableSpec
@@ -95,15 +101,23 @@ def bench_runtime(regionservers: int, log: Path, requests: Path, work: Path, arg
     try:
         config = config_of(rt)
         with SequenceStore(config, pool_size=4) as store:
+            warm = f"scaleout_{regionservers}rs_warmup"
+            store.create_table(TableSpec(warm, salt_buckets=12))
+            with ray_nodes(1):
+                _backfill(args.warmup_log, warm, config, work)
+                _compact(warm, config)
+                _score(requests, warm, config, work / f"out-{warm}")
+            store.drop_table(warm)
             for nodes in (1, 2):
                 name = f"scaleout_{regionservers}rs_{nodes}n"
                 store.create_table(TableSpec(name, salt_buckets=12))
                 with ray_nodes(nodes):
                     back = timed(lambda name=name: _backfill(log, name, config, work))
+                    compact = timed(lambda name=name: _compact(name, config))
                     score = timed(lambda name=name: _score(requests, name, config, work / f"out-{name}"))
                 reads = timed(lambda name=name: _read(store, name, requests))
                 rows.append({"regionservers": regionservers, "ray_nodes": nodes, "hbase_start_s": start_s,
-                             "backfill": back, "score": score, "reader": reads})
+                             "backfill": back, "compact": compact, "score": score, "reader": reads})
                 print(rows[-1], flush=True)
                 store.drop_table(name)
     finally:
@@ -115,6 +129,12 @@ def _backfill(log: Path, table: str, config: Config, work: Path) -> int:
     report = run_backfill(str(log), table, workers=WORKERS, config=config, report_dir=work / f"report-{table}")
     assert report.completed, report.error
     return report.events_written
+
+
+def _compact(table: str, config: Config) -> int:
+    report = run_compact(table, workers=WORKERS, config=config)
+    assert report.completed, report.error
+    return report.raw_events
 
 
 def _score(requests: Path, table: str, config: Config, out: Path) -> int:
@@ -142,17 +162,19 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"(`python -m benchmarks.scaleout_bench`). Ratios are against 1 RegionServer + 1 Ray node.",
         "On 2 cores more processes add no cores: the point is the cost of the distributed layout, not a speed-up.",
         "",
-        "| RegionServers | Ray nodes | HBase start s | backfill ev/s | ev/CPU-s | ratio | score seq/s | seq/CPU-s "
-        "| ratio | reader seq/s | seq/CPU-s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| RegionServers | Ray nodes | HBase start s | backfill ev/s | ev/CPU-s | ratio | compact ev/s | ev/CPU-s "
+        "| score seq/s | seq/CPU-s | ratio | reader seq/s | seq/CPU-s | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['regionservers']} | {r['ray_nodes']} | {r['hbase_start_s']} | {r['backfill']['per_s']:,} "
             f"| {r['backfill']['per_cpu_s']:,} | {r['backfill']['per_s'] / base['backfill']['per_s']:.2f}x "
+            f"| {r['compact']['per_s']:,} | {r['compact']['per_cpu_s']:,} "
             f"| {r['score']['per_s']:,} | {r['score']['per_cpu_s']:,} "
             f"| {r['score']['per_s'] / base['score']['per_s']:.2f}x "
-            f"| {r['reader']['per_s']:,} | {r['reader']['per_cpu_s']:,} |")
+            f"| {r['reader']['per_s']:,} | {r['reader']['per_cpu_s']:,} "
+            f"| {r['reader']['per_s'] / base['reader']['per_s']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,6 +188,9 @@ def main() -> None:
     os.environ["SEQSTORE_STATE_DIR"] = str(work / "state")  # never the user's endpoint record
     try:
         gen = generate(work / "log", users=args.users, events=args.events, seed=7, files=4, row_group_rows=25_000)
+        generate(work / "warmup", users=args.users, events=max(1, args.events // 10), seed=8, files=2,
+                 row_group_rows=10_000)
+        args.warmup_log = work / "warmup"
         users = [f"user{i:07d}" for i in range(args.users)]  # the generated log's ids
         now = int(time.time() * 1000)
         pq.write_table(pa.table({"user_id": [users[i % len(users)] for i in range(args.requests)],

@@ -15,6 +15,10 @@
   as long again and then stops ("HBase unreachable: ..."), even with units still in flight,
   unless some unit succeeds meanwhile. While it retries, the status listener (:func:`reporting_status`)
   hears :data:`UNREACHABLE_STATUS`, and ``""`` once a unit succeeded again.
+* An actor gets work only once it has started. One that Ray cannot place within
+  :data:`ACTOR_START_TIMEOUT_S` (the cluster has fewer free CPU slots than ``--workers``, say,
+  after losing a node) is given up with a warning, and the job goes on with the others; if
+  none of them could start, the job stops saying so, rather than waiting forever.
 * Actors are spread over the cluster's nodes (:func:`worker_actor`), so losing a node
   costs a share of a job's actors, not all of them; the nodes that ran units are counted
   (``RunStats.nodes``) from the ``"node"`` a worker puts in each unit's result (:func:`node_id`).
@@ -43,6 +47,7 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 5.0
 UNREACHABLE_STATUS = "HBase unreachable, retrying"
 RESUME_HINT = "Completed units are recorded: re-run the same command to resume."
+ACTOR_START_TIMEOUT_S = 120.0  # a new actor Ray has not placed by then is given up
 
 # Who hears a job's status changes. Ambient rather than a parameter, so the CLI can show them
 # for every job without each job function threading a callback through to its runner.
@@ -151,7 +156,10 @@ class UnitRunner(Generic[U]):
     def _loop(self, ray: Any, todo: deque[U], actors: list[Any], on_done: Callable[[U, Any, list[Any]], None]
               ) -> None:
         actors.extend(self.spawn(i) for i in range(min(self.workers, len(todo))))
-        idle = deque(range(len(actors)))
+        starting = _Starting(ray)
+        for slot, actor in enumerate(actors):
+            starting.add(slot, actor)
+        idle: deque[int] = deque()
         attempts: Counter[str] = Counter()
         in_flight: dict[Any, tuple[int, U]] = {}
         # Units waiting out a backoff: (due time, sequence number, unit); they do not hold an actor.
@@ -164,6 +172,14 @@ class UnitRunner(Generic[U]):
                 raise SeqStoreError(
                     f"HBase unreachable: no unit succeeded in {now - outage.since:.0f} s of retrying after a call "
                     f"gave up (last: {outage.last}); stopping. {RESUME_HINT}")
+            started, given_up = starting.poll()
+            idle.extend(started)
+            for slot in given_up:
+                _kill(ray, actors[slot])
+            if not (idle or in_flight or starting):
+                raise SeqStoreError(
+                    f"no Ray worker could be started in {ACTOR_START_TIMEOUT_S:.0f} s (the cluster has no free CPU "
+                    f"slot for one, or its node is gone); stopping. {RESUME_HINT}")
             while waiting and waiting[0][0] <= now:
                 todo.appendleft(heapq.heappop(waiting)[2])
             while todo and idle:
@@ -172,9 +188,9 @@ class UnitRunner(Generic[U]):
                 in_flight[self.submit(actors[slot], unit)] = (slot, unit)
             until_due = max(0.0, waiting[0][0] - now) if waiting else 1.0
             if not in_flight:
-                time.sleep(until_due)  # nothing running: only backed-off units are left
+                time.sleep(min(0.2 if starting else 1.0, until_due))  # nothing running: actors starting or backoffs
                 continue
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=min(1.0, until_due))
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=min(0.2 if starting else 1.0, until_due))
             for ref in ready:
                 slot, unit = in_flight.pop(ref)
                 idle.append(slot)
@@ -183,7 +199,9 @@ class UnitRunner(Generic[U]):
                     result = ray.get(ref)
                 except ray.exceptions.RayActorError:
                     log.warning("actor %d died during %s; re-running the unit on a new actor", slot, unit.key)
+                    idle.remove(slot)
                     actors[slot] = self.spawn(slot)
+                    starting.add(slot, actors[slot])
                     why = "its actor died"
                 except ray.exceptions.RayTaskError as exc:
                     # The worker's own exception: its text is one line, without Ray's remote traceback.
@@ -200,7 +218,9 @@ class UnitRunner(Generic[U]):
                     # A system error (lost object, crashed worker...): the actor may be unusable.
                     log.warning("%s during %s; re-running the unit on a new actor", type(exc).__name__, unit.key)
                     _kill(ray, actors[slot])
+                    idle.remove(slot)
                     actors[slot] = self.spawn(slot)
+                    starting.add(slot, actors[slot])
                     why = f"{type(exc).__name__}: {_first_line(exc)}"
                 if why:
                     delay = self._requeue(unit, attempts, why)
@@ -223,6 +243,41 @@ class UnitRunner(Generic[U]):
             raise SeqStoreError(
                 f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. {RESUME_HINT}")
         return backoff_s(attempts[unit.key])
+
+
+class _Starting:
+    """Actors not yet known to have started: each slot's readiness ref and its deadline."""
+
+    def __init__(self, ray: Any) -> None:
+        self.ray = ray
+        self.pending: dict[int, tuple[Any, float]] = {}
+
+    def add(self, slot: int, actor: Any) -> None:
+        self.pending[slot] = (actor.__ray_ready__.remote(), time.monotonic() + ACTOR_START_TIMEOUT_S)
+
+    def __bool__(self) -> bool:
+        return bool(self.pending)
+
+    def poll(self) -> tuple[list[int], list[int]]:
+        """``(started, given_up)`` slots since the last poll; both leave the pending set."""
+        if not self.pending:
+            return [], []
+        refs = {ref: slot for slot, (ref, _) in self.pending.items()}
+        ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        # Ready or failed: an actor whose creation failed fails its first unit with RayActorError,
+        # which the runner handles like any actor's death.
+        started: list[int] = [refs[ref] for ref in ready]
+        given_up: list[int] = []
+        for slot in started:
+            del self.pending[slot]
+        now = time.monotonic()
+        for slot, (_, deadline) in list(self.pending.items()):
+            if now > deadline:
+                log.warning("worker %d was not started by Ray within %.0f s (no free CPU slot in the cluster?); "
+                            "going on without it", slot, ACTOR_START_TIMEOUT_S)
+                given_up.append(slot)
+                del self.pending[slot]
+        return started, given_up
 
 
 @dataclass

@@ -42,6 +42,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+DISTRIBUTED_FIXTURES = {"hbase_cluster", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests of the distributed deployment last, together: the local HBase cluster and
+    the Ray cluster start at the first of them, and nothing else runs beside their JVMs."""
+    items.sort(key=lambda item: bool(DISTRIBUTED_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
 @dataclass
 class HBaseServer:
     """The suite's HBase. ``data_dir`` is set only for the launcher back end."""

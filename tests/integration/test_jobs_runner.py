@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from ray_jobs import manifest
+from ray_jobs import runner as runner_module
 from ray_jobs.backfill import run_backfill
 from ray_jobs.runner import UnitRunner
 from ray_jobs.units import Unit
@@ -103,3 +104,32 @@ def test_backfill_writes_a_failed_resumable_report_on_an_unexpected_ray_error(
     assert resumed.completed, resumed.error
     assert resumed.units_skipped == 2 and resumed.units_done == resumed.units_total - 2
     assert verify(str(small_log), table).ok
+
+
+@pytest.mark.slow
+def test_workers_ray_cannot_place_are_given_up_and_the_job_goes_on(
+    ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slots 2 and 3 ask for a resource no node has: Ray keeps them pending forever, as it does
+    # actors beyond a cluster's free CPU slots (after losing a node, say).
+    monkeypatch.setattr(runner_module, "ACTOR_START_TIMEOUT_S", 3.0)
+    Echo = _echo_actor()
+    Unplaceable = Echo.options(resources={"no_such_node": 1})
+    units = _units(tmp_path, 6)
+    done: list[str] = []
+    runner: UnitRunner[Unit] = UnitRunner(lambda slot: Echo.remote() if slot < 2 else Unplaceable.remote(),
+                                          lambda a, u: a.run.remote(u), workers=4)
+    stats = runner.run(units, lambda unit, _result, _actors: done.append(unit.key))
+    assert sorted(done) == sorted(u.key for u in units) and stats.units_done == 6  # all on the two that started
+
+
+@pytest.mark.slow
+def test_a_job_whose_workers_all_cannot_start_stops_saying_so(
+    ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "ACTOR_START_TIMEOUT_S", 2.0)
+    Unplaceable = _echo_actor().options(resources={"no_such_node": 1})
+    runner: UnitRunner[Unit] = UnitRunner(lambda _slot: Unplaceable.remote(), lambda a, u: a.run.remote(u),
+                                          workers=2)
+    with pytest.raises(SeqStoreError, match=r"no Ray worker could be started in 2 s.*re-run the same command"):
+        runner.run(_units(tmp_path, 3), lambda *_: None)

@@ -9,7 +9,7 @@ data dir, each check covering the acknowledged puts of all rounds so far.
 Single small puts are the hardest case: each WAL sync then carries a few hundred bytes, so any
 layer that keeps a tail of the WAL inside the JVM (the 512-byte checksum chunk of Hadoop's
 ``ChecksumFileSystem``, a ``BufferedOutputStream``) holds acknowledged edits when the kill lands.
-See NOTES-durability.md for the source facts and the measurements.
+See hbase/DURABILITY.md for the source facts and the measurements.
 
 The steps are small functions so that another runtime can reuse them: :func:`start_instance`,
 :func:`kill_region_holder` (standalone: the master JVM, which also runs the RegionServer),

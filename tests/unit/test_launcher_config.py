@@ -18,7 +18,7 @@ def test_rendered_config_has_every_placeholder_filled(tmp_path: Path) -> None:
     assert "${" not in site
     assert f"file://{tmp_path}/hbase" in site
     assert "<name>hbase.zookeeper.property.clientPort</name><value>1</value>" in site
-    # file:// without the checksum layer: the WAL's hflush reaches the OS (NOTES-durability.md), and
+    # file:// without the checksum layer: the WAL's hflush reaches the OS (hbase/DURABILITY.md), and
     # HBase's own hflush/hsync check of the WAL stream stays on.
     assert "<name>fs.file.impl</name><value>org.apache.hadoop.fs.RawLocalFileSystem</value>" in site
     assert "<name>hbase.unsafe.stream.capability.enforce</name>" not in site
