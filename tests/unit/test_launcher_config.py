@@ -75,3 +75,42 @@ def test_only_the_thrift_servers_get_the_fail_fast_client_settings(tmp_path: Pat
     assert int(thrift["zookeeper.recovery.retry"]) <= 3
     assert {k: v for k, v in thrift.items() if k in master} == master  # everything else is the same
     assert (datadir.thrift_conf_dir(tmp_path) / "log4j2.properties").exists()
+
+
+def test_a_cluster_gets_distinct_ports_per_regionserver_reused_on_the_next_start(tmp_path: Path) -> None:
+    first = datadir.choose_ports(tmp_path, "127.0.0.1", None, None, regionservers=3)
+    assert len(first) == len(set(first.values())) == 2 + 3 * 3
+    assert {"regionserver_port_3", "thrift_port_2", "thrift2_port_3"} <= set(first)
+    assert datadir.choose_ports(tmp_path, "127.0.0.1", None, None, regionservers=3) == first
+
+
+def test_a_cluster_layout_runs_every_role_as_its_own_process_on_its_own_ports(tmp_path: Path) -> None:
+    from hbase import roles
+
+    ports = datadir.choose_ports(tmp_path, "127.0.0.1", None, None, regionservers=3)
+    procs = {p.role: p for p in roles.layout(3, ports, "127.0.0.1", tmp_path)}
+    assert list(procs)[:2] == ["zookeeper", "master"]  # ZooKeeper first, Thrift servers last
+    assert {p.kind for p in procs.values()} == {"zookeeper", "master", "regionserver", "thrift", "thrift2"}
+    assert f"hbase.regionserver.port={ports['regionserver_port_2']}" in procs["regionserver_2"].args
+    assert procs["thrift2_3"].args[:2] == ("-p", str(ports["thrift2_port_3"]))
+    assert [p.role for p in roles.layout(1, ports, "127.0.0.1", tmp_path)] == ["master", "thrift", "thrift2"]
+    thrift, cluster, zookeeper = roles.stop_order({"thrift": 1, "thrift2_2": 2, "master": 3,
+                                                   "regionserver_2": 4, "zookeeper": 5})
+    assert (sorted(thrift), sorted(cluster), zookeeper) == ([1, 2], [3, 4], [5])
+
+
+def test_a_cluster_config_is_distributed_and_waits_for_every_regionserver(tmp_path: Path) -> None:
+    ports = datadir.choose_ports(tmp_path, "127.0.0.1", None, None, regionservers=3)
+    site = (datadir.render_config(tmp_path, ports, regionservers=3) / "hbase-site.xml").read_text()
+    assert "<name>hbase.cluster.distributed</name><value>true</value>" in site
+    assert "<name>hbase.master.wait.on.regionservers.mintostart</name><value>3</value>" in site
+    standalone = (datadir.render_config(tmp_path / "s", ports) / "hbase-site.xml").read_text()
+    assert "<name>hbase.cluster.distributed</name><value>false</value>" in standalone
+
+
+def test_a_runtime_record_from_before_clusters_lists_its_one_regionserver(tmp_path: Path) -> None:
+    old = {"host": "127.0.0.1", "thrift_port": 1, "thrift2_port": 2, "data_dir": str(tmp_path), "zk_port": 3,
+           "master_port": 4, "regionserver_port": 5, "hbase_version": "x", "pids": {"master": 10}}
+    rt = Runtime.from_json(old)
+    assert (rt.regionservers, rt.thrift2_ports, rt.thrift_ports, rt.regionserver_ports) == (1, [2], [1], [5])
+    assert rt.thrift2_endpoints == ["127.0.0.1:2"]
