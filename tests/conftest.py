@@ -43,6 +43,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 DISTRIBUTED_FIXTURES = {"hbase_cluster", "ray_cluster"}
+# The HBase the user pointed the suite at, read before any fixture sets these variables for the
+# session's own HBase (``hbase_server`` exports its endpoints, and the cluster must not take
+# them for an external HBase).
+EXTERNAL_HBASE = {name: os.environ[name] for name in (HBASE_ENV, HBASE_THRIFT2_ENV) if os.environ.get(name)}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -117,7 +121,7 @@ def hbase_server(
     request: pytest.FixtureRequest, isolated_state: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HBaseServer]:
     mp = pytest.MonkeyPatch()
-    if os.environ.get(HBASE_ENV):
+    if HBASE_ENV in EXTERNAL_HBASE:
         yield _external()
         return
     if request.config.getoption("--hbase") == "docker":
@@ -153,8 +157,9 @@ def hbase_server(
 
 
 def _external() -> HBaseServer:
-    thrift = tuple(Endpoint.parse(part) for part in os.environ[HBASE_ENV].split(",") if part.strip())
-    thrift2 = tuple(Endpoint.parse(part) for part in os.environ.get(HBASE_THRIFT2_ENV, "").split(",") if part.strip())
+    thrift = tuple(Endpoint.parse(part) for part in EXTERNAL_HBASE[HBASE_ENV].split(",") if part.strip())
+    thrift2 = tuple(Endpoint.parse(part) for part in EXTERNAL_HBASE.get(HBASE_THRIFT2_ENV, "").split(",")
+                    if part.strip())
     return HBaseServer("external", thrift[0].host, thrift[0].port, thrift2[0].port if thrift2 else None,
                        thrift_endpoints=thrift, thrift2_endpoints=thrift2)
 
@@ -170,7 +175,7 @@ def hbase_cluster(isolated_state: Path, tmp_path_factory: pytest.TempPathFactory
     Tests that take this fixture pass ``hbase_cluster.env()`` (or ``config()``) explicitly;
     the session's default endpoint stays the suite's ``hbase_server``.
     """
-    if os.environ.get(HBASE_ENV):
+    if HBASE_ENV in EXTERNAL_HBASE:
         server = _external()
         if len(server.thrift2_endpoints) < 2:
             pytest.skip(f"{HBASE_THRIFT2_ENV} names one Thrift2 server: not a cluster")
