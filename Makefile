@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # ~1 min from PyPI) so the PyTorch dataset test runs too: `make test EXTRAS=test,dev,torch`.
 EXTRAS ?= test,dev
 
-.PHONY: install jars test lint unit demo bench bench-scaleout clean
+.PHONY: install jars test lint unit demo bench bench-scaleout docker-engine docker-engine-stop test-docker clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -31,6 +31,25 @@ test: jars lint                       ## the whole suite, integration tests on a
 
 unit: install                         ## the tests that need no server
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# The suite's Docker subset: store round trips, a Ray backfill + verify, score, export, the README
+# example and data surviving a container restart, against the image docker/ builds.
+DOCKER_TESTS ?= tests/integration/test_docker_runtime.py \
+	tests/integration/test_hbase_runtime.py::test_data_survives_stop_and_start \
+	tests/integration/test_store_sequences.py tests/integration/test_backfill.py \
+	tests/integration/test_score_export.py tests/integration/test_readme_example.py
+
+docker-engine:                        ## own dockerd (installed from Debian if missing), base + runtime images
+	bash docker/engine.sh start
+
+docker-engine-stop:                   ## stop that dockerd and its containers
+	bash docker/engine.sh stop
+
+test-docker: install                  ## the Docker subset, pytest --hbase=docker; the engine is stopped after
+	bash docker/engine.sh start
+	DOCKER_HOST=$$(bash docker/engine.sh host) SEQSTORE_COMPOSE_FILES=docker/compose.yml:docker/compose.ci.yml \
+	  $(BIN)/python -m pytest --hbase=docker $(DOCKER_TESTS) $(PYTEST_ARGS); \
+	  status=$$?; bash docker/engine.sh stop; exit $$status
 
 demo: jars                            ## the main job on the embedded HBase
 	$(BIN)/seqstore demo

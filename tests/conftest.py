@@ -2,7 +2,10 @@
 
 * ``SEQSTORE_HBASE=host:port[,...]`` set: that HBase (``SEQSTORE_HBASE_THRIFT2`` for its
   Thrift2 servers; several endpoints are spread over, as a cluster's clients do).
-* ``--hbase=docker``: ``docker/compose.yml`` through pytest-docker.
+* ``--hbase=docker``: the image of ``docker/compose.yml`` through pytest-docker (``up --build
+  --wait``: the compose health check, a real round trip), on two free host ports, taken down
+  with its volume at the end. ``SEQSTORE_COMPOSE_FILES`` (``os.pathsep``-separated, relative
+  to the repository) adds override files: ``make test-docker`` adds ``docker/compose.ci.yml``.
 * otherwise (the default, and what CI uses): the project's own launcher, on a fresh data
   dir, stopped at the end of the session with no JVM left behind.
 
@@ -17,6 +20,7 @@ dropped when the test ends.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from typing import Any
 
 import happybase
 import pytest
+from pytest_docker.plugin import DockerComposeExecutor
 
 from hbase import launcher
 from hbase.state import Runtime
@@ -64,6 +69,8 @@ class HBaseServer:
     thrift_port: int
     thrift2_port: int | None
     data_dir: Path | None = None
+    # Docker back end: the compose project that runs the container.
+    compose: DockerComposeExecutor | None = None
     # Every server when there are several (a cluster); the first is thrift_port/thrift2_port.
     thrift_endpoints: tuple[Endpoint, ...] = ()
     thrift2_endpoints: tuple[Endpoint, ...] = ()
@@ -92,8 +99,13 @@ class HBaseServer:
         return happybase.Connection(self.host, self.thrift_port, timeout=30_000)
 
     def restart(self) -> None:
-        """Stop and start again on the same data dir (launcher back end only)."""
-        assert self.data_dir is not None, "restart needs the launcher back end"
+        """Stop and start again on the same data: ``docker compose restart`` (waiting on the
+        health check again) for Docker, the launcher on the same data dir otherwise."""
+        if self.compose is not None:
+            self.compose.execute(f"restart {COMPOSE_SERVICE}")
+            self.compose.execute("up -d --wait")
+            return
+        assert self.data_dir is not None, "restart needs the launcher or the Docker back end"
         launcher.stop(self.data_dir)
         rt, _ = launcher.start(self.data_dir)
         self.host, self.thrift_port, self.thrift2_port = rt.host, rt.thrift_port, rt.thrift2_port
@@ -111,9 +123,40 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp.undo()
 
 
+COMPOSE_FILES_ENV = "SEQSTORE_COMPOSE_FILES"
+COMPOSE_SERVICE = "hbase"
+# The host ports docker/compose.yml publishes (or, with compose.ci.yml, HBase binds).
+DOCKER_PORT_ENVS = ("SEQSTORE_THRIFT_PORT", "SEQSTORE_THRIFT2_PORT")
+
+
 @pytest.fixture(scope="session")
-def docker_compose_file() -> str:
-    return str(REPO / "docker" / "compose.yml")
+def docker_compose_file() -> list[str]:
+    files = os.environ.get(COMPOSE_FILES_ENV) or "docker/compose.yml"
+    return [str(REPO / name) for name in files.split(os.pathsep) if name]
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    # --build reuses the layer cache (a second or two when nothing changed); --wait returns once
+    # the compose health check (a create/put/get/delete round trip) passes, or fails.
+    return ["up --build -d --wait"]
+
+
+@pytest.fixture(scope="session")
+def docker_ports() -> Iterator[tuple[int, int]]:
+    """Two free host ports for the container's Thrift servers, unless the user set them."""
+    mp = pytest.MonkeyPatch()
+    for name in DOCKER_PORT_ENVS:
+        if not os.environ.get(name):
+            mp.setenv(name, str(_free_port()))
+    yield int(os.environ[DOCKER_PORT_ENVS[0]]), int(os.environ[DOCKER_PORT_ENVS[1]])
+    mp.undo()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -125,21 +168,15 @@ def hbase_server(
         yield _external()
         return
     if request.config.getoption("--hbase") == "docker":
-        services = request.getfixturevalue("docker_services")
-        port = services.port_for("hbase", 9090)
-        port2 = services.port_for("hbase", 9091)
-
-        def usable() -> bool:
-            try:
-                launcher.probe.probe_thrift1("127.0.0.1", port, timeout_s=10)
-            except Exception:  # noqa: BLE001 - not yet
-                return False
-            return True
-
-        services.wait_until_responsive(check=usable, timeout=240.0, pause=2.0)
-        mp.setenv(HBASE_ENV, f"127.0.0.1:{port}")
-        mp.setenv(HBASE_THRIFT2_ENV, f"127.0.0.1:{port2}")
-        yield HBaseServer("docker", "127.0.0.1", port, port2)
+        port, port2 = request.getfixturevalue("docker_ports")
+        request.getfixturevalue("docker_services")  # up --build -d --wait
+        compose = DockerComposeExecutor(request.getfixturevalue("docker_compose_command"),
+                                        request.getfixturevalue("docker_compose_file"),
+                                        request.getfixturevalue("docker_compose_project_name"))
+        server = HBaseServer("docker", "127.0.0.1", port, port2, compose=compose)
+        for name, value in server.env().items():
+            mp.setenv(name, value)
+        yield server
         mp.undo()
         return
     data_dir = tmp_path_factory.mktemp("hbase")

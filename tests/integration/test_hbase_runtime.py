@@ -98,8 +98,8 @@ def test_second_connection_sees_first_ones_writes(hbase_server: HBaseServer, tab
 
 @pytest.mark.slow
 def test_data_survives_stop_and_start(hbase_server: HBaseServer, table_prefix: str) -> None:
-    if hbase_server.backend != "launcher":
-        pytest.skip("restarting is only possible for the launcher's own HBase")
+    if hbase_server.backend not in ("launcher", "docker"):
+        pytest.skip("restarting is only possible for the launcher's HBase or the Docker container")
     conn = hbase_server.connect()
     name = f"{table_prefix}persist"
     conn.create_table(name, {"f": FAMILY})
