@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A Docker engine of the project's own, for `make test-docker` and CI (see docker/README.md).
+# A Docker engine of the project's own, for `make test-docker` and CI (see the README, "Docker").
 #
 #   bash docker/engine.sh start   install the engine + Compose from Debian if missing, start dockerd
 #                                 on its own socket and data root, build the local base image once
@@ -14,7 +14,7 @@
 # Settings (environment):
 #   SEQSTORE_DOCKER_RUN        socket, pid file, log, exec root   (default /run/seqstore-docker)
 #   SEQSTORE_DOCKER_ROOT       images, containers, volumes        (default ~/.cache/seqstore/docker)
-#   SEQSTORE_DOCKER_BASE       the local base image's name        (default seqstore/debian:bookworm)
+#   SEQSTORE_BASE_IMAGE        the local base image's name        (default seqstore/debian:bookworm)
 #   SEQSTORE_DEBIAN_MIRROR     where debootstrap fetches from     (default: apt's own Debian mirror)
 #   SEQSTORE_EXTRA_CA_DIR      extra CA certificates (*.crt) the image must trust, e.g. a
 #                              TLS-intercepting proxy's     (default /usr/local/share/ca-certificates)
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 
 RUN_DIR=${SEQSTORE_DOCKER_RUN:-/run/seqstore-docker}
 DATA_ROOT=${SEQSTORE_DOCKER_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/seqstore/docker}
-BASE_IMAGE=${SEQSTORE_DOCKER_BASE:-seqstore/debian:bookworm}
+BASE_IMAGE=${SEQSTORE_BASE_IMAGE:-seqstore/debian:bookworm}
 EXTRA_CA_DIR=${SEQSTORE_EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 SOCKET="unix://$RUN_DIR/docker.sock"
 PIDFILE="$RUN_DIR/dockerd.pid"
