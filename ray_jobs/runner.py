@@ -309,7 +309,10 @@ def _kill(ray: Any, actor: Any) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    try:
+        text = str(exc).strip()
+    except Exception:  # noqa: BLE001 - e.g. thriftpy2's TApplicationException, whose __str__ returns bytes
+        return repr(exc)
     # RayTaskError's text carries the remote traceback; the cause's own message comes last.
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else repr(exc)

@@ -69,11 +69,11 @@ class HBaseServer:
     thrift_port: int
     thrift2_port: int | None
     data_dir: Path | None = None
-    # Docker back end: the compose project that runs the container.
-    compose: DockerComposeExecutor | None = None
     # Every server when there are several (a cluster); the first is thrift_port/thrift2_port.
     thrift_endpoints: tuple[Endpoint, ...] = ()
     thrift2_endpoints: tuple[Endpoint, ...] = ()
+    # Docker back end: the compose project that runs the container.
+    compose: DockerComposeExecutor | None = None
 
     def __post_init__(self) -> None:
         if not self.thrift_endpoints:

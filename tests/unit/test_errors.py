@@ -91,3 +91,14 @@ def test_a_bad_pool_size_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="'pool_size' must be > 0"):
         ClientPool(Config(thrift2=(Endpoint("127.0.0.1", 1),)), 0)
+
+
+def test_a_job_error_whose_str_fails_is_still_reported() -> None:
+    from ray_jobs.runner import _first_line
+
+    class BytesMessage(Exception):  # thriftpy2's TApplicationException: __str__ returns bytes
+        def __str__(self) -> str:
+            return b"unknown method"  # type: ignore[return-value]
+
+    assert "BytesMessage" in _first_line(BytesMessage())
+    assert _first_line(RuntimeError("remote trace\n\nthe cause")) == "the cause"
