@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,8 +38,9 @@ import pyarrow.parquet as pq
 
 from ray_jobs import manifest
 from ray_jobs.parts import settings_digest
-from ray_jobs.runner import UnitRunner, actor_config, node_id, worker_actor
+from ray_jobs.runner import UnitRunner, actor_config
 from ray_jobs.units import Unit, plan
+from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
 from store.config import Config
 from store.errors import SeqStoreError
@@ -67,19 +67,15 @@ def table_digest(table: SequenceTable) -> str:
     return settings_digest(table.spec.settings())
 
 
-class BackfillWorker:
+class BackfillWorker(StoreWorker):
     """A Ray actor body: writes units of one table through its own connection pool."""
 
     def __init__(self, config: Config, table: str, filesystem: pafs.FileSystem, pool_size: int,
                  batch_rows: int, now_ms: int) -> None:
-        self.store = SequenceStore(config, pool_size=pool_size)
-        self.table = self.store.table(table)
+        super().__init__(config, table, pool_size=pool_size)
         self.fs = filesystem
         self.batch_rows = batch_rows
         self.now_ms = now_ms
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def run(self, unit: Unit) -> dict[str, Any]:
         """Write one unit; returns its counts and quarantine (as Arrow IPC bytes)."""
@@ -100,13 +96,13 @@ class BackfillWorker:
             w.write_table(quarantine)
         return {"rows_in": result.rows_in, "written": result.written, "merged": result.merged,
                 "quarantined": result.quarantined, "by_reason": result.by_reason(),
-                "quarantine": sink.getvalue().to_pybytes(), "node": node_id()}
+                "quarantine": sink.getvalue().to_pybytes()}
 
 
 @dataclass
 class BackfillReport:
     """The job's outcome; :meth:`to_json` is what ``--json`` prints (``nodes``: how many Ray
-    nodes' actors completed units)."""
+    nodes the job's actors ran on)."""
 
     table: str
     input: str

@@ -23,13 +23,13 @@ last, successful run (the failed attempt's work is then found done, not counted 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ray_jobs.runner import UnitRunner, actor_config, init_ray, node_id, worker_actor
+from ray_jobs.runner import UnitRunner, actor_config, init_ray
+from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
 from store.compaction import CompactionStats, check_tiered, compact_range, salt_ranges
 from store.config import Config
@@ -55,20 +55,16 @@ def units_of(table: SequenceTable) -> list[CompactUnit]:
     return [CompactUnit(i, start, stop) for i, (start, stop) in enumerate(salt_ranges(table))]
 
 
-class CompactWorker:
+class CompactWorker(StoreWorker):
     """A Ray actor body: compacts units of one table through its own connection pool."""
 
     def __init__(self, config: Config, table: str, pool_size: int, older_than_ms: int | None) -> None:
-        self.store = SequenceStore(config, pool_size=pool_size)
-        self.table = self.store.table(table)
+        super().__init__(config, table, pool_size=pool_size)
         self.older_than_ms = older_than_ms
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def run(self, unit: CompactUnit) -> dict[str, Any]:
         stats = compact_range(self.table, unit.start, unit.stop, older_than_ms=self.older_than_ms)
-        return {**{f.name: getattr(stats, f.name) for f in fields(stats)}, "node": node_id()}
+        return {f.name: getattr(stats, f.name) for f in fields(stats)}
 
 
 @dataclass
@@ -79,7 +75,7 @@ class CompactReport:
     deleted; ``chunks_written`` new chunk cells replaced ``chunks_replaced`` old ones;
     ``retries`` counts users started again after a concurrent change (a writer or another
     compaction), ``units_retried`` units re-run after a failure, ``nodes`` the Ray nodes
-    whose actors completed units; ``flags_kept`` users are still flagged (raw events newer
+    the job's actors ran on; ``flags_kept`` users are still flagged (raw events newer
     than ``older_than``, or written during the run).
     """
 

@@ -20,7 +20,6 @@ fewer events than were stored at its time (they were deleted since). Such rows h
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,8 +32,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
-from ray_jobs.runner import node_id, worker_actor
 from ray_jobs.units import Unit, plan
+from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
 from store.config import Config
 from store.errors import SchemaError
@@ -55,21 +54,17 @@ def output_columns(table: SequenceTable, features: Sequence[str]) -> set[str]:
     return {"length", "history_complete", *(f"hist_{f}" for f in fields), *features}
 
 
-class ExportWorker:
+class ExportWorker(StoreWorker):
     """A Ray actor body: turns units of labels into training shards."""
 
     def __init__(self, config: Config, table: str, fs: pafs.FileSystem, out: str, *, max_len: int,
                  features: Sequence[str], batch_rows: int, settings: dict[str, Any],
                  allow_any_ts: bool = False) -> None:
-        self.store = SequenceStore(config, pool_size=8)
-        self.table = self.store.table(table)
+        super().__init__(config, table)
         self.fs, self.out = fs, Path(out)
         self.max_len, self.features, self.batch_rows = max_len, list(features), batch_rows
         self.settings, self.allow_any_ts = settings, allow_any_ts
         self.reserved = output_columns(self.table, self.features)
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def run(self, unit: Unit) -> dict[str, Any]:
         with self.fs.open_input_file(unit.path) as handle:
@@ -88,7 +83,7 @@ class ExportWorker:
                     part.write(self._rows(pa.Table.from_batches([batch]), unit, rows))
                     rows += batch.num_rows
                 part.close(empty=self._rows(parquet.schema_arrow.empty_table(), unit, 0))
-        return {"rows": rows, "node": node_id()}
+        return {"rows": rows}
 
     def _rows(self, labels: pa.Table, unit: Unit, offset: int) -> pa.Table:
         try:

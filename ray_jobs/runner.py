@@ -19,13 +19,15 @@
   :data:`ACTOR_START_TIMEOUT_S` (the cluster has fewer free CPU slots than ``--workers``, say,
   after losing a node) is given up with a warning, and the job goes on with the others; if
   none of them could start, the job stops saying so, rather than waiting forever.
-* Actors are spread over the cluster's nodes (:func:`worker_actor`), so losing a node
-  costs a share of a job's actors, not all of them; the nodes that ran units are counted
-  (``RunStats.nodes``) from the ``"node"`` a worker puts in each unit's result (:func:`node_id`).
+* Actors are spread over the cluster's nodes (:func:`ray_jobs.workers.worker_actor`), so
+  losing a node costs a share of a job's actors, not all of them. The nodes the job's actors
+  started on are counted (``RunStats.nodes``) from each actor's first call,
+  :meth:`ray_jobs.workers.JobWorker.node`, whose answer is also what says it has started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -84,24 +86,7 @@ U = TypeVar("U", bound=HasKey)
 class RunStats:
     units_done: int = 0
     units_retried: int = 0
-    nodes: set[str] = field(default_factory=set)  # Ray node ids of the actors that completed units
-
-
-def worker_actor(cls: type) -> Any:
-    """``cls`` as the Ray actor class of a job's workers: one CPU each, never restarted by Ray
-    (the runner replaces a dead actor and re-runs its unit), and spread over the cluster's nodes
-    — Ray's default packs actors onto one node until it is full."""
-    import ray
-
-    return ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(cls)
-
-
-def node_id() -> str:
-    """The Ray node this worker runs on (hex id): a worker returns it as ``"node"`` in each unit's
-    result, and the runner moves it from there into ``RunStats.nodes``."""
-    import ray
-
-    return str(ray.get_runtime_context().get_node_id())
+    nodes: set[str] = field(default_factory=set)  # Ray node ids the job's actors started on
 
 
 def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
@@ -115,9 +100,9 @@ def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
 
 
 class UnitRunner(Generic[U]):
-    """Feeds ``units`` to ``workers`` actors made by ``spawn(slot)``; ``submit(actor, unit)``
-    returns an ObjectRef; ``on_done(unit, result, actors)`` runs in the driver per finished unit
-    (without the result's ``"node"``, which goes to ``stats.nodes``)."""
+    """Feeds ``units`` to ``workers`` actors made by ``spawn(slot)`` (of a
+    :class:`~ray_jobs.workers.JobWorker` class); ``submit(actor, unit)`` returns an ObjectRef;
+    ``on_done(unit, result, actors)`` runs in the driver per finished unit."""
 
     def __init__(self, spawn: Callable[[int], Any], submit: Callable[[Any, U], Any], *, workers: int,
                  max_attempts: int = 3) -> None:
@@ -156,7 +141,7 @@ class UnitRunner(Generic[U]):
     def _loop(self, ray: Any, todo: deque[U], actors: list[Any], on_done: Callable[[U, Any, list[Any]], None]
               ) -> None:
         actors.extend(self.spawn(i) for i in range(min(self.workers, len(todo))))
-        starting = _Starting(ray)
+        starting = _Starting(ray, self.stats.nodes)
         for slot, actor in enumerate(actors):
             starting.add(slot, actor)
         idle: deque[int] = deque()
@@ -231,8 +216,6 @@ class UnitRunner(Generic[U]):
                     log.warning("HBase reachable again after %.0f s", time.monotonic() - outage.since)
                     outage = None
                     _say("")
-                if isinstance(result, dict) and "node" in result:
-                    self.stats.nodes.add(result.pop("node"))
                 on_done(unit, result, actors)
                 self.stats.units_done += 1
 
@@ -246,14 +229,16 @@ class UnitRunner(Generic[U]):
 
 
 class _Starting:
-    """Actors not yet known to have started: each slot's readiness ref and its deadline."""
+    """Actors not yet known to have started: each slot's ``node()`` ref and its deadline; the
+    nodes of those that started go into ``nodes``."""
 
-    def __init__(self, ray: Any) -> None:
+    def __init__(self, ray: Any, nodes: set[str]) -> None:
         self.ray = ray
+        self.nodes = nodes
         self.pending: dict[int, tuple[Any, float]] = {}
 
     def add(self, slot: int, actor: Any) -> None:
-        self.pending[slot] = (actor.__ray_ready__.remote(), time.monotonic() + ACTOR_START_TIMEOUT_S)
+        self.pending[slot] = (actor.node.remote(), time.monotonic() + ACTOR_START_TIMEOUT_S)
 
     def __bool__(self) -> bool:
         return bool(self.pending)
@@ -268,8 +253,10 @@ class _Starting:
         # which the runner handles like any actor's death.
         started: list[int] = [refs[ref] for ref in ready]
         given_up: list[int] = []
-        for slot in started:
-            del self.pending[slot]
+        for ref in ready:
+            del self.pending[refs[ref]]
+            with contextlib.suppress(self.ray.exceptions.RayError):
+                self.nodes.add(self.ray.get(ref))
         now = time.monotonic()
         for slot, (_, deadline) in list(self.pending.items()):
             if now > deadline:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,8 +42,8 @@ import pyarrow.parquet as pq
 
 from ray_jobs.assemble import model_inputs
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
-from ray_jobs.runner import node_id, worker_actor
 from ray_jobs.units import Unit, plan
+from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore
 from store.config import Config
 from store.errors import SchemaError, SeqStoreError
@@ -114,22 +113,18 @@ def _columns(output: Any, n: int, where: str) -> dict[str, Any]:
     return columns
 
 
-class ScoreWorker:
+class ScoreWorker(StoreWorker):
     """A Ray actor body: scores units of requests into Parquet parts."""
 
     def __init__(self, config: Config, table: str, model: str, fs: pafs.FileSystem, out: str, *, max_len: int,
                  features: Sequence[str], now_ms: int, batch_rows: int, settings: dict[str, Any],
                  allow_any_ts: bool = False) -> None:
-        self.store = SequenceStore(config, pool_size=8)
-        self.table = self.store.table(table)
+        super().__init__(config, table)
         self.model_spec = model
         self.model = load_model(model)
         self.fs, self.out = fs, Path(out)
         self.max_len, self.features, self.now_ms, self.batch_rows = max_len, list(features), now_ms, batch_rows
         self.settings, self.allow_any_ts = settings, allow_any_ts
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def run(self, unit: Unit) -> dict[str, Any]:
         with self.fs.open_input_file(unit.path) as handle:
@@ -161,7 +156,7 @@ class ScoreWorker:
                 part.write(pa.table({"user_id": ids, "as_of_ts": ts,
                                      **{k: pa.array(np.asarray(v)) for k, v in columns.items()}}))
             part.close(empty=pa.table({"user_id": users.slice(0, 0), "as_of_ts": pa.array([], pa.int64())}))
-        return {"rows": len(users), "node": node_id()}
+        return {"rows": len(users)}
 
 
 @dataclass

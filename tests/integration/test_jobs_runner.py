@@ -16,6 +16,7 @@ from ray_jobs.backfill import run_backfill
 from ray_jobs.runner import UnitRunner
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
+from ray_jobs.workers import JobWorker
 from store import SequenceTable
 from store.errors import SeqStoreError
 from tests.conftest import HBaseServer, plan_units
@@ -26,7 +27,7 @@ def _units(tmp_path: Path, groups: int) -> list[Unit]:
 
 
 def _echo_actor() -> Any:
-    class Echo:  # local, so Ray ships it by value
+    class Echo(JobWorker):  # local, so Ray ships it by value
         def run(self, unit: Unit) -> dict[str, Any]:
             return {"rows": unit.num_rows}
 
@@ -47,16 +48,21 @@ def test_a_ray_system_error_re_runs_the_unit_on_a_new_actor(
 
     real_get = ray.get
     injected: list[Any] = []
+    unit_refs: list[Any] = []
+
+    def submit(actor: Any, unit: Unit) -> Any:
+        unit_refs.append(actor.run.remote(unit))
+        return unit_refs[-1]
 
     def flaky_get(ref: Any, *args: Any, **kwargs: Any) -> Any:
-        if not injected:
+        if not injected and ref in unit_refs:  # a unit's result, not an actor's start
             injected.append(ref)
             raise ray.exceptions.RaySystemError("injected: the object was lost")
         return real_get(ref, *args, **kwargs)
 
     monkeypatch.setattr(ray, "get", flaky_get)
     done: list[str] = []
-    runner: UnitRunner[Unit] = UnitRunner(spawn, lambda a, u: a.run.remote(u), workers=2)
+    runner: UnitRunner[Unit] = UnitRunner(spawn, submit, workers=2)
     stats = runner.run(units, lambda unit, _result, _actors: done.append(unit.key))
     assert injected and sorted(done) == sorted(u.key for u in units)  # every unit exactly once
     assert stats.units_done == 4 and stats.units_retried == 1

@@ -23,6 +23,7 @@ from ray_jobs.generate import generate
 from ray_jobs.runner import UNREACHABLE_STATUS, UnitRunner, reporting_status
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
+from ray_jobs.workers import JobWorker
 from store import Config, Endpoint, SequenceStore, TableSpec
 from store.errors import SeqStoreError, StoreUnavailableError
 from tests.conftest import plan_units
@@ -37,7 +38,7 @@ def _units(tmp_path: Path, groups: int) -> list[Unit]:
 
 
 def _unreachable_actor() -> Any:
-    class Unreachable:  # local, so Ray ships it by value
+    class Unreachable(JobWorker):  # local, so Ray ships it by value
         def __init__(self, failures: int) -> None:
             self.failures = failures
 
