@@ -1,9 +1,14 @@
 """verify and export stream: their peak memory does not grow with the size of their input.
 
 Each measurement runs in a fresh Python process (peak RSS is per process), against the real
-HBase: verify over inputs of 200k and 1M events, export of one row group of 1k and 10k labels
-(100 events each). Memory that grows with the input — every event held in the driver, a whole
-row group's output held before writing — shows as tens of MB between the two sizes.
+HBase: verify over inputs of 500k and 2M events, export of one row group of 1k and 10k labels
+(100 events each). Memory that grows with the input — every event held in the driver (the 1.5M
+more events' coordinates alone are over 40 MB), a whole row group's output held before writing —
+shows as tens of MB between the two sizes.
+
+What is measured is the working set: the peak minus the RSS once the imports are done and the
+connection made (that part alone varied by 30 MB between runs), the least of three runs (the
+allocator's retained pages vary by about 10 MB between identical runs).
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ GROWTH_LIMIT_MB = 25
 # VmHWM is this process's own peak: ru_maxrss would count the parent's memory at fork time,
 # which survives exec.
 PEAK = """
-def peak_kb():
+def status_kb(name):
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        return next(int(line.split()[1]) for line in status if line.startswith(name + ":"))
+
+def peak_kb():
+    return status_kb("VmHWM")
 """
 
 VERIFY = PEAK + """
@@ -42,8 +50,11 @@ import json, sys
 from ray_jobs.verify import verify
 from store import SequenceStore
 with SequenceStore() as store:
-    report = verify(sys.argv[1], store.table(sys.argv[2]), partition_events=100_000)
-print(json.dumps({"rss_kb": peak_kb(), "expected": report.events_expected, "missing": report.events_missing}))
+    table = store.table(sys.argv[2])
+    before = status_kb("VmRSS")  # imports and the connection: their size varies run to run by ~20 MB
+    report = verify(sys.argv[1], table, partition_events=100_000)
+print(json.dumps({"rss_kb": peak_kb() - before, "expected": report.events_expected,
+                  "missing": report.events_missing}))
 """
 
 EXPORT = PEAK + """
@@ -53,21 +64,26 @@ from ray_jobs.export import ExportWorker
 from ray_jobs.units import plan
 from store import Config
 fs, (unit,) = plan(sys.argv[1])
-Path(sys.argv[3]).mkdir(parents=True)
+Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)
 worker = ExportWorker(Config.from_env(), sys.argv[2], fs, sys.argv[3], max_len=100, features=[], batch_rows=500,
                       settings={})
+before = status_kb("VmRSS")
 rows = worker.run(unit)["rows"]
-print(json.dumps({"rss_kb": peak_kb(), "rows": rows}))
+print(json.dumps({"rss_kb": peak_kb() - before, "rows": rows}))
 """
 
 
-def _peak(script: str, *args: str) -> dict[str, int]:
+def _peak(script: str, *args: str, runs: int = 3) -> dict[str, int]:
+    """The run of ``script`` with the smallest working set, of ``runs``."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    results = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                              cwd=REPO, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    best: dict[str, int] = min(results, key=lambda r: r["rss_kb"])
+    return best
 
 
 def test_verify_memory_does_not_grow_with_the_input(
@@ -75,11 +91,11 @@ def test_verify_memory_does_not_grow_with_the_input(
 ) -> None:
     table = make_table(salt_buckets=2)  # empty: every input event is missing, the costliest report
     runs = {}
-    for events in (200_000, 1_000_000):
+    for events in (500_000, 2_000_000):
         generate(tmp_path / str(events), users=events // 50, events=events, seed=3, files=2, row_group_rows=50_000)
         runs[events] = _peak(VERIFY, str(tmp_path / str(events)), table.name)
         assert runs[events]["missing"] == runs[events]["expected"] > 0.9 * events
-    growth_mb = (runs[1_000_000]["rss_kb"] - runs[200_000]["rss_kb"]) / 1024
+    growth_mb = (runs[2_000_000]["rss_kb"] - runs[500_000]["rss_kb"]) / 1024
     assert growth_mb < GROWTH_LIMIT_MB, runs
 
 
