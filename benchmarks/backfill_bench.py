@@ -60,7 +60,7 @@ def main() -> None:
         name = f"bench_plain_{os.getpid()}"
         table = store.create_table(TableSpec(name, salt_buckets=8))
         try:
-            cells = plain_cells(log.files, table.spec, table.codec)
+            cells = plain_cells(log.files, table.spec, table.handle.codec)
             ep = store.config.thrift[0]
             conn = happybase.Connection(ep.host, ep.port, timeout=120_000)
             hb = conn.table(name)

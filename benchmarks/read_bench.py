@@ -61,7 +61,7 @@ def plain_happybase(store: SequenceStore, table_name: str, users: list[str], as_
                                timestamp=as_of, batch_size=4, scan_batching=max_len):
             for q in sorted(cols):
                 ts, eid = keys.parse_qualifier(q[2:])
-                got.append((ts, eid, table.codec.decode(cols[q])))
+                got.append((ts, eid, table.handle.codec.decode(cols[q])))
                 if len(got) == max_len:
                     break
             if len(got) == max_len:

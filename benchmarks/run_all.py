@@ -81,7 +81,7 @@ class Bench:
             name = self.fresh("plain")
             try:
                 table = self.store.table(name)
-                cells = plain_cells([str(log_dir / "events.parquet")], table.spec, table.codec)
+                cells = plain_cells([str(log_dir / "events.parquet")], table.spec, table.handle.codec)
                 conn = self.hb()
                 t0 = time.perf_counter()
                 with conn.table(name).batch(batch_size=1000) as b:

@@ -52,7 +52,7 @@ def plain_loop(store: SequenceStore, table: SequenceTable, users: list[str], as_
                                row_stop=keys.prefix_end(prefix), columns=[b"e"], timestamp=ts, batch_size=4,
                                scan_batching=max_len):
             for q in sorted(cols):
-                table.codec.decode(cols[q])
+                table.handle.codec.decode(cols[q])
                 got += 1
                 if got == max_len:
                     break

@@ -263,7 +263,7 @@ def logical_bytes(table: SequenceTable) -> dict[str, int]:
     for fam in (EVENTS, CHUNKS, META, FEATURES):
         scan = t.TScan(columns=[t.TColumn(family=fam)], maxVersions=1, batchSize=1_000)
         cells = size = 0
-        for r in scan_results(table.pool, table.name_bytes, scan, 1_000):
+        for r in scan_results(table.handle.pool, table.handle.name_bytes, scan, 1_000):
             for cv in r.columnValues or []:
                 cells += 1
                 size += len(r.row) + len(fam) + len(cv.qualifier) + len(cv.value)
@@ -319,8 +319,8 @@ def compact_all(table: SequenceTable) -> dict[str, Any]:
     """Compact the whole table, one salt range after another; rates over wall and machine CPU time."""
     stats = CompactionStats()
     t0, c0 = time.perf_counter(), machine_cpu_s()
-    for start, stop in salt_ranges(table):
-        stats.add(compact_range(table, start, stop))
+    for start, stop in salt_ranges(table.spec):
+        stats.add(compact_range(table.handle, start, stop))
     wall, cpu = time.perf_counter() - t0, machine_cpu_s() - c0
     return {**asdict(stats), "wall_s": round(wall, 2), "machine_cpu_s": round(cpu, 2),
             "raw_events_per_s": round(stats.raw_events / wall), "raw_events_per_cpu_s": round(stats.raw_events / cpu)}

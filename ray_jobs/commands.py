@@ -228,7 +228,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     _, units = plan(args.input)
     if args.compact:  # before any event is written: a table that cannot be compacted is an error now
         with SequenceStore(pool_size=1) as store:
-            check_tiered(store.table(args.table))
+            check_tiered(store.table(args.table).spec)
     init_ray(args.ray_address, args.workers)
     show = sys.stderr.isatty() and not args.no_progress
     bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
@@ -272,7 +272,7 @@ def _compact(args: argparse.Namespace, show: bool, older_than_days: float | None
 
     with SequenceStore(pool_size=1) as store:  # a clear error before Ray starts
         table = store.table(args.table)
-        check_tiered(table)
+        check_tiered(table.spec)
         ranges = table.spec.salt_buckets
     bar = tqdm(total=ranges, unit="range", desc="compact", disable=not show, file=sys.stderr)
     events = 0

@@ -52,7 +52,7 @@ class CompactUnit:
 
 def units_of(table: SequenceTable) -> list[CompactUnit]:
     """The compaction units of ``table``: one per salt range."""
-    return [CompactUnit(i, start, stop) for i, (start, stop) in enumerate(salt_ranges(table))]
+    return [CompactUnit(i, start, stop) for i, (start, stop) in enumerate(salt_ranges(table.spec))]
 
 
 class CompactWorker(StoreWorker):
@@ -63,7 +63,7 @@ class CompactWorker(StoreWorker):
         self.older_than_ms = older_than_ms
 
     def run(self, unit: CompactUnit) -> dict[str, Any]:
-        stats = compact_range(self.table, unit.start, unit.stop, older_than_ms=self.older_than_ms)
+        stats = compact_range(self.table.handle, unit.start, unit.stop, older_than_ms=self.older_than_ms)
         return {f.name: getattr(stats, f.name) for f in fields(stats)}
 
 
@@ -137,7 +137,7 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
     older_than_ms = (int(time.time() * 1000) - int(older_than_days * DAY_MS)) if older_than_days is not None else None
     with SequenceStore(config, pool_size=1) as store:
         spec_table = store.table(table)  # a clear TableNotFoundError before Ray starts
-        check_tiered(spec_table)
+        check_tiered(spec_table.spec)
         units = units_of(spec_table)
     init_ray(ray_address, workers)
     report = CompactReport(table=table, older_than_days=older_than_days, older_than_ms=older_than_ms,

@@ -50,7 +50,7 @@ def shard_name(unit: Unit) -> str:
 
 def output_columns(table: SequenceTable, features: Sequence[str]) -> set[str]:
     """The columns export adds to each label row (a label column may not have these names)."""
-    fields = ["event_ts", "event_id", *table.codec.field_names]
+    fields = ["event_ts", "event_id", *table.spec.schema.payload.names]
     return {"length", "history_complete", *(f"hist_{f}" for f in fields), *features}
 
 

@@ -38,7 +38,7 @@ def job_settings(table: Any, job: str, **options: Any) -> dict[str, Any]:
     return {
         "job": job,
         "table": table.spec.settings(),
-        "schema_versions": [[s.version, str(s.payload)] for s in table.versions],
+        "schema_versions": [[s.version, str(s.payload)] for s in table.schema_versions],
         "table_features": str(table.spec.features),
         **options,
     }

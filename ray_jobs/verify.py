@@ -130,14 +130,14 @@ class _Spill:
 def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
     """Spill every valid input row's coordinates, judged as the backfill judged its unit."""
     fs, units = plan(input_path)
-    recorded = manifest.load(table.pool, table.name)
+    recorded = manifest.load(table.handle.pool, table.name)
     for unit in units:
         entry = recorded.get(unit.key, {})
         now_ms = entry.get("now_ms") if entry.get("fingerprint") == unit.fingerprint else None
         with fs.open_input_file(unit.path) as handle:
             for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):
                 batch, verdicts = conform(raw, table.spec.schema, now_ms=now_ms)
-                values, identities = table.codec.encode(batch)
+                values, identities = table.handle.codec.encode(batch)
                 sizes = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
                 valid = verdicts.valid & (sizes <= table.spec.max_payload_bytes)
                 users, eids = [], []
@@ -152,7 +152,7 @@ def _spill_table(table: SequenceTable, spill: _Side) -> None:
         users: list[bytes] = []
         eids: list[np.ndarray] = []
         held = 0
-        for events in stored_events(table, *span):
+        for events in stored_events(table.handle, *span):
             users.extend([events.prefix] * len(events.event_id))
             eids.append(events.event_id)
             held += len(events.event_id)
@@ -162,8 +162,8 @@ def _spill_table(table: SequenceTable, spill: _Side) -> None:
         if users:
             spill.add(users, np.concatenate(eids))
 
-    with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
-        list(ex.map(one, salt_ranges(table)))
+    with ThreadPoolExecutor(max_workers=table.handle.pool.size) as ex:
+        list(ex.map(one, salt_ranges(table.spec)))
 
 
 def _compare_events(expected: pa.Table, found: pa.Table, report: VerifyReport, bad_users: _Spill) -> None:

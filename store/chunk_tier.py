@@ -37,7 +37,7 @@ from store.connection import idl
 from store.table import CHUNKS, META
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 UNFILTERED_WITHIN_MS = 3_600_000
 GETS_PER_CALL = 256  # the reader's slices hold at most this many users: one call per round
@@ -102,7 +102,7 @@ class ChunkRuns:
     ``found[i] = (round, indices)`` the cut of request ``i`` (indices into that round's table).
     """
 
-    def __init__(self, table: SequenceTable, executor: ThreadPoolExecutor, max_len: int,
+    def __init__(self, table: TableHandle, executor: ThreadPoolExecutor, max_len: int,
                  types: set[str] | None) -> None:
         self.table = table
         self.executor = executor

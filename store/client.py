@@ -24,9 +24,9 @@ from store import reader as _reader
 from store import retention as _retention
 from store import table as _table
 from store import writer as _writer
-from store.codec import PayloadCodec
 from store.config import Config
 from store.connection import ClientPool
+from store.handle import TableHandle
 from store.requests import Requests
 from store.schema import EventSchema
 from store.table import TableSpec
@@ -65,7 +65,7 @@ class SequenceStore:
 
     def table(self, name: str) -> SequenceTable:
         """Open a registered table. Raises :class:`TableNotFoundError` if there is none."""
-        return SequenceTable(self.pool, _table.load(self.pool, name))
+        return SequenceTable(TableHandle.open(self.pool, _table.load(self.pool, name)))
 
     def drop_table(self, name: str) -> None:
         """Disable and delete the table and its registration; a table that does not exist is ignored.
@@ -112,20 +112,34 @@ class SequenceStore:
 
 
 class SequenceTable:
-    """One registered sequence table: write events and features, read them as of a time."""
+    """One registered sequence table: write events and features, read them as of a time.
 
-    def __init__(self, pool: ClientPool, registration: _table.Registration) -> None:
-        self.pool = pool
-        self.spec: TableSpec = registration.spec
-        self.versions = registration.versions
-        self.codec = PayloadCodec(registration.versions, table=self.spec.name)
-        self.feature_codecs = _features.codecs(self.spec.features)
-        self.name_bytes = self.spec.name.encode()
+    Made by :meth:`SequenceStore.table`; its calls go through that store's connections.
+    """
+
+    def __init__(self, handle: TableHandle) -> None:
+        self._handle = handle
 
     @property
     def name(self) -> str:
         """The table's name (in HBase and in the registry)."""
-        return self.spec.name
+        return self._handle.name
+
+    @property
+    def spec(self) -> TableSpec:
+        """The table's registered settings (its current event schema is ``spec.schema``)."""
+        return self._handle.spec
+
+    @property
+    def schema_versions(self) -> tuple[EventSchema, ...]:
+        """Every registered version of the event schema, oldest first."""
+        return self._handle.versions
+
+    @property
+    def handle(self) -> TableHandle:
+        """The narrow handle the store's modules take (:mod:`store.compaction`,
+        :mod:`store.stored_events`, :mod:`store.jobs`...): for jobs and tools built on them."""
+        return self._handle
 
     def write(
         self,
@@ -144,7 +158,7 @@ class SequenceTable:
         ``event_id``. The options, the errors and the guarantees (idempotence, conservation,
         bounded memory) are those of :func:`store.writer.write_events`.
         """
-        return _writer.write_events(self, data, source=source, start_position=start_position,
+        return _writer.write_events(self._handle, data, source=source, start_position=start_position,
                                     chunk_rows=chunk_rows, on_invalid=on_invalid, now_ms=now_ms)
 
     def read_sequences(
@@ -166,25 +180,25 @@ class SequenceTable:
         ``history_complete``, False where retention may have removed events) and the errors
         are those of :func:`store.reader.read_sequences`.
         """
-        return _reader.read_sequences(self, requests, max_len=max_len, window_ms=window_ms,
+        return _reader.read_sequences(self._handle, requests, max_len=max_len, window_ms=window_ms,
                                       event_types=event_types, fields=fields, inclusive=inclusive,
                                       oldest_first=oldest_first, allow_any_ts=allow_any_ts)
 
     def write_features(self, data: pa.Table) -> int:
         """See :func:`store.features.write_features`."""
-        return _features.write_features(self, data)
+        return _features.write_features(self._handle, data)
 
     def read_features(self, requests: Requests, names: Sequence[str], *, allow_any_ts: bool = False) -> pa.Table:
         """See :func:`store.features.read_features`."""
-        return _features.read_features(self, requests, names, allow_any_ts=allow_any_ts)
+        return _features.read_features(self._handle, requests, names, allow_any_ts=allow_any_ts)
 
     def feature_history(self, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
         """See :func:`store.features.feature_history`."""
-        return _features.feature_history(self, user_id, name)
+        return _features.feature_history(self._handle, user_id, name)
 
     def trim(self, users: Iterable[str | bytes]) -> int:
         """Apply ``max_events_per_user`` to these users; see :mod:`store.retention`."""
-        return _retention.trim(self, users)
+        return _retention.trim(self._handle, users)
 
     def watermarks(self, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
         """Each given user's trim watermark, for users that have one.
@@ -196,4 +210,4 @@ class SequenceTable:
         Raises:
             StoreUnavailableError, HBaseError: as raised by the connection.
         """
-        return _retention.watermarks(self, users)
+        return _retention.watermarks(self._handle, users)

@@ -221,3 +221,8 @@ def payload_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
     if pa.types.is_fixed_size_list(arrow_type):
         return vector_array(values, arrow_type)
     return pa.array(values, arrow_type)
+
+
+def feature_codecs(features: pa.Schema) -> dict[str, PayloadCodec]:
+    """One single-field codec per feature (a value carries its own null bit and version)."""
+    return {f.name: PayloadCodec([EventSchema(pa.schema([f]))]) for f in features}

@@ -54,11 +54,11 @@ from store.connection import idl
 from store.errors import SeqStoreError, TableNotFoundError
 from store.raw_tier import Event, events_table
 from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS, META
+from store.table import CHUNKS, EVENTS, META, TableSpec
 from store.user_meta import RAW_FLAG, WATERMARK, parse_watermark
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 WINDOW_EVENTS = 16_384  # raw events merged per atomic step of one user
 BATCH_EVENTS = 65_536  # raw events held for a batch of users
@@ -84,13 +84,13 @@ class CompactionStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def salt_ranges(table: SequenceTable) -> list[tuple[bytes, bytes]]:
+def salt_ranges(spec: TableSpec) -> list[tuple[bytes, bytes]]:
     """``(start, stop)`` row ranges, one per salt value: units of parallel compaction."""
-    n = table.spec.salt_buckets
+    n = spec.salt_buckets
     return [(bytes((s,)), bytes((s + 1,)) if s < 255 else b"") for s in range(n)]
 
 
-def compact_range(table: SequenceTable, start: bytes, stop: bytes, *, older_than_ms: int | None = None,
+def compact_range(table: TableHandle, start: bytes, stop: bytes, *, older_than_ms: int | None = None,
                   on_progress: Callable[[CompactionStats], None] | None = None) -> CompactionStats:
     """Compact every user whose row key lies in ``[start, stop)``: the flags are read first,
     then one streaming scan of the raw tier; users are merged in batches on the table's client
@@ -101,7 +101,7 @@ def compact_range(table: SequenceTable, start: bytes, stop: bytes, *, older_than
         StoreUnavailableError, HBaseError: as raised by the connection; running it again
             resumes (users already compacted have no raw events left).
     """
-    check_tiered(table)
+    check_tiered(table.spec)
     t = idl()
     flag_scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG)])
     # Before the raw scan: a write after this point changes the token, so its flag stays.
@@ -134,10 +134,10 @@ def compact_range(table: SequenceTable, start: bytes, stop: bytes, *, older_than
     return stats
 
 
-def compact_users(table: SequenceTable, users: list[str | bytes], *,
+def compact_users(table: TableHandle, users: list[str | bytes], *,
                   older_than_ms: int | None = None) -> CompactionStats:
     """Compact the given users (see :func:`compact_range`)."""
-    check_tiered(table)
+    check_tiered(table.spec)
     stats = CompactionStats()
     prefixes = [keys.user_prefix(u, table.spec.salt_buckets) for u in dict.fromkeys(users)]
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-compact") as ex:
@@ -146,11 +146,11 @@ def compact_users(table: SequenceTable, users: list[str | bytes], *,
     return stats
 
 
-def check_tiered(table: SequenceTable) -> None:
+def check_tiered(spec: TableSpec) -> None:
     """Raise :class:`TableNotFoundError` if the table has no chunk tier (it cannot be compacted)."""
-    if table.spec.chunk_events is None:
+    if spec.chunk_events is None:
         raise TableNotFoundError(
-            f"table {table.name!r} has no chunk tier (it was created before seqstore compacted tables), "
+            f"table {spec.name!r} has no chunk tier (it was created before seqstore compacted tables), "
             "so it cannot be compacted; it is read from its raw tier only. Recreate it and backfill again "
             "to compact it")
 
@@ -163,7 +163,7 @@ def _raw_scan(start: bytes, stop: bytes, older_than_ms: int | None) -> Any:
     return scan
 
 
-def _raw_cells(table: SequenceTable, scan: Any) -> Iterator[tuple[bytes, tuple[bytes, Any]]]:
+def _raw_cells(table: TableHandle, scan: Any) -> Iterator[tuple[bytes, tuple[bytes, Any]]]:
     """``(user prefix, (row, cell))`` of every raw cell the scan finds, newest first per user."""
     for result in scan_results(table.pool, table.name_bytes, scan, SCAN_ROWS):
         prefix = result.row[: -keys.BUCKET_LEN]
@@ -171,7 +171,7 @@ def _raw_cells(table: SequenceTable, scan: Any) -> Iterator[tuple[bytes, tuple[b
             yield prefix, (result.row, cv)
 
 
-def _compact_user(table: SequenceTable, prefix: bytes, older_than_ms: int | None) -> CompactionStats:
+def _compact_user(table: TableHandle, prefix: bytes, older_than_ms: int | None) -> CompactionStats:
     """One user, from scratch: its token, then its raw cells, then the merge; retried while
     writes or other compactions change the user meanwhile (bounded)."""
     stats = CompactionStats()
@@ -194,7 +194,7 @@ def _compact_user(table: SequenceTable, prefix: bytes, older_than_ms: int | None
                         f"({_ATTEMPTS} attempts); run the compaction again")
 
 
-def _compact_batch(table: SequenceTable, ex: ThreadPoolExecutor, batch: dict[bytes, list[tuple[bytes, Any]]],
+def _compact_batch(table: TableHandle, ex: ThreadPoolExecutor, batch: dict[bytes, list[tuple[bytes, Any]]],
                    tokens: dict[bytes, bytes], older_than_ms: int | None) -> CompactionStats:
     """Users of one scan batch, with the tokens read before the scan. One window per user
     here (shared gets and deletes); users with more raw events, and users whose check failed,
@@ -217,7 +217,7 @@ def _compact_batch(table: SequenceTable, ex: ThreadPoolExecutor, batch: dict[byt
     return stats
 
 
-def _merge_windows(table: SequenceTable, prefix: bytes, cells: list[tuple[bytes, Any]], token: bytes | None,
+def _merge_windows(table: TableHandle, prefix: bytes, cells: list[tuple[bytes, Any]], token: bytes | None,
                    older_than_ms: int | None) -> CompactionStats:
     """All of one user's raw cells, window by window; ``users == 0`` in the result if a check
     failed (the windows before it are done; the caller starts the user again)."""
@@ -253,7 +253,7 @@ class _Plan:
                                chunks_replaced=len(self.replaced))
 
 
-def _plan_windows(table: SequenceTable, windows: dict[bytes, list[tuple[bytes, Any]]],
+def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any]]],
                   tokens: dict[bytes, bytes]) -> list[_Plan]:
     """The step of each user (one window each): two batched gets for all of them."""
     t = idl()
@@ -308,7 +308,7 @@ def _plan_windows(table: SequenceTable, windows: dict[bytes, list[tuple[bytes, A
     return plans
 
 
-def _apply(table: SequenceTable, plan: _Plan, older_than_ms: int | None, *, last: bool) -> bool:
+def _apply(table: TableHandle, plan: _Plan, older_than_ms: int | None, *, last: bool) -> bool:
     """Step 4 for one user; False if its check failed (nothing written)."""
     t = idl()
     prefix = plan.prefix
@@ -334,7 +334,7 @@ def _apply(table: SequenceTable, plan: _Plan, older_than_ms: int | None, *, last
                                 plan.token, t.TRowMutations(row=prefix, mutations=mutations)))
 
 
-def _delete_raw(table: SequenceTable, plans: list[_Plan]) -> None:
+def _delete_raw(table: TableHandle, plans: list[_Plan]) -> None:
     """Step 5: the merged raw cells, exactly, in calls of about :data:`DELETES_PER_CALL` cells."""
     t = idl()
     rows: dict[bytes, list[Any]] = {}
@@ -354,7 +354,7 @@ def _delete_raw(table: SequenceTable, plans: list[_Plan]) -> None:
         table.pool.call("deleteMultiple", table.name_bytes, group)
 
 
-def _get_multiple(table: SequenceTable, gets: list[Any]) -> list[Any]:
+def _get_multiple(table: TableHandle, gets: list[Any]) -> list[Any]:
     out: list[Any] = []
     for i in range(0, len(gets), GETS_PER_CALL):
         out.extend(table.pool.call("getMultiple", table.name_bytes, gets[i : i + GETS_PER_CALL]))
@@ -378,7 +378,7 @@ def _territories(chunks: list[ChunkKey], raw: list[Event]) -> dict[ChunkKey | No
     return owned
 
 
-def _merged(table: SequenceTable, raw: list[Event], chunk: bytes | None, mark: tuple[int, int] | None,
+def _merged(table: TableHandle, raw: list[Event], chunk: bytes | None, mark: tuple[int, int] | None,
             floor: int | None) -> pa.Table:
     """A chunk's events and raw events, newest first, once each, without trimmed or expired ones."""
     parts = [events_table(table, raw)]
@@ -409,7 +409,7 @@ def _pieces(events: pa.Table, chunk_events: int) -> Iterator[pa.Table]:
         yield events.slice(int(a), int(b - a))
 
 
-def _flags(table: SequenceTable, prefixes: list[bytes]) -> dict[bytes, bytes]:
+def _flags(table: TableHandle, prefixes: list[bytes]) -> dict[bytes, bytes]:
     t = idl()
     out: dict[bytes, bytes] = {}
     gets = [t.TGet(row=p, columns=[t.TColumn(META, RAW_FLAG)]) for p in prefixes]
@@ -419,7 +419,7 @@ def _flags(table: SequenceTable, prefixes: list[bytes]) -> dict[bytes, bytes]:
     return out
 
 
-def _clear_flag(table: SequenceTable, prefix: bytes, token: bytes, older_than_ms: int | None) -> bool:
+def _clear_flag(table: TableHandle, prefix: bytes, token: bytes, older_than_ms: int | None) -> bool:
     """Clear a flag whose user has no raw event left to compact, if its token is still
     ``token``; False if it stays (a write came in, or raw events newer than ``older_than_ms``)."""
     t = idl()
@@ -431,7 +431,7 @@ def _clear_flag(table: SequenceTable, prefix: bytes, token: bytes, older_than_ms
                                 token, mutation))
 
 
-def _has_raw(table: SequenceTable, prefix: bytes, merged: list[tuple[bytes, Any]]) -> bool:
+def _has_raw(table: TableHandle, prefix: bytes, merged: list[tuple[bytes, Any]]) -> bool:
     """Whether the user has raw cells other than ``merged`` (those about to be compacted)."""
     t = idl()
     skip = {(row, cv.qualifier) for row, cv in merged}

@@ -21,30 +21,25 @@ import numpy as np
 import pyarrow as pa
 
 from store import keys
-from store.codec import PayloadCodec, payload_array
+from store.codec import payload_array
 from store.connection import idl
 from store.errors import HBaseError, InvalidEventError, SchemaError
 from store.requests import Requests, normalize, user_ids
-from store.schema import USER_ID, EventSchema
+from store.schema import USER_ID
 from store.table import FEATURES
 from store.validate import MIN_PLAUSIBLE_MS, Verdicts, conform_user_ids, reject_null_vector_items
 from store.vectors import vector_array, vector_rows
 from store.writer import put_batches
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 VALID_FROM = "valid_from_ts"
 GETS_PER_CALL = 1_000
 MAX_TS = 2**63 - 1
 
 
-def codecs(features: pa.Schema) -> dict[str, PayloadCodec]:
-    """One single-field codec per feature (a value carries its own null bit and version)."""
-    return {f.name: PayloadCodec([EventSchema(pa.schema([f]))]) for f in features}
-
-
-def write_features(table: SequenceTable, data: pa.Table) -> int:
+def write_features(table: TableHandle, data: pa.Table) -> int:
     """Write feature values; returns the number of cells written.
 
     ``data`` has ``user_id``, ``valid_from_ts`` (int64 ms UTC) and one column per feature
@@ -99,7 +94,7 @@ def write_features(table: SequenceTable, data: pa.Table) -> int:
     return sum(len(columns) for columns in per_row.values())
 
 
-def read_features(table: SequenceTable, requests: Requests, names: Sequence[str], *,
+def read_features(table: TableHandle, requests: Requests, names: Sequence[str], *,
                   allow_any_ts: bool = False) -> pa.Table:
     """Per request, each feature's newest version with ``valid_from <= as_of`` (null if none).
 
@@ -146,7 +141,7 @@ def read_features(table: SequenceTable, requests: Requests, names: Sequence[str]
     return pa.table(arrays)
 
 
-def feature_history(table: SequenceTable, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
+def feature_history(table: TableHandle, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
     """All kept versions of one feature of one user: ``[(valid_from_ts, value), ...]`` newest first.
 
     Raises:

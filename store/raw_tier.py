@@ -27,7 +27,7 @@ from store.scanning import scan_results
 from store.table import EVENTS
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 FIRST_ROWS = 2
 Event = tuple[int, int, list[Any]]  # (event_ts, event_id, payload values)
@@ -38,7 +38,7 @@ SCAN_CELLS_PER_CALL = 8_192
 class RawScans:
     """How one table's raw tier is read for one call; :meth:`read` serves one request."""
 
-    def __init__(self, table: SequenceTable, max_len: int, types: set[str] | None) -> None:
+    def __init__(self, table: TableHandle, max_len: int, types: set[str] | None) -> None:
         self.table = table
         self.max_len = max_len
         self.types = types
@@ -92,7 +92,7 @@ class RawScans:
         return out
 
 
-def events_table(table: SequenceTable, events: list[Event]) -> pa.Table:
+def events_table(table: TableHandle, events: list[Event]) -> pa.Table:
     """Decoded raw events as a table in the chunk tier's columns (the current schema)."""
     schema = chunk_schema(table.codec.current)
     columns = [pa.array([e[0] for e in events], pa.int64()), pa.array([e[1] for e in events], pa.uint64())]

@@ -59,7 +59,7 @@ from store.user_meta import RAW_FLAG, WATERMARK, parse_watermark
 from store.vectors import vector_rows
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 MAX_TS = 2**63 - 1  # HBase timestamps are int64
 SLICE_REQUESTS = 4_096
@@ -69,7 +69,7 @@ META_GETS_PER_CALL = 1_000
 
 
 def read_sequences(
-    table: SequenceTable,
+    table: TableHandle,
     requests: Requests,
     *,
     max_len: int,
@@ -167,7 +167,7 @@ def _slices(order: list[int], users: list[str]) -> list[list[int]]:
     return slices
 
 
-def _sequence_type(table: SequenceTable, wanted: list[str]) -> pa.DataType:
+def _sequence_type(table: TableHandle, wanted: list[str]) -> pa.DataType:
     payload_types = {f.name: f.type for f in table.spec.schema.payload}
     struct_fields = [pa.field("event_ts", pa.int64(), nullable=False),
                      pa.field("event_id", pa.uint64(), nullable=False)]
@@ -178,7 +178,7 @@ def _sequence_type(table: SequenceTable, wanted: list[str]) -> pa.DataType:
 class _Read:
     """One :func:`read_sequences` call's options; :meth:`slice` serves a slice of requests."""
 
-    def __init__(self, table: SequenceTable, max_len: int, window_ms: int | None, types: set[str] | None,
+    def __init__(self, table: TableHandle, max_len: int, window_ms: int | None, types: set[str] | None,
                  inclusive: bool) -> None:
         self.table = table
         self.max_len = max_len

@@ -31,14 +31,14 @@ from store.table import CHUNKS, EVENTS, META
 from store.user_meta import WATERMARK, pack_watermark, parse_watermark
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 SCAN_ROWS = 64
 DELETES_PER_CALL = 2_000
 MAX_TS = 2**63 - 1
 
 
-def watermarks(table: SequenceTable, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
+def watermarks(table: TableHandle, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
     """The trim watermark of each user that has one (one ``getMultiple`` per 1000 users)."""
     t = idl()
     unique = list(dict.fromkeys(users))
@@ -53,7 +53,7 @@ def watermarks(table: SequenceTable, users: Iterable[str | bytes]) -> dict[str |
     return marks
 
 
-def trim(table: SequenceTable, users: Iterable[str | bytes]) -> int:
+def trim(table: TableHandle, users: Iterable[str | bytes]) -> int:
     """Trim each user to the table's ``max_events_per_user``; returns events deleted.
 
     One batched read finds each user's ``keep``-th newest event (both tiers, deduplicated);
@@ -78,7 +78,7 @@ def trim(table: SequenceTable, users: Iterable[str | bytes]) -> int:
         return sum(ex.map(lambda um: _trim_user(table, *um), full))
 
 
-def _trim_user(table: SequenceTable, user: str | bytes, mark: tuple[int, int]) -> int:
+def _trim_user(table: TableHandle, user: str | bytes, mark: tuple[int, int]) -> int:
     """Delete what lies below ``mark`` (the user's oldest kept event), watermark first."""
     t = idl()
     prefix = keys.user_prefix(user, table.spec.salt_buckets)
@@ -110,7 +110,7 @@ def _trim_user(table: SequenceTable, user: str | bytes, mark: tuple[int, int]) -
     return deleted
 
 
-def _chunks_below(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) -> list[Any]:
+def _chunks_below(table: TableHandle, prefix: bytes, mark: tuple[int, int]) -> list[Any]:
     """The keys of the user's chunks holding events older than ``mark`` (oldest event below it)."""
     t = idl()
     start = first_qualifier_before(mark[0] + 1)
@@ -122,7 +122,7 @@ def _chunks_below(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) ->
     return [c for c in found if c.oldest < mark]
 
 
-def put_watermark(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) -> None:
+def put_watermark(table: TableHandle, prefix: bytes, mark: tuple[int, int]) -> None:
     """Record ``mark`` (``(event_ts, event_id)`` of the oldest kept event) for the user of ``prefix``.
 
     The cell is stamped with the mark's event time: a concurrent trim that computed an older
@@ -134,7 +134,7 @@ def put_watermark(table: SequenceTable, prefix: bytes, mark: tuple[int, int]) ->
         t.TColumnValue(META, WATERMARK, pack_watermark(mark), timestamp=mark[0])]))
 
 
-def _delete(table: SequenceTable, pending: dict[bytes, list[Any]]) -> int:
+def _delete(table: TableHandle, pending: dict[bytes, list[Any]]) -> int:
     if not pending:
         return 0
     t = idl()

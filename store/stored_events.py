@@ -36,7 +36,7 @@ from store.table import CHUNKS, EVENTS, META
 from store.user_meta import WATERMARK, parse_watermark
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 RAW_CELLS_PER_RESULT = 1_000
 RAW_RESULTS_PER_CALL = 100  # at most 100k keys per call
@@ -56,7 +56,7 @@ class Events(NamedTuple):
 _Block = tuple[bytes, np.ndarray, np.ndarray]
 
 
-def stored_events(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[Events]:
+def stored_events(table: TableHandle, start: bytes, stop: bytes) -> Iterator[Events]:
     """The stored events of users whose rows lie in ``[start, stop)`` (see the module docstring),
     grouped by user in row-key order, each ``(prefix, event_ts, event_id)`` once.
 
@@ -86,7 +86,7 @@ def stored_events(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[E
             c = next(chunks, None)
 
 
-def _raw_blocks(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[_Block]:
+def _raw_blocks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[_Block]:
     t = idl()
     scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=EVENTS)], maxVersions=1,
                    batchSize=RAW_CELLS_PER_RESULT, filterString=b"KeyOnlyFilter()")
@@ -98,7 +98,7 @@ def _raw_blocks(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[_Bl
                _MAX - quals[:, 1].astype(np.uint64))
 
 
-def _chunk_blocks(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[_Block]:
+def _chunk_blocks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[_Block]:
     t = idl()
     versions = {s.version: s for s in table.versions}
     current = table.codec.current
@@ -111,7 +111,7 @@ def _chunk_blocks(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[_
                    np.asarray(batch.column("event_id").to_numpy(), dtype=np.uint64))
 
 
-def _watermarks(table: SequenceTable, start: bytes, stop: bytes) -> Iterator[tuple[bytes, tuple[int, int]]]:
+def _watermarks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[tuple[bytes, tuple[int, int]]]:
     t = idl()
     scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, WATERMARK)])
     for result in scan_results(table.pool, table.name_bytes, scan, 10_000):

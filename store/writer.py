@@ -41,13 +41,14 @@ import pyarrow.compute as pc
 from store import keys
 from store.connection import idl
 from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
+from store.retention import trim
 from store.schema import EVENT_ID, EVENT_TS, USER_ID
 from store.table import EVENTS, META
 from store.user_meta import RAW_FLAG
 from store.validate import QUARANTINE_SCHEMA, Reason, conform
 
 if TYPE_CHECKING:
-    from store.client import SequenceTable
+    from store.handle import TableHandle
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _batches(data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch], chunk_r
 
 
 def write_events(
-    table: SequenceTable,
+    table: TableHandle,
     data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
     *,
     source: str | None = None,
@@ -186,7 +187,7 @@ def write_events(
             if spec.chunk_events is not None and touched:
                 calls += _flag_raw(table, touched)
             if spec.max_events_per_user is not None:
-                table.trim(touched)
+                trim(table, touched)
             rows_in += n
             written += chunk_cells  # cells of acknowledged puts: counted, not inferred from `valid`
             merged += chunk_merged
@@ -363,7 +364,7 @@ def _row_parts(row: bytes, columns: list[Any], max_cells: int, max_bytes: int) -
     yield columns[start:], size
 
 
-def _flag_raw(table: SequenceTable, users: set[str]) -> int:
+def _flag_raw(table: TableHandle, users: set[str]) -> int:
     """Mark ``users`` as having raw-tier events (after their cells were acknowledged), with a
     token new to this call, so a compaction that read an older token leaves the mark; returns
     the calls made. Reads of unmarked users look at the chunk tier only (:mod:`store.reader`)."""

@@ -68,14 +68,14 @@ def _raw_cells(table: SequenceTable) -> set[tuple[bytes, int, int]]:
     t = idl()
     scan = t.TScan(columns=[t.TColumn(family=EVENTS)], filterString=b"KeyOnlyFilter()", batchSize=1000)
     return {(keys.parse_row_key(r.row)[1], *keys.parse_qualifier(cv.qualifier))
-            for r in scan_results(table.pool, table.name_bytes, scan, 100) for cv in r.columnValues}
+            for r in scan_results(table.handle.pool, table.handle.name_bytes, scan, 100) for cv in r.columnValues}
 
 
 def _flagged(table: SequenceTable, users: list[str]) -> set[str]:
     t = idl()
     gets = [t.TGet(row=keys.user_prefix(u, table.spec.salt_buckets), columns=[t.TColumn(META, RAW_FLAG)])
             for u in users]
-    results = table.pool.call("getMultiple", table.name_bytes, gets)
+    results = table.handle.pool.call("getMultiple", table.handle.name_bytes, gets)
     return {u for u, r in zip(users, results, strict=True) if r.columnValues}
 
 
@@ -86,16 +86,16 @@ def _chunks_without_raw_deletes(table: SequenceTable, ref: SequenceTable, users:
     seqs = ref.read_sequences([(u, LATER) for u in users], max_len=100_000)
     puts = 0
     for user, seq in zip(users, seqs.column("sequence").to_pylist(), strict=True):
-        events = pa.Table.from_pylist(seq, schema=chunk_schema(table.codec.current))
+        events = pa.Table.from_pylist(seq, schema=chunk_schema(table.handle.codec.current))
         cells = []
         for start in range(0, events.num_rows, 32):
             piece = events.slice(start, 32)
             oldest = (piece["event_ts"][-1].as_py(), piece["event_id"][-1].as_py())
-            value = encode_chunk(piece, table.codec.current)
+            value = encode_chunk(piece, table.handle.codec.current)
             cells.append(t.TColumnValue(CHUNKS, chunk_qualifier(oldest, piece.num_rows), value,
                                         timestamp=piece["event_ts"][0].as_py()))
-        table.pool.call("put", table.name_bytes, t.TPut(row=keys.user_prefix(user, table.spec.salt_buckets),
-                                                         columnValues=cells))
+        row = keys.user_prefix(user, table.spec.salt_buckets)
+        table.handle.pool.call("put", table.handle.name_bytes, t.TPut(row=row, columnValues=cells))
         puts += len(cells)
     return puts
 

@@ -108,15 +108,15 @@ def _compact(data: st.DataObject, t: Tables, users: list[str]) -> None:
         if how == "interrupted":
             _interrupted(table, users)
         elif how == "users":
-            stats = compact_users(table, data.draw(st.lists(st.sampled_from(users), min_size=1, unique=True)))
+            stats = compact_users(table.handle, data.draw(st.lists(st.sampled_from(users), min_size=1, unique=True)))
         elif how == "ranges":
-            ranges = salt_ranges(table)
+            ranges = salt_ranges(table.spec)
             for start, stop in data.draw(st.lists(st.sampled_from(ranges), min_size=1, unique=True)):
-                stats.add(compact_range(table, start, stop))
+                stats.add(compact_range(table.handle, start, stop))
         elif how in ("all", "older_than"):
             older = t.ts_of(data.draw(st.integers(0, SLOTS))) if how == "older_than" else None
-            for start, stop in salt_ranges(table):
-                stats.add(compact_range(table, start, stop, older_than_ms=older))
+            for start, stop in salt_ranges(table.spec):
+                stats.add(compact_range(table.handle, start, stop, older_than_ms=older))
         t.seen["chunks"] += stats.chunks_written
 
 
@@ -127,7 +127,7 @@ class _Stop(Exception):
 def _interrupted(table: SequenceTable, users: list[str]) -> None:
     """A compaction that stops after its chunks are written and before the raw cells are
     deleted: both tiers then hold the same events until a later compaction finishes the job."""
-    pool = table.pool
+    pool = table.handle.pool
     real = pool.call
 
     def call(method: str, *args: Any) -> Any:
@@ -137,7 +137,7 @@ def _interrupted(table: SequenceTable, users: list[str]) -> None:
 
     pool.call = call  # type: ignore[method-assign]
     try:
-        compact_users(table, users)
+        compact_users(table.handle, users)
     except _Stop:
         pass
     finally:
@@ -243,7 +243,7 @@ def test_events_expiring_after_compaction_read_alike(tables: Callable[..., Table
     for table in [t.raw, *t.tiered]:
         table.write(rows, on_invalid="raise")
     tiered = t.tiered[0]
-    stats = compact_users(tiered, ["u", "v"])
+    stats = compact_users(tiered.handle, ["u", "v"])
     assert stats.chunks_written >= 3 and stats.raw_events == 18  # 12 events in chunks of 4, 6 in 3+3
     requests = [("u", now + 1), ("v", now + 1), ("u", old[3]), ("u", new[2]), ("u", new[2] + 1)]
 
@@ -270,7 +270,7 @@ def test_an_event_rewritten_after_compaction_reads_its_latest_payload(tables: Ca
 
     for table in [t.raw, *t.tiered]:
         table.write(rows(100), on_invalid="raise")
-    assert compact_users(t.tiered[0], ["u"]).raw_events == 2
+    assert compact_users(t.tiered[0].handle, ["u"]).raw_events == 2
     for table in [t.raw, *t.tiered]:
         table.write(rows(500), on_invalid="raise")  # the same two events, corrected
 
@@ -292,7 +292,7 @@ def test_recent_reads_skip_the_filter_and_still_reach_older_events(tables: Calla
                      "item_id": list(range(len(ts))), "dwell_ms": pa.array([None] * len(ts), pa.int32())})
     for table in [t.raw, *t.tiered]:
         table.write(data, on_invalid="raise")
-    assert compact_users(t.tiered[0], ["r"]).raw_events == len(ts)
+    assert compact_users(t.tiered[0].handle, ["r"]).raw_events == len(ts)
     requests = [("r", now - 30 * 60_000), ("r", now - 30 * 60_000), ("r", now), ("r", now - 50 * 60_000)]
     for max_len in (5, 30, 100):
         expected = t.raw.read_sequences(requests, max_len=max_len).to_pylist()

@@ -106,8 +106,8 @@ class Reader:
 
 def _compact_all(table: SequenceTable, reader: Reader | None = None) -> CompactionStats:
     stats = CompactionStats()
-    for start, stop in salt_ranges(table):
-        stats.add(compact_range(table, start, stop))
+    for start, stop in salt_ranges(table.spec):
+        stats.add(compact_range(table.handle, start, stop))
         if reader is not None and reader.error is not None:
             break  # the reader saw a wrong read: stop early, the reader reports it
     return stats
@@ -116,12 +116,12 @@ def _compact_all(table: SequenceTable, reader: Reader | None = None) -> Compacti
 def _chunks(table: SequenceTable, user: str) -> list[tuple[tuple[int, int], list[tuple[int, int]]]]:
     """Each chunk of ``user``: its key's oldest event and its events ``(event_ts, event_id)``."""
     t = idl()
-    result = table.pool.call("get", table.name_bytes, t.TGet(row=user_prefix(user, table.spec.salt_buckets),
-                                                             columns=[t.TColumn(family=CHUNKS)], maxVersions=1))
-    versions = {s.version: s for s in table.versions}
+    get = t.TGet(row=user_prefix(user, table.spec.salt_buckets), columns=[t.TColumn(family=CHUNKS)], maxVersions=1)
+    result = table.handle.pool.call("get", table.handle.name_bytes, get)
+    versions = {s.version: s for s in table.schema_versions}
     out = []
     for cv in result.columnValues or []:
-        batch = decode_chunk(cv.value, versions, table.codec.current)
+        batch = decode_chunk(cv.value, versions, table.handle.codec.current)
         events = list(zip(batch.column("event_ts").to_pylist(), batch.column("event_id").to_pylist(), strict=True))
         key = chunk_key(cv.qualifier, cv.timestamp)
         assert key.events == len(events) and key.oldest == events[-1] and key.newest_ts == events[0][0]

@@ -66,9 +66,10 @@ def test_refusals_from_hbase_are_not_retried(hbase_server: HBaseServer, table_pr
         with pytest.raises(TableNotFoundError):
             pool.call("get", f"{table_prefix}missing".encode(), t.TGet(row=b"r"))
         with pytest.raises(HBaseError, match=r"(?i)family"):
-            pool.call("put", table.name_bytes, t.TPut(row=b"r", columnValues=[t.TColumnValue(b"nope", b"q", b"v")]))
+            pool.call("put", table.handle.name_bytes,
+                      t.TPut(row=b"r", columnValues=[t.TColumnValue(b"nope", b"q", b"v")]))
         with pytest.raises(HBaseError, match="server error"):  # a put of no cells: the server throws
-            pool.call("putMultiple", table.name_bytes, [t.TPut(row=b"r", columnValues=[])])
+            pool.call("putMultiple", table.handle.name_bytes, [t.TPut(row=b"r", columnValues=[])])
         assert time.monotonic() - started < 2.0  # no 2 s backoff was slept: none was retried
     finally:
         pool.close()

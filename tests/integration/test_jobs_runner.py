@@ -103,7 +103,7 @@ def test_backfill_writes_a_failed_resumable_report_on_an_unexpected_ray_error(
     saved = json.loads((tmp_path / "a" / "report.json").read_text())
     assert saved["completed"] is False and "RaySystemError" in saved["error"]
     assert "re-run the same command to resume" in saved["error"]
-    assert saved["units_done"] == 2 == len(manifest.load(table.pool, table.name))
+    assert saved["units_done"] == 2 == len(manifest.load(table.handle.pool, table.name))
 
     resumed = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
                            report_dir=tmp_path / "b")

@@ -64,7 +64,7 @@ def test_the_watermark_never_moves_back(make_table: Callable[..., SequenceTable]
     newer = table.watermarks(["u"])["u"]
     assert newer > older
     # A concurrent trim that computed the older watermark lands its put last: it must not win.
-    retention.put_watermark(table, keys.user_prefix("u", table.spec.salt_buckets), older)
+    retention.put_watermark(table.handle, keys.user_prefix("u", table.spec.salt_buckets), older)
     assert table.watermarks(["u"])["u"] == newer
 
 
@@ -85,12 +85,12 @@ def test_a_read_racing_a_trim_returns_only_kept_events(
     def racing(self: Any, *args: Any) -> Any:
         meta = real(self, *args)
         if not calls:  # the trim runs right after the reader's first watermark read
-            retention.put_watermark(table, prefix, stored[7])
+            retention.put_watermark(table.handle, prefix, stored[7])
             t = idl()
             ts, eid = stored[6]
             row = keys.row_key(prefix, keys.bucket_of(ts, table.spec.bucket_ms))
             column = t.TColumn(family=EVENTS, qualifier=keys.qualifier(ts, eid), timestamp=ts)
-            table.pool.call("deleteMultiple", table.name_bytes, [
+            table.handle.pool.call("deleteMultiple", table.handle.name_bytes, [
                 t.TDelete(row=row, columns=[column], deleteType=t.TDeleteType.DELETE_COLUMN)])
         calls.append(args)
         return meta

@@ -54,7 +54,7 @@ def test_pages_return_every_cell_once(make_table: Callable[..., SequenceTable], 
     t = idl()
     table = make_table("reader")  # any table: only its pool is used
     scan = t.TScan(columns=[t.TColumn(family=b"e")], batchSize=batch)
-    rows, results = _collect(scan_results(table.pool, name.encode(), scan, page, max_page=max_page))
+    rows, results = _collect(scan_results(table.handle.pool, name.encode(), scan, page, max_page=max_page))
     assert rows == expected
     if batch == 7:
         assert results == 2 * -(-200 // 7) + 1  # wide rows arrive in batch-sized parts
@@ -68,7 +68,7 @@ def test_a_base_filter_is_kept_when_resuming_inside_a_row(
     table = make_table("reader")
     scan = t.TScan(startRow=b"a", stopRow=b"c", columns=[t.TColumn(family=b"e")], batchSize=9,
                    filterString=b"KeyOnlyFilter()")
-    rows, _ = _collect(scan_results(table.pool, name.encode(), scan, 2))
+    rows, _ = _collect(scan_results(table.handle.pool, name.encode(), scan, 2))
     assert {r: sorted(c) for r, c in rows.items()} == {r: sorted(expected[r]) for r in (b"a", b"b")}
     assert {v for cells in rows.values() for v in cells.values()} == {b""}  # KeyOnlyFilter still applied
 
@@ -84,7 +84,7 @@ def test_a_scan_survives_a_thrift2_restart_between_pages(
     name, expected = wide
     t = idl()
     table = make_table("reader")
-    results = scan_results(table.pool, name.encode(), t.TScan(columns=[t.TColumn(family=b"e")], batchSize=50), 1)
+    results = scan_results(table.handle.pool, name.encode(), t.TScan(columns=[t.TColumn(family=b"e")], batchSize=50), 1)
     first = next(results)
     launcher.start_role(hbase_server.data_dir, "thrift2")  # kills the running one, starts a new one
     rows, _ = _collect(iter([first, *results]))

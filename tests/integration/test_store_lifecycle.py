@@ -101,14 +101,14 @@ def test_features_as_of_a_time_and_their_history(make_table: Callable[..., Seque
                           pa.field("segment", pa.string())])
     table = make_table(features=features, feature_versions=3)
     calls = 0
-    real_call = table.pool.call
+    real_call = table.handle.pool.call
 
     def counting(method: str, *args: Any) -> Any:
         nonlocal calls
         calls += method == "putMultiple"
         return real_call(method, *args)
 
-    table.pool.call = counting  # type: ignore[method-assign]
+    table.handle.pool.call = counting  # type: ignore[method-assign]
     n = 2_000
     written = table.write_features(pa.table({
         "user_id": [f"u{i % 50}" for i in range(n)],
@@ -165,7 +165,7 @@ def test_a_recreated_table_inherits_nothing_from_an_interrupted_drop(
     t = idl()
     old = make_table(salt_buckets=2)
     store.evolve_schema(old.name, EventSchema.of([*DEFAULT_SCHEMA.payload, pa.field("extra", pa.int32())]))
-    old.pool.call("put", META_TABLE, t.TPut(row=f"{old.name}|backfill|unit-1".encode(),
+    old.handle.pool.call("put", META_TABLE, t.TPut(row=f"{old.name}|backfill|unit-1".encode(),
                                             columnValues=[t.TColumnValue(META, b"done", b"{}")]))
     conn = hbase_server.connect()  # the HBase table goes, its registration stays: a drop cut short
     conn.delete_table(old.name, disable=True)
@@ -175,7 +175,7 @@ def test_a_recreated_table_inherits_nothing_from_an_interrupted_drop(
     assert new.spec.schema.version == 1 and "extra" not in new.spec.schema.payload.names
     assert store.table(new.name).spec.schema.version == 1
     scan = t.TScan(startRow=f"{old.name}|".encode(), stopRow=f"{old.name}}}".encode())
-    assert new.pool.call("getScannerResults", META_TABLE, scan, 10) == []
+    assert new.handle.pool.call("getScannerResults", META_TABLE, scan, 10) == []
 
 
 def test_a_row_lost_between_validation_and_hbase_fails_the_write(

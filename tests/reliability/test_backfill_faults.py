@@ -117,7 +117,7 @@ def test_hbase_gone_past_the_retry_budget_stops_resumably(
     assert not report.completed
     assert "re-run the same command to resume" in report.error
     assert 1 <= report.units_done < report.units_total
-    done = manifest.load(table.pool, table.name)
+    done = manifest.load(table.handle.pool, table.name)
     assert len(done) == report.units_done
 
     resumed = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),

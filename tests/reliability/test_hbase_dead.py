@@ -130,5 +130,5 @@ def test_hbase_killed_under_a_backfill_is_reported_in_bounded_time_and_a_rerun_r
     assert resumed.units_skipped == 1 and resumed.units_done == resumed.units_total - 1
     with SequenceStore(config) as store:
         table = store.table("dead_events")
-        assert len(manifest.load(table.pool, table.name)) == resumed.units_total
+        assert len(manifest.load(table.handle.pool, table.name)) == resumed.units_total
         assert verify(str(log), table).ok

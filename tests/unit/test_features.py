@@ -14,7 +14,9 @@ import pytest
 from store import features, keys
 from store.connection import idl
 from store.errors import InvalidEventError, SchemaError
-from store.table import TableSpec
+from store.handle import TableHandle
+from store.schema import DEFAULT_SCHEMA
+from store.table import Registration, TableSpec
 
 T = 1_700_000_000_000
 FEATURES = pa.schema([pa.field("clicks", pa.int64()), pa.field("emb", pa.list_(pa.float32(), 2))])
@@ -34,18 +36,10 @@ class RecordingPool:
         return None
 
 
-@dataclass
-class FakeTable:
-    spec: TableSpec = field(default_factory=lambda: TableSpec("t", features=FEATURES, salt_buckets=8))
-    pool: RecordingPool = field(default_factory=RecordingPool)
-    name_bytes: bytes = b"t"
-
-    def __post_init__(self) -> None:
-        self.feature_codecs = features.codecs(self.spec.features)
-
-
 def _table() -> Any:
-    return cast(Any, FakeTable())
+    """A real handle on a pool that records its calls (and answers gets with nothing)."""
+    return TableHandle.open(cast(Any, RecordingPool()),
+                            Registration(TableSpec("t", features=FEATURES, salt_buckets=8), (DEFAULT_SCHEMA,)))
 
 
 def _rows(table: Any, method: str) -> list[bytes]:

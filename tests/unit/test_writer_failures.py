@@ -10,8 +10,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from store import DEFAULT_SCHEMA, SequenceTable, TableSpec
+from store import DEFAULT_SCHEMA, TableSpec
 from store.errors import StoreUnavailableError
+from store.handle import TableHandle
 from store.table import Registration
 from store.writer import PUT_CELLS_PER_CALL, write_events
 
@@ -42,7 +43,7 @@ class DeadAfterFirstPool:
 def test_a_failed_put_drops_the_puts_queued_behind_it() -> None:
     size = 4
     pool = DeadAfterFirstPool(size)
-    table = SequenceTable(pool, Registration(TableSpec("t"), (DEFAULT_SCHEMA,)))  # type: ignore[arg-type]
+    table = TableHandle.open(pool, Registration(TableSpec("t"), (DEFAULT_SCHEMA,)))  # type: ignore[arg-type]
     n = PUT_CELLS_PER_CALL * (2 * size + 2)  # more calls than run (size) plus wait queued (size)
     events = pa.table({
         "user_id": [f"u{i % 500}" for i in range(n)], "event_ts": [T0 + i for i in range(n)],
