@@ -4,7 +4,8 @@ The input is split into units (one per Parquet row group). Ray actors — each w
 HBase connection pool, spread over the configured Thrift servers — stream their unit's
 record batches through the store's writer. The driver:
 
-* skips units the manifest (in HBase) records as done from the same file as it is now and
+* skips units the manifest (the ``backfill`` records of :mod:`store.job_records`, one per
+  completed unit, in HBase) records as done from the same file as it is now and
   into a table with the same settings (a digest of its spec), unless ``force``;
 * judges every row with one "now" (the job's start) for the future-timestamp check, and
   records it per unit in the manifest, so ``verify`` applies exactly the writer's rule;
@@ -36,16 +37,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs import manifest
 from ray_jobs.parts import settings_digest
 from ray_jobs.runner import UnitRunner, actor_config
 from ray_jobs.units import Unit, plan
 from ray_jobs.workers import StoreWorker, worker_actor
-from store import SequenceStore, SequenceTable
+from store import SequenceStore, SequenceTable, job_records
 from store.config import Config
 from store.errors import SeqStoreError
 
 log = logging.getLogger(__name__)
+
+JOB = "backfill"  # the manifest: the job records of completed units, keyed by unit
 
 QUARANTINE_FILE_SCHEMA = pa.schema([
     pa.field("source_file", pa.string()),
@@ -174,8 +176,8 @@ def run_backfill(
     with SequenceStore(config, pool_size=2) as store:
         digest = table_digest(store.table(table))  # fails fast, with a clear message, if there is no table
         if force:
-            manifest.clear(store.pool, table)
-        done = manifest.load(store.pool, table)
+            job_records.clear(store.pool, table, JOB)
+        done = job_records.load(store.pool, table, JOB)
         todo = [u for u in units if _recorded(done, u) != (u.fingerprint, digest)]
         report.units_skipped = len(units) - len(todo)
 
@@ -191,7 +193,7 @@ def run_backfill(
             table_q = pa.ipc.open_stream(outcome.pop("quarantine")).read_all()
             if table_q.num_rows:
                 writer.write_table(table_q)
-            manifest.record(store.pool, table, {
+            job_records.record(store.pool, table, JOB, unit.key, {
                 "unit": unit.key, "fingerprint": unit.fingerprint, "table": digest, "now_ms": now_ms,
                 "rows_in": outcome["rows_in"],
                 "written": outcome["written"], "merged": outcome["merged"], "quarantined": outcome["quarantined"],

@@ -1,8 +1,9 @@
 """``seqstore verify``: does HBase hold exactly the valid events of an input?
 
-Every valid input row (validated and identified exactly as the writer does it, with the
-"now" the backfill recorded for its unit, so the future-timestamp check is the writer's
-rule, not verify's clock) and every stored event is reduced to ``(user prefix, event_id)``.
+Every valid input row (judged and identified by the writer's own
+:func:`store.writer.validated_cells`, with the "now" the backfill recorded for its unit, so
+the future-timestamp check is the writer's rule, not verify's clock) and every stored event
+is reduced to ``(user prefix, event_id)``.
 Stored events are counted from both tiers — raw cells and compacted chunks — each event
 once even while it is in both (:func:`store.stored_events.stored_events`), so a table is
 checked the same before and after compaction. Run it on a table at rest: beside a running
@@ -37,13 +38,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ray_jobs import manifest
+from ray_jobs.backfill import JOB
 from ray_jobs.units import plan
-from store import SequenceTable, keys
+from store import SequenceTable, job_records, keys
 from store.compaction import salt_ranges
 from store.stored_events import stored_events
-from store.validate import conform
-from store.writer import event_coordinates
+from store.writer import validated_cells
 
 PARTITION_EVENTS = 2_000_000  # events per spill partition (about 40 MB of Arrow)
 MAX_PARTITIONS = 256  # open spill files per side
@@ -130,18 +130,14 @@ class _Spill:
 def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
     """Spill every valid input row's coordinates, judged as the backfill judged its unit."""
     fs, units = plan(input_path)
-    recorded = manifest.load(table.handle.pool, table.name)
+    recorded = job_records.load(table.handle.pool, table.name, JOB)
     for unit in units:
         entry = recorded.get(unit.key, {})
         now_ms = entry.get("now_ms") if entry.get("fingerprint") == unit.fingerprint else None
         with fs.open_input_file(unit.path) as handle:
             for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):
-                batch, verdicts = conform(raw, table.spec.schema, now_ms=now_ms)
-                values, identities = table.handle.codec.encode(batch)
-                sizes = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-                valid = verdicts.valid & (sizes <= table.spec.max_payload_bytes)
                 users, eids = [], []
-                for _, prefix, _, eid in event_coordinates(batch, valid, identities, table.spec.salt_buckets):
+                for _, prefix, _, eid in validated_cells(table.handle, raw, now_ms=now_ms).coordinates():
                     users.append(prefix)
                     eids.append(eid)
                 spill.add(users, eids)

@@ -290,12 +290,18 @@ def drop_table(pool: ClientPool, name: str) -> None:
     _forget(pool, name)
 
 
+def owned_prefix(name: str) -> bytes:
+    """The prefix of the rows in ``seqstore_meta`` that belong to table ``name`` besides its
+    registration (the jobs' records, :mod:`store.job_records`): they are deleted with it."""
+    return name.encode() + b"|"
+
+
 def _forget(pool: ClientPool, name: str) -> None:
-    """Delete the registration row and every row a job keeps about the table (``<name>|...``)."""
+    """Delete the registration row and every row the table owns (:func:`owned_prefix`)."""
     if not _meta_exists(pool):
         return
     t = idl()
-    owned = name.encode() + b"|"
+    owned = owned_prefix(name)
     scan = t.TScan(startRow=owned, stopRow=keys.prefix_end(owned), filterString=b"KeyOnlyFilter()")
     rows = [name.encode(), *(r.row for r in scan_results(pool, META_TABLE, scan, 10_000))]
     for i in range(0, len(rows), 10_000):

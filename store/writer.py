@@ -45,7 +45,7 @@ from store.retention import trim
 from store.schema import EVENT_ID, EVENT_TS, USER_ID
 from store.table import EVENTS, META
 from store.user_meta import RAW_FLAG
-from store.validate import QUARANTINE_SCHEMA, Reason, conform
+from store.validate import QUARANTINE_SCHEMA, Reason, Verdicts, conform
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
@@ -155,20 +155,17 @@ def write_events(
         raise InvalidRequestError("'chunk_rows' must be > 0")
     if on_invalid not in ("quarantine", "raise"):
         raise InvalidRequestError("'on_invalid' must be 'quarantine' or 'raise'")
-    spec, codec = table.spec, table.codec
+    spec = table.spec
     rows_in = written = merged = calls = 0
     quarantines: list[pa.Table] = []
     position = start_position
     in_flight: set[Future[None]] = set()
     with _PutThreads(table.pool.size) as executor:
         for raw in _batches(data, chunk_rows):
-            batch, verdicts = conform(raw, spec.schema, now_ms=now_ms)
+            cells = validated_cells(table, raw, now_ms=now_ms)
+            batch, verdicts, values, identities = cells.batch, cells.verdicts, cells.values, cells.identities
             n = batch.num_rows
             positions = np.arange(position, position + n, dtype=np.int64)
-            values, identities = codec.encode(batch)
-            sizes = np.fromiter((len(v) for v in values), dtype=np.int64, count=n)
-            verdicts.reject(sizes > spec.max_payload_bytes, Reason.PAYLOAD_TOO_LARGE, "*",
-                            f"encoded payload over {spec.max_payload_bytes} bytes")
             valid = verdicts.valid
             if on_invalid == "raise" and not valid.all():
                 i = int(np.argmin(valid))
@@ -246,6 +243,40 @@ def _settle(futures: set[Future[None]], until: str) -> set[Future[None]]:
     if errors:  # skipped puts: the failure that skipped them is still pending
         return _settle(pending, ALL_COMPLETED)
     return pending
+
+
+@dataclass
+class ValidatedCells:
+    """What one chunk of input would write: the conformed ``batch``, every row's ``verdicts``
+    (all the writer's rules, the payload size limit included), and per row its encoded payload
+    (``values``) and content identity (``identities``). :meth:`coordinates` says where each
+    valid row's cell goes. :func:`write_events` writes exactly these; ``seqstore verify``
+    expects exactly these."""
+
+    batch: pa.RecordBatch
+    verdicts: Verdicts
+    values: list[bytes]
+    identities: list[bytes]
+    salt_buckets: int
+
+    def coordinates(self) -> Iterator[tuple[int, bytes, int, int]]:
+        """``(row index, user prefix, event_ts, event_id)`` of each valid row (:func:`event_coordinates`)."""
+        return event_coordinates(self.batch, self.verdicts.valid, self.identities, self.salt_buckets)
+
+
+def validated_cells(table: TableHandle, raw: pa.RecordBatch, *, now_ms: int | None = None) -> ValidatedCells:
+    """Judge and encode one chunk of input as :func:`write_events` does, writing nothing.
+
+    Raises:
+        SchemaError: the columns do not fit the table's schema.
+    """
+    spec = table.spec
+    batch, verdicts = conform(raw, spec.schema, now_ms=now_ms)
+    values, identities = table.codec.encode(batch)
+    sizes = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    verdicts.reject(sizes > spec.max_payload_bytes, Reason.PAYLOAD_TOO_LARGE, "*",
+                    f"encoded payload over {spec.max_payload_bytes} bytes")
+    return ValidatedCells(batch, verdicts, values, identities, spec.salt_buckets)
 
 
 def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list[bytes],

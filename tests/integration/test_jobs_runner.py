@@ -10,14 +10,13 @@ from typing import Any
 import pytest
 import ray
 
-from ray_jobs import manifest
 from ray_jobs import runner as runner_module
-from ray_jobs.backfill import run_backfill
+from ray_jobs.backfill import JOB, run_backfill
 from ray_jobs.runner import UnitRunner
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
 from ray_jobs.workers import JobWorker
-from store import SequenceTable
+from store import SequenceTable, job_records
 from store.errors import SeqStoreError
 from tests.conftest import HBaseServer, plan_units
 
@@ -103,7 +102,7 @@ def test_backfill_writes_a_failed_resumable_report_on_an_unexpected_ray_error(
     saved = json.loads((tmp_path / "a" / "report.json").read_text())
     assert saved["completed"] is False and "RaySystemError" in saved["error"]
     assert "re-run the same command to resume" in saved["error"]
-    assert saved["units_done"] == 2 == len(manifest.load(table.handle.pool, table.name))
+    assert saved["units_done"] == 2 == len(job_records.load(table.handle.pool, table.name, JOB))
 
     resumed = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
                            report_dir=tmp_path / "b")

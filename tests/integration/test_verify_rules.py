@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ray_jobs import manifest
+from ray_jobs.backfill import JOB
 from ray_jobs.units import plan
 from ray_jobs.verify import verify
-from store import SequenceStore, TableSpec
+from store import SequenceStore, TableSpec, job_records
 from store.validate import DEFAULT_MAX_FUTURE_MS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,7 +32,8 @@ def _write_and_record(store: SequenceStore, name: str, rows: pa.Table, path: Pat
     table = store.table(name)
     result = table.write(rows, now_ms=now_ms)
     (unit,) = plan(str(path))[1]
-    manifest.record(store.pool, name, {"unit": unit.key, "fingerprint": unit.fingerprint, "now_ms": now_ms})
+    job_records.record(store.pool, name, JOB, unit.key,
+                       {"unit": unit.key, "fingerprint": unit.fingerprint, "now_ms": now_ms})
     return result.written, result.merged
 
 

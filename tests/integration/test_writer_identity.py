@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs import manifest
-from ray_jobs.backfill import run_backfill
-from store import SequenceStore, SequenceTable
+from ray_jobs.backfill import JOB, run_backfill
+from store import SequenceStore, SequenceTable, job_records
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration
@@ -92,6 +91,6 @@ def test_backfill_reports_merged_events_and_bad_ids_without_stopping(
     assert (report.events_in, report.events_written, report.events_merged, report.events_quarantined) == (
         n, n - 3, 1, 2)
     assert report.quarantine_by_reason == {"invalid_event_id": 1, "missing_event_id": 1}
-    entries = manifest.load(store.pool, table.name)
+    entries = job_records.load(store.pool, table.name, JOB)
     assert sorted(e["merged"] for e in entries.values()) == [0, 1]
     assert sum(len(events) for events in _stored(table, ["u0", "u1", "u2"])) == n - 3

@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 from hbase import launcher
-from ray_jobs import manifest
-from ray_jobs.backfill import run_backfill
+from ray_jobs.backfill import JOB, run_backfill
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
-from store import SequenceTable
+from store import SequenceTable, job_records
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
@@ -117,7 +116,7 @@ def test_hbase_gone_past_the_retry_budget_stops_resumably(
     assert not report.completed
     assert "re-run the same command to resume" in report.error
     assert 1 <= report.units_done < report.units_total
-    done = manifest.load(table.handle.pool, table.name)
+    done = job_records.load(table.handle.pool, table.name, JOB)
     assert len(done) == report.units_done
 
     resumed = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),

@@ -17,14 +17,13 @@ import ray
 
 from hbase import launcher
 from hbase.state import Runtime
-from ray_jobs import manifest
-from ray_jobs.backfill import run_backfill
+from ray_jobs.backfill import JOB, run_backfill
 from ray_jobs.generate import generate
 from ray_jobs.runner import UNREACHABLE_STATUS, UnitRunner, reporting_status
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
 from ray_jobs.workers import JobWorker
-from store import Config, Endpoint, SequenceStore, TableSpec
+from store import Config, Endpoint, SequenceStore, TableSpec, job_records
 from store.errors import SeqStoreError, StoreUnavailableError
 from tests.conftest import plan_units
 
@@ -130,5 +129,5 @@ def test_hbase_killed_under_a_backfill_is_reported_in_bounded_time_and_a_rerun_r
     assert resumed.units_skipped == 1 and resumed.units_done == resumed.units_total - 1
     with SequenceStore(config) as store:
         table = store.table("dead_events")
-        assert len(manifest.load(table.handle.pool, table.name)) == resumed.units_total
+        assert len(job_records.load(table.handle.pool, table.name, JOB)) == resumed.units_total
         assert verify(str(log), table).ok

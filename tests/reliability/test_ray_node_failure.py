@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs import manifest
+from ray_jobs.backfill import JOB
 from ray_jobs.generate import generate
 from ray_jobs.verify import verify
-from store import SequenceStore, SequenceTable
+from store import SequenceStore, SequenceTable, job_records
 from store.table import DAY_MS
 from tests.ray_cluster import REPO, WORKER_NODES, RayCluster, seqstore_command
 
@@ -75,7 +75,7 @@ def test_backfill_completes_when_a_worker_node_dies_mid_job(
 
     summary, killed, done_at_kill = _run_killing_a_node(
         cluster, ["backfill", str(log), "--table", table.name, "--report-dir", str(tmp_path / "report")],
-        "BackfillWorker", lambda: len(manifest.load(store.pool, table.name)), tmp_path)
+        "BackfillWorker", lambda: len(job_records.load(store.pool, table.name, JOB)), tmp_path)
 
     assert done_at_kill < summary["units_total"] == 30, "the node died after the job's units were done"
     assert summary["completed"] and summary["units_done"] == 30
