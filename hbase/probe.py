@@ -6,16 +6,21 @@ is assigned. A probe passes only when a table can be created, written, read back
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
-from pathlib import Path
+import zipfile
 from types import ModuleType
 
 import happybase
 import thriftpy2
 from thriftpy2.rpc import make_client
 
-IDL_PATH = Path(__file__).resolve().parent / "idl" / "hbase2.thrift"
+from hbase import jars
+from hbase.errors import MavenError
+
+# The Thrift2 IDL inside the pinned hbase-thrift jar (the store vendors a copy of it).
+IDL_IN_JAR = "org/apache/hadoop/hbase/thrift2/hbase.thrift"
 _IDL: ModuleType | None = None
 
 
@@ -46,15 +51,23 @@ def probe_thrift1(host: str, port: int, *, timeout_s: float = 30.0) -> None:
 
 
 def load_thrift2_idl() -> ModuleType:
-    """The Thrift2 IDL as a thriftpy2 module (loaded once per process).
-
-    ``hbase/idl/hbase2.thrift`` is the IDL shipped in the pinned ``hbase-thrift`` jar,
-    vendored so a client of a remote HBase needs no jars.
-    """
+    """The Thrift2 IDL of the pinned HBase as a thriftpy2 module, read from its own
+    ``hbase-thrift`` jar (loaded once per process). Raises :class:`MavenError` when the jars
+    have not been fetched."""
     global _IDL
     if _IDL is None:
-        _IDL = thriftpy2.load(str(IDL_PATH), module_name="hbase2_thrift")
+        _IDL = thriftpy2.load_fp(io.StringIO(thrift2_idl_text()), module_name="hbase2_jar_thrift")
     return _IDL
+
+
+def thrift2_idl_text() -> str:
+    """The text of the Thrift2 IDL in the pinned ``hbase-thrift`` jar."""
+    lib = jars.cached()
+    found = sorted(lib.glob("hbase-thrift-*.jar")) if lib else []
+    if not found:
+        raise MavenError(f"no hbase-thrift jar in {lib or jars.lib_dir()}: fetch the jars with `seqstore hbase fetch`")
+    with zipfile.ZipFile(found[0]) as jar:
+        return jar.read(IDL_IN_JAR).decode("utf-8")
 
 
 def probe_thrift2(host: str, port: int, idl: ModuleType, *, timeout_s: float = 30.0) -> None:

@@ -15,6 +15,7 @@ out of its Thrift type's range) is an argument error: :class:`InvalidRequestErro
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import queue
@@ -25,14 +26,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import thriftpy2
 from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.thrift import TApplicationException, TClient, TDecodeException, TException
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
-from hbase.probe import load_thrift2_idl
 from store.config import Config, Endpoint
 from store.errors import (
     ConfigError,
@@ -57,9 +59,15 @@ ENCODING_ERRORS: tuple[type[BaseException], ...] = (
 MIN_ATTEMPT_TIMEOUT_MS = 1_000
 
 
+# HBase's Thrift2 IDL, vendored from the pinned hbase-thrift jar (a test checks it is the jar's),
+# so a client of a remote HBase needs no jars.
+IDL_PATH = Path(__file__).resolve().parent / "idl" / "hbase2.thrift"
+
+
+@functools.cache
 def idl() -> ModuleType:
-    """The thriftpy2 module of HBase's Thrift2 IDL (types such as ``TPut``, ``TScan``)."""
-    return load_thrift2_idl()
+    """The thriftpy2 module of HBase's Thrift2 IDL (types such as ``TPut``, ``TScan``), loaded once."""
+    return thriftpy2.load(str(IDL_PATH), module_name="hbase2_thrift")
 
 
 def backoff_delays(config: Config) -> Iterator[float]:

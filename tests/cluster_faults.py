@@ -15,16 +15,17 @@ from pathlib import Path
 import happybase
 from thriftpy2.rpc import make_client
 
-from hbase import jars, jvm, probe
+from hbase import jars, jvm
 from store import Endpoint
+from store.connection import idl
 
 ADMIN_TOOL = Path(__file__).resolve().parent / "hbase_admin" / "HBaseAdminTool.java"
 
 
 def region_servers(thrift2: Endpoint, table: str) -> Counter[int]:
     """How many of ``table``'s regions each RegionServer (by port) holds, as HBase's meta says."""
-    idl = probe.load_thrift2_idl()
-    client = make_client(idl.THBaseService, thrift2.host, thrift2.port, timeout=30_000)
+    t = idl()
+    client = make_client(t.THBaseService, thrift2.host, thrift2.port, timeout=30_000)
     try:
         return Counter(loc.serverName.port for loc in client.getAllRegionLocations(f"default:{table}".encode()))
     finally:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hbase import launcher, probe, state
+from hbase import launcher, state
 from hbase.processes import owned_alive
 from store import Config, SequenceStore, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
-from store.connection import ClientPool
+from store.connection import ClientPool, idl
 from tests.cluster_faults import region_servers
 from tests.conftest import CLUSTER_REGIONSERVERS, HBaseServer
 
@@ -72,7 +72,7 @@ def test_the_endpoint_file_spreads_clients_over_every_thrift_server(
     with ExitStack() as held:  # all the pool's clients at once: one per Thrift2 server
         clients = [held.enter_context(pool.client()) for _ in range(CLUSTER_REGIONSERVERS)]
         for c in clients:
-            c.call("tableExists", probe.load_thrift2_idl().TTableName(ns=b"default", qualifier=b"none"))
+            c.call("tableExists", idl().TTableName(ns=b"default", qualifier=b"none"))
         assert sorted(c.endpoint.port for c in clients) == sorted(rt.thrift2_ports)
     pool.close()
 

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SHIPPED = [
     "store/py.typed", "ray_jobs/examples/__init__.py", "ray_jobs/examples/models.py",
     "ray_jobs/examples/torch_model.py", "ray_jobs/examples/schema.json", "hbase/pom.xml",
-    "hbase/conf/hbase-site.xml.template", "hbase/conf/log4j2.properties", "hbase/idl/hbase2.thrift",
+    "hbase/conf/hbase-site.xml.template", "hbase/conf/log4j2.properties", "store/idl/hbase2.thrift",
 ]
 NOT_CHECKOUT = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
                                       ".hypothesis", "seqstore-demo", "seqstore-reports")
