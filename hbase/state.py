@@ -70,7 +70,8 @@ class Runtime:
 
 
 def state_dir() -> Path:
-    """The directory holding the endpoint file."""
+    """The directory holding the endpoint file (the store finds it the same way:
+    :func:`store.endpoint_file.state_dir`, which cannot import this launcher module)."""
     env = os.environ.get(STATE_DIR_ENV)
     if env:
         return Path(env).expanduser()

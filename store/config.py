@@ -5,7 +5,7 @@ Resolution order for the Thrift endpoints:
 1. ``SEQSTORE_HBASE_THRIFT2=host:port[,...]`` — the Thrift2 server(s) of any HBase, which
    the store speaks; ``SEQSTORE_HBASE=host:port[,...]`` — its Thrift1 server(s), used only by
    happybase tools (benchmark baselines, tests). Setting either skips the endpoint file.
-2. The endpoint file written by ``seqstore hbase start`` (see :mod:`hbase.state`).
+2. The endpoint file written by ``seqstore hbase start`` (:mod:`store.endpoint_file`).
 
 Everything else comes from :class:`Config` fields, each readable from ``SEQSTORE_<FIELD>``.
 """
@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
-from hbase import state
+from store.endpoint_file import read_local_hbase
 from store.errors import ConfigError
 
 HBASE_ENV = "SEQSTORE_HBASE"
@@ -124,7 +124,7 @@ class Config:
         if env.get(HBASE_ENV) or env.get(HBASE_THRIFT2_ENV):
             return replace(config, thrift=_parse_list(env.get(HBASE_ENV, "")),
                            thrift2=_parse_list(env.get(HBASE_THRIFT2_ENV, "")))
-        rt = state.read_endpoint()
+        rt = read_local_hbase()
         if rt is None:
             raise ConfigError(
                 f"No HBase configured: run `seqstore hbase start`, or set {HBASE_THRIFT2_ENV}=host:port "

@@ -9,6 +9,7 @@ import pytest
 
 from hbase import datadir, processes, state
 from hbase.state import Runtime
+from store import endpoint_file
 
 
 def test_rendered_config_has_every_placeholder_filled(tmp_path: Path) -> None:
@@ -51,6 +52,24 @@ def test_endpoint_records_round_trip_and_forget(tmp_path: Path, monkeypatch: pyt
     assert state.read_runtime(tmp_path / "d") == rt
     state.forget(tmp_path / "d")
     assert state.read_endpoint() is None and state.read_runtime(tmp_path / "d") is None
+
+
+@pytest.mark.parametrize("env", [{"SEQSTORE_STATE_DIR": "s"}, {"XDG_STATE_HOME": "x"}, {}])
+def test_the_store_reads_the_endpoint_the_launcher_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    for name in ("SEQSTORE_STATE_DIR", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(tmp_path / value))
+    assert endpoint_file.endpoint_file() == state.endpoint_file()
+    assert endpoint_file.read_local_hbase() is None
+    rt = Runtime(host="127.0.0.9", thrift_port=1, thrift2_port=2, data_dir=str(tmp_path / "d"), zk_port=3,
+                 master_port=4, regionserver_port=5, hbase_version="x", regionservers=2,
+                 thrift_ports=[1, 11], thrift2_ports=[2, 12], regionserver_ports=[5, 15])
+    state.record(rt)
+    assert endpoint_file.read_local_hbase() == endpoint_file.LocalHBase("127.0.0.9", (1, 11), (2, 12))
 
 
 def test_a_recycled_pid_is_not_taken_for_hbase(tmp_path: Path) -> None:
