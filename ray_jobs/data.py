@@ -319,7 +319,8 @@ class AssembleSequences:
         allow_any_ts: skip the units check of ``as_of_ts``.
         pool_size: HBase connections per actor.
 
-    Raises (in the actor, surfacing from the Dataset's consumption):
+    Raises (in the actor; the Dataset's consumption raises Ray Data's ``UserCodeException``
+    with this error's type and message in its text):
         TableNotFoundError: no such table.
         SchemaError: a column is missing, a user id or time is invalid, or a request column
             has the name of an output column.
@@ -416,8 +417,8 @@ def training_dataset(labels: Any, table: str, *, max_len: int, features: Sequenc
     Raises:
         TableNotFoundError: no such table (here, before anything runs).
         SchemaError, InvalidRequestError: a label column is missing or named like an output
-            column, a ``ts`` is null or in the wrong unit (when the Dataset is consumed; the
-            message names the row within its batch).
+            column, a ``ts`` is null or in the wrong unit (when the Dataset is consumed, inside
+            Ray Data's ``UserCodeException``; the message names the row within its batch).
 
     Reads only; consuming the Dataset again reads again.
     """
