@@ -10,6 +10,10 @@ Needs a running HBase (``seqstore hbase start``). One run, on fresh tables of th
 * datasink: ``ray.data.read_parquet(IN).write_datasink(SequenceDatasink(B), concurrency=N)`` in
   this process, on a local Ray of the same size as the CLI's (``init_ray(None, N)``); timed from
   the call to its return (Ray Data's planning and start-up of the job included, ``ray.init`` not).
+  ``read_parquet(IN).repartition(<backfill's units>)``: Ray Data's write parallelism is its blocks,
+  and Ray 2.60 reads this log as one block (one write task; ``override_num_blocks`` is ignored by
+  its Parquet reader), so the repartition (timed with the rest) makes one block per backfill unit.
+  The default read (one write task) is run too.
 
 Both write through the same writer with the same pool size and chunk rows. Each path first
 loads a small log (a warm-up: neither pays for a cold JVM or a cold Ray); backfill runs first,
@@ -36,6 +40,7 @@ from benchmarks.common import machine_cpu_s, save
 from ray_jobs.data import SequenceDatasink
 from ray_jobs.generate import generate
 from ray_jobs.runner import init_ray
+from ray_jobs.units import plan
 from store import SequenceStore, TableSpec
 
 
@@ -55,11 +60,12 @@ def backfill(store: SequenceStore, path: Path, table: str, workers: int, report_
             "subprocess_wall_s": round(wall, 2), "events_per_cpu_s": round(report["events_in"] / cpu)}
 
 
-def datasink(store: SequenceStore, path: Path, table: str, workers: int) -> dict[str, Any]:
+def datasink(store: SequenceStore, path: Path, table: str, workers: int, blocks: int | None) -> dict[str, Any]:
     store.create_table(TableSpec(table, salt_buckets=8))
     sink = SequenceDatasink(table, config=store.config)
     t0, c0 = time.perf_counter(), machine_cpu_s()
-    ray.data.read_parquet(str(path)).write_datasink(sink, concurrency=workers)
+    dataset = ray.data.read_parquet(str(path))
+    (dataset.repartition(blocks) if blocks else dataset).write_datasink(sink, concurrency=workers)
     wall, cpu = time.perf_counter() - t0, machine_cpu_s() - c0
     r = sink.result
     assert r is not None
@@ -81,7 +87,8 @@ def main() -> None:
     generate(work / "in", users=args.users, events=args.events, seed=42, bad_fraction=args.bad_fraction, files=4,
              row_group_rows=50_000)
     tag = os.getpid()
-    tables = [f"bench_{kind}_{tag}" for kind in ("warm_bf", "backfill", "warm_ds", "datasink")]
+    tables = [f"bench_{kind}_{tag}" for kind in ("warm_bf", "backfill", "warm_ds", "datasink", "datasink_default")]
+    units = len(plan(str(work / "in"))[1])  # backfill's units (row groups): the Datasink gets as many blocks
     with SequenceStore(pool_size=2) as store:
         try:
             backfill(store, work / "warm", tables[0], args.workers, work / "warm-report")
@@ -89,8 +96,10 @@ def main() -> None:
             # Only now this process's own Ray: none runs beside the CLI's. The same size as the CLI's.
             init_ray(None, args.workers)
             ray.data.DataContext.get_current().enable_progress_bars = False
-            datasink(store, work / "warm", tables[2], args.workers)
-            by_sink = datasink(store, work / "in", tables[3], args.workers)
+            datasink(store, work / "warm", tables[2], args.workers, units)
+            by_sink = datasink(store, work / "in", tables[3], args.workers, units)
+            # What read_parquet gives by default: Ray reads these files as one block, so one write task.
+            one_block = datasink(store, work / "in", tables[4], args.workers, None)
         finally:
             for name in tables:
                 store.drop_table(name)
@@ -99,12 +108,15 @@ def main() -> None:
     assert (by_sink["events_written"] + by_sink["events_merged"]
             == by_backfill["events_written"] + by_backfill["events_merged"])
     report = {"events": args.events, "users": args.users, "bad_fraction": args.bad_fraction,
-              "workers": args.workers, "cpus": os.cpu_count(), "backfill_cli": by_backfill, "datasink": by_sink,
+              "workers": args.workers, "cpus": os.cpu_count(), "units": units, "backfill_cli": by_backfill,
+              "datasink": {**by_sink, "repartition": units}, "datasink_default_read": one_block,
               "ratio_datasink_vs_backfill": round(by_sink["events_per_s"] / by_backfill["events_per_s"], 2),
               "ratio_per_cpu_s": round(by_sink["events_per_cpu_s"] / by_backfill["events_per_cpu_s"], 2)}
     path = save("datasink_vs_backfill", report)
     print("| path | events/s | wall s | events/CPU-s |\n|---|---|---|---|")
-    for name, r in (("seqstore backfill (CLI)", by_backfill), ("write_datasink(SequenceDatasink)", by_sink)):
+    for name, r in (("seqstore backfill (CLI)", by_backfill),
+                    (f"write_datasink(SequenceDatasink), repartition({units})", by_sink),
+                    ("write_datasink(SequenceDatasink), default read", one_block)):
         print(f"| {name} | {r['events_per_s']} | {r['wall_s']} | {r['events_per_cpu_s']} |")
     print(f"\ndatasink / backfill: {report['ratio_datasink_vs_backfill']}x events/s, "
           f"{report['ratio_per_cpu_s']}x per CPU-second\n{path}")
