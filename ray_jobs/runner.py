@@ -31,7 +31,6 @@ import contextlib
 import heapq
 import logging
 import os
-import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +39,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
+from store.backoff import backoff_s
 from store.config import Config
 from store.errors import SeqStoreError, StoreUnavailableError
 
@@ -87,16 +87,6 @@ class RunStats:
     units_done: int = 0
     units_retried: int = 0
     nodes: set[str] = field(default_factory=set)  # Ray node ids the job's actors started on
-
-
-def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
-    """Delay before re-running a unit that failed ``attempt`` (>= 1) times: a ceiling of
-    ``BACKOFF_BASE_S * 2**attempt`` capped at ``BACKOFF_MAX_S`` (1, 2, 4, 5, 5 ... s), with
-    "equal jitter" (between half and all of it) so units that failed together do not all
-    retry at the same instant."""
-    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** max(1, attempt))
-    jitter = rng.uniform(0, ceiling / 2) if rng else random.uniform(0, ceiling / 2)
-    return ceiling / 2 + jitter
 
 
 class UnitRunner(Generic[U]):
@@ -225,7 +215,7 @@ class UnitRunner(Generic[U]):
         if attempts[unit.key] >= self.max_attempts:
             raise SeqStoreError(
                 f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. {RESUME_HINT}")
-        return backoff_s(attempts[unit.key])
+        return backoff_s(attempts[unit.key], base_s=BACKOFF_BASE_S, max_s=BACKOFF_MAX_S)
 
 
 class _Starting:

@@ -7,7 +7,7 @@ Thrift and socket exceptions never leave this module: transport failures become
 
 Retry policy: only transport errors and server errors HBase marks retryable
 (``TIOError.canRetry``) are retried, at most ``Config.retries`` times and for at most
-``Config.unavailable_after_ms`` in all, with capped exponential backoff and full jitter; the
+``Config.unavailable_after_ms`` in all, with capped exponential backoff and jitter; the
 connection is re-opened before each retry. A request that cannot even be encoded (a value
 out of its Thrift type's range) is an argument error: :class:`InvalidRequestError`, at once.
 """
@@ -19,7 +19,6 @@ import functools
 import ipaddress
 import logging
 import queue
-import random
 import socket
 import struct
 import threading
@@ -35,6 +34,7 @@ from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.thrift import TApplicationException, TClient, TDecodeException, TException
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
+from store.backoff import backoff_s
 from store.config import Config, Endpoint
 from store.errors import (
     ConfigError,
@@ -71,10 +71,10 @@ def idl() -> ModuleType:
 
 
 def backoff_delays(config: Config) -> Iterator[float]:
-    """Retry delays in seconds: exponential from ``backoff_ms``, capped, with full jitter."""
+    """Retry delays in seconds: exponential from ``backoff_ms``, capped at ``max_backoff_ms``,
+    jittered (:func:`store.backoff.backoff_s`)."""
     for attempt in range(config.retries):
-        cap = min(config.max_backoff_ms, config.backoff_ms * (2**attempt))
-        yield random.uniform(0, cap) / 1000.0
+        yield backoff_s(attempt, base_s=config.backoff_ms / 1000, max_s=config.max_backoff_ms / 1000)
 
 
 def socket_family(host: str) -> socket.AddressFamily:

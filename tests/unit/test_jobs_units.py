@@ -13,9 +13,10 @@ import pytest
 
 from ray_jobs.export import shard_name
 from ray_jobs.parts import part_rows, run_into_parts, write_part
-from ray_jobs.runner import BACKOFF_MAX_S, backoff_s
+from ray_jobs.runner import BACKOFF_BASE_S, BACKOFF_MAX_S
 from ray_jobs.score import ModelError, load_model, part_name
 from ray_jobs.units import Unit, plan
+from store.backoff import backoff_s
 from store.errors import SeqStoreError
 
 
@@ -109,8 +110,8 @@ def test_run_into_parts_skips_trusted_parts_and_counts_each_once(tmp_path: Path)
 @pytest.mark.parametrize("attempt", [1, 2, 3, 4, 10])
 def test_backoff_is_bounded_and_jittered(attempt: int) -> None:
     rng = random.Random(attempt)
-    delays = [backoff_s(attempt, rng) for _ in range(200)]
-    ceiling = min(BACKOFF_MAX_S, 0.5 * 2**attempt)
+    delays = [backoff_s(attempt, base_s=BACKOFF_BASE_S, max_s=BACKOFF_MAX_S, rng=rng) for _ in range(200)]
+    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt)
     assert all(ceiling / 2 <= d <= ceiling <= BACKOFF_MAX_S for d in delays)
     assert len(set(delays)) > 100
 
