@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from store.padding import padded
+
 try:
     import torch
     from torch.utils.data import IterableDataset, get_worker_info
@@ -66,10 +68,5 @@ def _padded(lists: Any, lengths: np.ndarray, max_len: int) -> np.ndarray:
         dtype = np.float32
     else:
         raise TypeError(f"cannot make a tensor of {kind} values; pick numeric fields (fields=...)")
-    out = np.zeros((len(lists), max_len), dtype=dtype)
-    offsets = lists.offsets.to_numpy()
-    values = pc.fill_null(lists.values, 0).cast(pa.from_numpy_dtype(dtype)).to_numpy(zero_copy_only=False)
-    for i in range(len(lists)):
-        n = int(lengths[i])
-        out[i, :n] = values[offsets[i] : offsets[i] + n]
-    return out
+    values = pc.fill_null(lists.values, 0).cast(pa.from_numpy_dtype(dtype))
+    return padded(values, lists.offsets.to_numpy()[:-1], lengths, max_len)

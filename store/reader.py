@@ -52,11 +52,11 @@ from store import keys
 from store.chunk_tier import ChunkRuns, Columns, Request
 from store.connection import idl
 from store.errors import InvalidRequestError
+from store.padding import padded
 from store.raw_tier import RawScans, events_table
 from store.requests import Requests, normalize
 from store.table import META
 from store.user_meta import RAW_FLAG, WATERMARK, parse_watermark
-from store.vectors import vector_rows
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
@@ -341,27 +341,7 @@ def to_numpy(sequences: pa.Table, *, max_len: int, fields: Sequence[str] | None 
     events = seq.flatten()
     lengths = np.minimum(np.asarray(sequences.column("length").to_numpy(), dtype=np.int64), max_len)
     starts = np.asarray(seq.offsets.to_numpy()[:-1], dtype=np.int64)
-    batch = len(lengths)
-    row = np.repeat(np.arange(batch), lengths)
-    col = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    src = np.repeat(starts, lengths) + col
     names = ["event_ts", "event_id", *(fields if fields is not None else
                                        [f.name for f in events.type if f.name not in ("event_ts", "event_id")])]
-    out: dict[str, np.ndarray] = {}
-    for name in names:
-        child = events.field(name)
-        if pa.types.is_fixed_size_list(child.type):
-            rows, valid = vector_rows(child)
-            arr = np.full((batch, max_len, child.type.list_size), pad, dtype=rows.dtype)
-            keep = valid[src]  # a null vector stays pad, as a null scalar does
-            arr[row[keep], col[keep]] = rows[src[keep]]
-        elif pa.types.is_string(child.type) or pa.types.is_binary(child.type):
-            values = np.asarray(child.to_pylist(), dtype=object)
-            arr = np.full((batch, max_len), None, dtype=object)
-            arr[row, col] = values[src]
-        else:
-            values = (child.fill_null(pad) if child.null_count else child).to_numpy(zero_copy_only=False)
-            arr = np.full((batch, max_len), pad, dtype=values.dtype)
-            arr[row, col] = values[src]
-        out[name] = arr
+    out = {name: padded(events.field(name), starts, lengths, max_len, pad) for name in names}
     return out, lengths.astype(np.int32)
