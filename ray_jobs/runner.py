@@ -19,6 +19,10 @@
   :data:`ACTOR_START_TIMEOUT_S` (the cluster has fewer free CPU slots than ``--workers``, say,
   after losing a node) is given up with a warning, and the job goes on with the others; if
   none of them could start, the job stops saying so, rather than waiting forever.
+* The first units go out once every actor has started, so a short job too uses every node
+  its actors were spread over; but for at most :data:`ACTOR_START_WAIT_S`, and not at all
+  while the cluster has no free CPU (then the actors still pending may be ones Ray cannot
+  place).
 * Actors are spread over the cluster's nodes (:func:`ray_jobs.workers.worker_actor`), so
   losing a node costs a share of a job's actors, not all of them. The nodes the job's actors
   started on are counted (``RunStats.nodes``) from each actor's first call,
@@ -50,6 +54,7 @@ BACKOFF_MAX_S = 5.0
 UNREACHABLE_STATUS = "HBase unreachable, retrying"
 RESUME_HINT = "Completed units are recorded: re-run the same command to resume."
 ACTOR_START_TIMEOUT_S = 120.0  # a new actor Ray has not placed by then is given up
+ACTOR_START_WAIT_S = 30.0  # how long a job's first units wait for all its actors to start
 
 # Who hears a job's status changes. Ambient rather than a parameter, so the CLI can show them
 # for every job without each job function threading a callback through to its runner.
@@ -134,6 +139,7 @@ class UnitRunner(Generic[U]):
         starting = _Starting(ray, self.stats.nodes)
         for slot, actor in enumerate(actors):
             starting.add(slot, actor)
+        gate = _StartGate(ray, time.monotonic() + min(ACTOR_START_WAIT_S, ACTOR_START_TIMEOUT_S))
         idle: deque[int] = deque()
         attempts: Counter[str] = Counter()
         in_flight: dict[Any, tuple[int, U]] = {}
@@ -157,7 +163,7 @@ class UnitRunner(Generic[U]):
                     f"slot for one, or its node is gone); stopping. {RESUME_HINT}")
             while waiting and waiting[0][0] <= now:
                 todo.appendleft(heapq.heappop(waiting)[2])
-            while todo and idle:
+            while todo and idle and not gate.holds(starting):
                 slot, unit = idle.popleft(), todo.popleft()
                 attempts[unit.key] += 1
                 in_flight[self.submit(actors[slot], unit)] = (slot, unit)
@@ -255,6 +261,24 @@ class _Starting:
                 given_up.append(slot)
                 del self.pending[slot]
         return started, given_up
+
+
+class _StartGate:
+    """Holds the first units back until every actor has started, the deadline has passed, or the
+    cluster has no free CPU. A placed actor holds its CPU while its process starts, so with a
+    CPU free every pending actor has been placed and is only starting; with none free, some may
+    never be placed, and the job goes on without waiting for them. Once open, it stays open."""
+
+    def __init__(self, ray: Any, deadline: float) -> None:
+        self.ray = ray
+        self.deadline = deadline
+        self.open = False
+
+    def holds(self, starting: _Starting) -> bool:
+        if not self.open and (not starting or time.monotonic() > self.deadline
+                              or self.ray.available_resources().get("CPU", 0) < 1):
+            self.open = True
+        return not self.open
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,26 @@ def test_workers_ray_cannot_place_are_given_up_and_the_job_goes_on(
                                           lambda a, u: a.run.remote(u), workers=4)
     stats = runner.run(units, lambda unit, _result, _actors: done.append(unit.key))
     assert sorted(done) == sorted(u.key for u in units) and stats.units_done == 6  # all on the two that started
+
+
+@pytest.mark.slow
+def test_a_short_job_waits_for_its_slow_starting_actor(ray_local: None, tmp_path: Path) -> None:
+    # Without the start gate the quick actor would run all three units before the slow one is up.
+    class Named(JobWorker):  # local, so Ray ships it by value
+        def __init__(self, name: str, start_s: float) -> None:
+            time.sleep(start_s)
+            self.name = name
+
+        def run(self, unit: Unit) -> str:
+            return self.name
+
+    Actor = ray.remote(num_cpus=0)(Named)
+    ran: list[str] = []
+    runner: UnitRunner[Unit] = UnitRunner(
+        lambda slot: Actor.remote("quick", 0.0) if slot == 0 else Actor.remote("slow", 3.0),
+        lambda a, u: a.run.remote(u), workers=2)
+    runner.run(_units(tmp_path, 3), lambda _unit, name, _actors: ran.append(name))
+    assert sorted(set(ran)) == ["quick", "slow"] and len(ran) == 3
 
 
 @pytest.mark.slow
