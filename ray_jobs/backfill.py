@@ -15,7 +15,8 @@ record batches through the store's writer. The driver:
   unit whose writes failed transiently, up to ``max_attempts``;
 * stops with a clear error when HBase stays unreachable past the retry budget; the
   manifest then holds exactly the completed units and a re-run resumes from there;
-* appends every quarantined row (reason, field, source file, row number) to
+* appends every quarantined row (its file as ``source``, its row number in the file as
+  ``position``, reason, field, detail: :data:`store.validate.QUARANTINE_SCHEMA`) to
   ``quarantine.parquet`` next to ``report.json``, and checks
   ``events_in == events_written + events_merged + events_quarantined`` (``events_merged``:
   rows stored as one cell with an identical event of the same chunk, see
@@ -44,19 +45,11 @@ from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable, job_records
 from store.config import Config
 from store.errors import SeqStoreError
+from store.validate import QUARANTINE_SCHEMA
 
 log = logging.getLogger(__name__)
 
 JOB = "backfill"  # the manifest: the job records of completed units, keyed by unit
-
-QUARANTINE_FILE_SCHEMA = pa.schema([
-    pa.field("source_file", pa.string()),
-    pa.field("row_number", pa.int64()),
-    pa.field("reason", pa.string()),
-    pa.field("field", pa.string()),
-    pa.field("detail", pa.string()),
-])
-
 
 def _recorded(done: dict[str, dict[str, Any]], unit: Unit) -> tuple[Any, Any]:
     entry = done.get(unit.key, {})
@@ -88,14 +81,9 @@ class BackfillWorker(StoreWorker):
                                       chunk_rows=self.batch_rows, now_ms=self.now_ms)
         if result.rows_in != unit.num_rows:
             raise SeqStoreError(f"{unit.key}: read {result.rows_in} rows, the file says {unit.num_rows}")
-        q = result.quarantine
-        quarantine = pa.table({
-            "source_file": q.column("source"), "row_number": q.column("position"), "reason": q.column("reason"),
-            "field": q.column("field"), "detail": q.column("detail"),
-        }, schema=QUARANTINE_FILE_SCHEMA)
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, QUARANTINE_FILE_SCHEMA) as w:
-            w.write_table(quarantine)
+        with pa.ipc.new_stream(sink, QUARANTINE_SCHEMA) as w:
+            w.write_table(result.quarantine)
         return {"rows_in": result.rows_in, "written": result.written, "merged": result.merged,
                 "quarantined": result.quarantined, "by_reason": result.by_reason(),
                 "quarantine": sink.getvalue().to_pybytes()}
@@ -187,7 +175,7 @@ def run_backfill(
             return Worker.remote(actor_config(config, i), table, fs, pool_size, batch_rows, now_ms)
 
         reasons: Counter[str] = Counter()
-        writer = pq.ParquetWriter(report.quarantine_path, QUARANTINE_FILE_SCHEMA)
+        writer = pq.ParquetWriter(report.quarantine_path, QUARANTINE_SCHEMA)
 
         def done_one(unit: Unit, outcome: dict[str, Any], actors: list[Any]) -> None:
             table_q = pa.ipc.open_stream(outcome.pop("quarantine")).read_all()

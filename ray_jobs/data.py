@@ -74,16 +74,17 @@ from ray_jobs.export import LABEL_TS
 from ray_jobs.runner import actor_config
 from store import Config, InvalidRequestError, SchemaError, SeqStoreError, SequenceStore
 from store.requests import check_times, request_table
+from store.validate import QUARANTINE_SCHEMA
 
 __all__ = ["AssembleSequences", "SequenceDatasink", "SinkResult", "training_dataset"]
 
 log = logging.getLogger(__name__)
 
 USER_ID, EVENT_TS, AS_OF = "user_id", "event_ts", "as_of_ts"
-# A quarantined row: why (the writer's reason code, the field, a detail), and the row itself as
-# the Datasink received it (a struct of the block's columns).
-EMPTY_QUARANTINE = pa.table({"reason": pa.array([], pa.string()), "field": pa.array([], pa.string()),
-                             "detail": pa.array([], pa.string()), "row": pa.array([], pa.struct([]))})
+# A quarantined row: the store's quarantine record (``source`` is null: a block has no file;
+# ``position`` is the row's place in its block), then the row itself as the
+# Datasink received it (``row``, a struct of the block's columns).
+EMPTY_QUARANTINE = QUARANTINE_SCHEMA.empty_table().append_column("row", pa.array([], pa.struct([])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,8 +301,7 @@ def _events(block: pa.Table, payload: pa.Schema) -> pa.Table:
 def _quarantined_rows(events: pa.Table, quarantine: pa.Table) -> pa.Table:
     rows = events.take(quarantine.column("position"))
     struct = pa.StructArray.from_arrays([c.combine_chunks() for c in rows.columns], names=rows.column_names)
-    return pa.table({"reason": quarantine.column("reason"), "field": quarantine.column("field"),
-                     "detail": quarantine.column("detail"), "row": struct})
+    return quarantine.append_column("row", struct)
 
 
 class AssembleSequences:

@@ -60,12 +60,16 @@ class Reason(StrEnum):
     INVALID_EVENT_ID = "invalid_event_id"
 
 
+# The one shape of a quarantine record, wherever it is kept (``WriteResult.quarantine``, the
+# backfill's ``quarantine.parquet``, the Datasink's, which adds the ``row`` itself): where the
+# row came from (``source``, e.g. its file, and its 0-based ``position`` there) and why it
+# was refused (the reason code, the field, a detail).
 QUARANTINE_SCHEMA = pa.schema([
+    pa.field("source", pa.string()),
     pa.field("position", pa.int64(), nullable=False),
     pa.field("reason", pa.string(), nullable=False),
     pa.field("field", pa.string(), nullable=False),
     pa.field("detail", pa.string(), nullable=False),
-    pa.field("source", pa.string()),
 ])
 
 
@@ -96,11 +100,11 @@ class Verdicts:
         bad = ~self.valid
         n = int(bad.sum())
         return pa.table({
+            "source": pa.array([source] * n, pa.string()),
             "position": pa.array(positions[bad], pa.int64()),
             "reason": pa.array(self.reason[bad].tolist(), pa.string()),
             "field": pa.array(self.field[bad].tolist(), pa.string()),
             "detail": pa.array(self.detail[bad].tolist(), pa.string()),
-            "source": pa.array([source] * n, pa.string()),
         }, schema=QUARANTINE_SCHEMA)
 
 

@@ -39,7 +39,7 @@ def test_backfill_verify_rerun_and_force(
     quarantine = pq.read_table(report.quarantine_path)
     assert quarantine.num_rows == 300
     for row in quarantine.to_pylist()[:40]:
-        source = pq.read_table(row["source_file"]).slice(row["row_number"], 1).to_pylist()[0]
+        source = pq.read_table(row["source"]).slice(row["position"], 1).to_pylist()[0]
         if row["reason"] == "missing_user":
             assert not source["user_id"]
         elif row["reason"] == "seconds_not_ms":

@@ -21,6 +21,7 @@ from ray_jobs.examples.models import recency_similarity
 from ray_jobs.verify import verify
 from store import SequenceTable, TableNotFoundError
 from store.requests import request_table
+from store.validate import QUARANTINE_SCHEMA
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,10 +47,10 @@ def _identity_in_numpy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _source_rows(quarantine: pa.Table) -> Counter[tuple[str, Any, int]]:
     """(reason, user_id, event_ts) of each row of a backfill quarantine file, read from its source."""
-    files = {path: pq.read_table(path) for path in set(quarantine.column("source_file").to_pylist())}
+    files = {path: pq.read_table(path) for path in set(quarantine.column("source").to_pylist())}
     out: Counter[tuple[str, Any, int]] = Counter()
     for q in quarantine.to_pylist():
-        row = files[q["source_file"]].slice(q["row_number"], 1).to_pylist()[0]
+        row = files[q["source"]].slice(q["position"], 1).to_pylist()[0]
         out[(q["reason"], row["user_id"], row["event_ts"])] += 1
     return out
 
@@ -79,6 +80,8 @@ def test_datasink_stores_exactly_what_backfill_stores(
     assert r.written + r.merged == report.events_written + report.events_merged
     assert r.quarantine_files and r.quarantine_omitted == 0 and r.quarantine.num_rows == 0
     files = pa.concat_tables([pq.read_table(f) for f in r.quarantine_files])
+    # One quarantine record: the backfill's file has the writer's schema; the Datasink's adds the row.
+    assert pq.read_schema(report.quarantine_path).names == QUARANTINE_SCHEMA.names == files.schema.names[:-1]
     assert _sink_rows(files) == _source_rows(pq.read_table(report.quarantine_path))
 
     # The same table: verify's event-by-event check, and every user's whole sequence read back.
