@@ -39,7 +39,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.parts import settings_digest
-from ray_jobs.runner import UnitRunner, actor_config
+from ray_jobs.report import JobReport
+from ray_jobs.runner import UnitRunner, actor_config, init_ray
 from ray_jobs.units import Unit, plan
 from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable, job_records
@@ -89,10 +90,10 @@ class BackfillWorker(StoreWorker):
                 "quarantine": sink.getvalue().to_pybytes()}
 
 
-@dataclass
-class BackfillReport:
-    """The job's outcome; :meth:`to_json` is what ``--json`` prints (``nodes``: how many Ray
-    nodes the job's actors ran on)."""
+@dataclass(kw_only=True)
+class BackfillReport(JobReport):
+    """The job's outcome (``--json``): events in, written, merged and quarantined (by reason),
+    where the report and quarantine files are, and the fields of :class:`~ray_jobs.report.JobReport`."""
 
     table: str
     input: str
@@ -101,21 +102,9 @@ class BackfillReport:
     events_merged: int = 0
     events_quarantined: int = 0
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
-    units_total: int = 0
-    units_done: int = 0
-    units_skipped: int = 0
-    units_retried: int = 0
-    nodes: int = 0
-    wall_s: float = 0.0
     events_per_s: float = 0.0
     quarantine_path: str = ""
     report_path: str = ""
-    workers: int = 0
-    completed: bool = False
-    error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def run_backfill(
@@ -129,10 +118,12 @@ def run_backfill(
     pool_size: int = 4,
     batch_rows: int = 10_000,
     max_attempts: int = 3,
+    ray_address: str | None = None,
+    on_plan: Callable[[list[Unit]], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_unit_done: Callable[[Unit, list[Any]], None] | None = None,
 ) -> BackfillReport:
-    """Backfill ``input_path`` into ``table`` with ``workers`` Ray actors (Ray must be initialised).
+    """Backfill ``input_path`` into ``table`` with ``workers`` Ray actors.
 
     Args:
         input_path: Parquet file, directory, glob, or pyarrow filesystem URI.
@@ -143,6 +134,10 @@ def run_backfill(
         force: forget the manifest and re-run every unit (no duplicates: writes are idempotent).
         report_dir: where ``report.json`` and ``quarantine.parquet`` go.
         max_attempts: tries per unit before the job gives up.
+        ray_address: the Ray cluster to join (see :func:`ray_jobs.runner.init_ray`), once the
+            input is planned and the table found; Ray is started locally if neither this nor
+            ``RAY_ADDRESS`` is set and Ray is not running.
+        on_plan: called with the units about to run (those the manifest does not have).
         on_progress: called with the number of events of each finished unit.
         on_unit_done: called after each unit with the unit and the live actor handles
             (a test seam for fault injection).
@@ -168,7 +163,10 @@ def run_backfill(
         done = job_records.load(store.pool, table, JOB)
         todo = [u for u in units if _recorded(done, u) != (u.fingerprint, digest)]
         report.units_skipped = len(units) - len(todo)
+        if on_plan:
+            on_plan(todo)
 
+        init_ray(ray_address, workers)
         Worker = worker_actor(BackfillWorker)
 
         def spawn(i: int) -> Any:
@@ -186,7 +184,7 @@ def run_backfill(
                 "rows_in": outcome["rows_in"],
                 "written": outcome["written"], "merged": outcome["merged"], "quarantined": outcome["quarantined"],
                 "done_at_ms": int(time.time() * 1000)})
-            report.units_done += 1
+            report.units_done += 1  # recorded: counted even if the job stops right after
             report.events_in += outcome["rows_in"]
             report.events_written += outcome["written"]
             report.events_merged += outcome["merged"]
@@ -206,14 +204,11 @@ def run_backfill(
             report.error = str(exc)
         finally:
             writer.close()
-            report.units_retried = runner.stats.units_retried
-            report.nodes = len(runner.stats.nodes)
+            report.ran(runner.stats)
     report.quarantine_by_reason = dict(sorted(reasons.items()))
-    report.wall_s = round(time.monotonic() - t0, 2)
-    report.events_per_s = round(report.events_in / report.wall_s, 1) if report.wall_s else 0.0
+    report.events_per_s = report.timed(t0, report.events_in)
     if report.events_in != report.events_written + report.events_merged + report.events_quarantined:
-        report.completed = False
-        report.error = (f"conservation violated: {report.events_in} in, {report.events_written} written, "
-                        f"{report.events_quarantined} quarantined, {report.events_merged} merged")
+        report.fail(f"conservation violated: {report.events_in} in, {report.events_written} written, "
+                    f"{report.events_quarantined} quarantined, {report.events_merged} merged")
     Path(report.report_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report

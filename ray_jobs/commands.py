@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,21 +221,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ray_jobs.backfill import run_backfill
-    from ray_jobs.runner import init_ray, reporting_status
-    from ray_jobs.units import plan
+    from ray_jobs.runner import reporting_status
     from store.compaction import check_tiered
 
-    _, units = plan(args.input)
     if args.compact:  # before any event is written: a table that cannot be compacted is an error now
         with SequenceStore(pool_size=1) as store:
             check_tiered(store.table(args.table).spec)
-    init_ray(args.ray_address, args.workers)
     show = sys.stderr.isatty() and not args.no_progress
-    bar = tqdm(total=sum(u.num_rows for u in units), unit="ev", unit_scale=True, desc="backfill",
-               disable=not show, file=sys.stderr)
+    bar = tqdm(unit="ev", unit_scale=True, desc="backfill", disable=not show, file=sys.stderr)
     with reporting_status(_status_line(bar, "backfill")):
         report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
-                              report_dir=args.report_dir, on_progress=bar.update)
+                              report_dir=args.report_dir, ray_address=args.ray_address, on_plan=_sized(bar),
+                              on_progress=bar.update)
     bar.close()
     compaction = _compact(args, show) if args.compact and report.completed else None
 
@@ -268,13 +265,9 @@ def _compact(args: argparse.Namespace, show: bool, older_than_days: float | None
 
     from ray_jobs.compact import run_compact
     from ray_jobs.runner import reporting_status
-    from store.compaction import CompactionStats, check_tiered
+    from store.compaction import CompactionStats
 
-    with SequenceStore(pool_size=1) as store:  # a clear error before Ray starts
-        table = store.table(args.table)
-        check_tiered(table.spec)
-        ranges = table.spec.salt_buckets
-    bar = tqdm(total=ranges, unit="range", desc="compact", disable=not show, file=sys.stderr)
+    bar = tqdm(unit="range", desc="compact", disable=not show, file=sys.stderr)
     events = 0
 
     def progress(stats: CompactionStats) -> None:
@@ -286,7 +279,8 @@ def _compact(args: argparse.Namespace, show: bool, older_than_days: float | None
     try:
         with reporting_status(_status_line(bar, "compact")):
             return run_compact(args.table, older_than_days=older_than_days, workers=args.workers,
-                               ray_address=args.ray_address, on_progress=progress)
+                               ray_address=args.ray_address, on_plan=lambda units: _set_total(bar, len(units)),
+                               on_progress=progress)
     finally:
         bar.close()
 
@@ -296,7 +290,7 @@ def _print_compaction(report: Any) -> None:
     scope = f" older than {report.older_than_days:g} days" if report.older_than_days is not None else ""
     print(f"compact {state}: {report.raw_events} raw events{scope} of {report.users} users into "
           f"{report.chunks_written} chunks ({report.chunks_replaced} replaced)")
-    print(f"  units: {report.units_done} of {report.units} done, {report.units_retried} retried; "
+    print(f"  units: {report.units_done} of {report.units_total} done, {report.units_retried} retried; "
           f"{report.retries} users redone after concurrent changes; {report.flags_kept} users keep raw events")
     print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers")
     if report.error:
@@ -333,20 +327,27 @@ def _features_arg(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
-def _run_with_bar(args: argparse.Namespace, total_path: str, desc: str, job: Callable[[Callable[[int], None]], Any]
-                  ) -> Any:
+def _set_total(bar: Any, total: int) -> None:
+    bar.total = total
+    bar.refresh()
+
+
+def _sized(bar: Any) -> Callable[[Sequence[Any]], None]:
+    """An ``on_plan`` for a job's progress bar: its total is the rows of the units the job runs."""
+    return lambda units: _set_total(bar, sum(u.num_rows for u in units))
+
+
+def _run_with_bar(args: argparse.Namespace, desc: str,
+                  job: Callable[[Callable[[Sequence[Any]], None], Callable[[int], None]], Any]) -> Any:
+    """Run ``job(on_plan, on_progress)`` with a progress bar of rows, sized by the job's own plan."""
     from tqdm import tqdm
 
-    from ray_jobs.runner import init_ray, reporting_status
-    from ray_jobs.units import plan
+    from ray_jobs.runner import reporting_status
 
-    _, units = plan(total_path)
-    init_ray(args.ray_address, args.workers)
-    bar = tqdm(total=sum(u.num_rows for u in units), unit="rows", unit_scale=True, desc=desc, file=sys.stderr,
-               disable=not sys.stderr.isatty())
+    bar = tqdm(unit="rows", unit_scale=True, desc=desc, file=sys.stderr, disable=not sys.stderr.isatty())
     try:
         with reporting_status(_status_line(bar, desc)):
-            return job(bar.update)
+            return job(_sized(bar), bar.update)
     finally:
         bar.close()
 
@@ -354,10 +355,11 @@ def _run_with_bar(args: argparse.Namespace, total_path: str, desc: str, job: Cal
 def cmd_score(args: argparse.Namespace) -> int:
     from ray_jobs.score import run_score
 
-    report = _run_with_bar(args, args.requests, "score", lambda progress: run_score(
+    report = _run_with_bar(args, "score", lambda on_plan, progress: run_score(
         args.requests, args.model, args.out, args.table, max_len=args.max_len,
         features=_features_arg(args.features), workers=args.workers, overwrite=args.overwrite,
-        allow_any_ts=args.allow_any_ts, on_progress=progress))
+        allow_any_ts=args.allow_any_ts, ray_address=args.ray_address, on_plan=on_plan,
+        on_progress=progress))
 
     def human() -> None:
         print(f"score {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.scored} of "
@@ -371,9 +373,10 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ray_jobs.export import run_export
 
-    report = _run_with_bar(args, args.labels, "export", lambda progress: run_export(
+    report = _run_with_bar(args, "export", lambda on_plan, progress: run_export(
         args.labels, args.out, args.table, max_len=args.max_len, features=_features_arg(args.features),
-        workers=args.workers, overwrite=args.overwrite, allow_any_ts=args.allow_any_ts, on_progress=progress))
+        workers=args.workers, overwrite=args.overwrite, allow_any_ts=args.allow_any_ts,
+        ray_address=args.ray_address, on_plan=on_plan, on_progress=progress))
 
     def human() -> None:
         print(f"export {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.rows_written} training "

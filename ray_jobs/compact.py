@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ray_jobs.report import JobReport
 from ray_jobs.runner import UnitRunner, actor_config, init_ray
 from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
@@ -67,16 +68,16 @@ class CompactWorker(StoreWorker):
         return {f.name: getattr(stats, f.name) for f in fields(stats)}
 
 
-@dataclass
-class CompactReport:
-    """The job's outcome; :meth:`to_json` is what ``--json`` prints.
+@dataclass(kw_only=True)
+class CompactReport(JobReport):
+    """The job's outcome (``--json``), with the fields of :class:`~ray_jobs.report.JobReport`
+    (a unit is a salt range).
 
     ``users`` had raw events compacted; ``raw_events`` raw cells were merged into chunks and
     deleted; ``chunks_written`` new chunk cells replaced ``chunks_replaced`` old ones;
     ``retries`` counts users started again after a concurrent change (a writer or another
-    compaction), ``units_retried`` units re-run after a failure, ``nodes`` the Ray nodes
-    the job's actors ran on; ``flags_kept`` users are still flagged (raw events newer
-    than ``older_than``, or written during the run).
+    compaction); ``flags_kept`` users are still flagged (raw events newer than
+    ``older_than``, or written during the run).
     """
 
     table: str
@@ -88,22 +89,12 @@ class CompactReport:
     chunks_replaced: int = 0
     retries: int = 0
     flags_kept: int = 0
-    units: int = 0
-    units_done: int = 0
-    units_retried: int = 0
-    nodes: int = 0
-    workers: int = 0
-    wall_s: float = 0.0
     events_per_s: float = 0.0
-    completed: bool = False
-    error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def run_compact(table: str, *, older_than_days: float | None = None, workers: int = 2, config: Config | None = None,
                 ray_address: str | None = None, pool_size: int = 4, max_attempts: int = 3,
+                on_plan: Callable[[list[CompactUnit]], None] | None = None,
                 on_progress: Callable[[CompactionStats], None] | None = None) -> CompactReport:
     """Compact ``table`` with ``workers`` Ray actors, one unit per salt range; see the module docstring.
 
@@ -118,6 +109,7 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
             started locally if neither this nor ``RAY_ADDRESS`` is set and Ray is not running.
         pool_size: HBase connections (and compaction threads) per actor.
         max_attempts: tries per unit before the job gives up.
+        on_plan: called with the units (salt ranges) before they run.
         on_progress: called in the driver with each finished unit's :class:`CompactionStats`.
 
     Returns the report; ``report.completed`` is False when the job stopped early (``error`` says
@@ -139,9 +131,11 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
         spec_table = store.table(table)  # a clear TableNotFoundError before Ray starts
         check_tiered(spec_table.spec)
         units = units_of(spec_table)
+    if on_plan:
+        on_plan(units)
     init_ray(ray_address, workers)
     report = CompactReport(table=table, older_than_days=older_than_days, older_than_ms=older_than_ms,
-                           units=len(units), workers=workers)
+                           units_total=len(units), workers=workers)
     Worker = worker_actor(CompactWorker)
 
     def spawn(slot: int) -> Any:
@@ -163,8 +157,6 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
     except SeqStoreError as exc:
         report.error = str(exc)
     finally:
-        report.units_retried = runner.stats.units_retried
-        report.nodes = len(runner.stats.nodes)
-    report.wall_s = round(time.monotonic() - t0, 2)
-    report.events_per_s = round(report.raw_events / report.wall_s, 1) if report.wall_s else 0.0
+        report.ran(runner.stats)
+    report.events_per_s = report.timed(t0, report.raw_events)
     return report

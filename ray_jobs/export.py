@@ -32,6 +32,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
+from ray_jobs.report import JobReport
+from ray_jobs.runner import init_ray
 from ray_jobs.units import Unit, plan
 from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
@@ -112,32 +114,31 @@ class ExportWorker(StoreWorker):
         return pa.table(columns)
 
 
-@dataclass
-class ExportReport:
+@dataclass(kw_only=True)
+class ExportReport(JobReport):
+    """The job's outcome (``--json``): ``labels`` read, ``rows_written`` training rows in
+    ``shards`` complete shards under ``out``, ``rows_history_incomplete`` of them with events
+    retention had deleted, and the fields of :class:`~ray_jobs.report.JobReport`."""
+
     labels: int = 0
     rows_written: int = 0
     rows_history_incomplete: int = 0
     shards: int = 0
-    units_skipped: int = 0
-    units_retried: int = 0
-    nodes: int = 0
-    wall_s: float = 0.0
     rows_per_s: float = 0.0
     out: str = ""
-    completed: bool = False
-    error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, features: Sequence[str] = (),
                workers: int = 2, config: Config | None = None, batch_rows: int = 2_000, overwrite: bool = False,
-               allow_any_ts: bool = False, on_progress: Callable[[int], None] | None = None) -> ExportReport:
-    """Write training shards for every label row; see the module docstring. Ray must be initialised.
+               allow_any_ts: bool = False, ray_address: str | None = None,
+               on_plan: Callable[[Sequence[Unit]], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> ExportReport:
+    """Write training shards for every label row; see the module docstring. Joins or starts Ray
+    (:func:`ray_jobs.runner.init_ray` with ``ray_address``) once the input is planned.
 
     ``overwrite`` replaces shards in ``out`` made with other settings or from other input;
-    ``allow_any_ts`` skips the label ``ts`` units check.
+    ``allow_any_ts`` skips the label ``ts`` units check; ``on_plan`` hears the units about to
+    run (shards not already there), ``on_progress`` the label rows of each one done.
     """
     config = config or Config.from_env()
     t0 = time.monotonic()
@@ -145,6 +146,7 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
         settings = job_settings(store.table(table), "export", max_len=max_len, features=list(features),
                                 inclusive=False)
     fs, units = plan(labels_path)
+    init_ray(ray_address, workers)
     Worker = worker_actor(ExportWorker)
 
     def spawn(_: int) -> Any:
@@ -152,19 +154,15 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
                              batch_rows=batch_rows, settings=settings, allow_any_ts=allow_any_ts)
 
     run = run_into_parts(units, out, SHARD_PREFIX, spawn, workers=workers, settings=settings, overwrite=overwrite,
-                         on_rows=on_progress)
+                         on_plan=on_plan, on_rows=on_progress)
     # ``run.parts``/``run.rows`` count only shards that each hold their own unit's complete output.
     report = ExportReport(labels=sum(u.num_rows for u in run.units), shards=run.parts, rows_written=run.rows,
-                          units_skipped=len(run.skipped), units_retried=run.stats.units_retried,
-                          nodes=len(run.stats.nodes), out=str(out.resolve()), completed=not run.error, error=run.error)
-    if report.completed:
+                          workers=workers, out=str(out.resolve()))
+    if not run.error:
         report.rows_history_incomplete = sum(
             int(pc.sum(pc.invert(pq.read_table(out / name, columns=["history_complete"]).column(0))).as_py() or 0)
             for name in run.names)
-    report.wall_s = round(time.monotonic() - t0, 2)
-    processed = sum(u.num_rows for u in run.ran) if report.completed else 0
-    report.rows_per_s = round(processed / report.wall_s, 1) if report.wall_s else 0.0
+    report.rows_per_s = run.fill(report, t0)
     if report.completed and report.rows_written != report.labels:
-        report.completed = False
-        report.error = f"{report.rows_written} rows written for {report.labels} labels"
+        report.fail(f"{report.rows_written} rows written for {report.labels} labels")
     return report

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ray_jobs.report import JobReport
 from ray_jobs.runner import RunStats, UnitRunner
 from store.errors import SeqStoreError
 
@@ -165,9 +166,19 @@ there) and those it ran, and how it ended.
     rows: int = 0
     names: list[str] = field(default_factory=list)
 
+    def fill(self, report: JobReport, started: float) -> float:
+        """Put the run's units, runner counts and outcome into ``report`` and time it from
+        ``started``; returns the input rows this run processed per second (0 if it failed)."""
+        report.units_total, report.units_skipped = len(self.units), len(self.skipped)
+        report.units_done = self.stats.units_done
+        report.ran(self.stats)
+        report.completed, report.error = not self.error, self.error
+        return report.timed(started, sum(u.num_rows for u in self.ran) if report.completed else 0)
+
 
 def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable[[int], Any], *,
                    workers: int, settings: Mapping[str, Any] | None = None, overwrite: bool = False,
+                   on_plan: Callable[[Sequence[Any]], None] | None = None,
                    on_rows: Callable[[int], None] | None = None) -> PartsOutcome:
     """Run one actor call per unit whose output part in ``out`` is missing or stale.
 
@@ -177,7 +188,8 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
     off and a changed input file is redone. Refuses to run (``error`` set) when ``out`` holds
     ``<prefix>-*`` parts no unit of this input produces (reading ``out`` would mix them in), or
     parts made with other settings (they would be kept as if made by this job) — unless
-    ``overwrite``, which removes the former and redoes the latter.
+    ``overwrite``, which removes the former and redoes the latter. ``on_plan`` hears the units
+    it is about to run, ``on_rows`` the rows of each unit done.
     """
     settings = dict(settings or {})
     units = list(units)
@@ -216,6 +228,8 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
         if on_rows:
             on_rows(result["rows"])
 
+    if on_plan:
+        on_plan(outcome.ran)
     runner: UnitRunner[Any] = UnitRunner(spawn, lambda a, u: a.run.remote(u), workers=workers)
     outcome.stats = runner.stats
     try:

@@ -42,6 +42,8 @@ import pyarrow.parquet as pq
 
 from ray_jobs.assemble import model_inputs
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
+from ray_jobs.report import JobReport
+from ray_jobs.runner import init_ray
 from ray_jobs.units import Unit, plan
 from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore
@@ -159,33 +161,29 @@ class ScoreWorker(StoreWorker):
         return {"rows": len(users)}
 
 
-@dataclass
-class ScoreReport:
+@dataclass(kw_only=True)
+class ScoreReport(JobReport):
+    """The job's outcome (``--json``): ``requests`` read, ``scored`` rows in complete parts
+    under ``out``, and the fields of :class:`~ray_jobs.report.JobReport`."""
+
     requests: int = 0
     scored: int = 0
-    units_total: int = 0
-    units_done: int = 0
-    units_skipped: int = 0
-    units_retried: int = 0
-    nodes: int = 0
-    wall_s: float = 0.0
     sequences_per_s: float = 0.0
     out: str = ""
-    completed: bool = False
-    error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len: int = 100,
               features: Sequence[str] = (), workers: int = 2, config: Config | None = None,
               batch_rows: int = 2_000, now_ms: int | None = None, overwrite: bool = False,
-              allow_any_ts: bool = False, on_progress: Callable[[int], None] | None = None) -> ScoreReport:
-    """Score every request; see the module docstring. Ray must be initialised.
+              allow_any_ts: bool = False, ray_address: str | None = None,
+              on_plan: Callable[[Sequence[Unit]], None] | None = None,
+              on_progress: Callable[[int], None] | None = None) -> ScoreReport:
+    """Score every request; see the module docstring. Joins or starts Ray
+    (:func:`ray_jobs.runner.init_ray` with ``ray_address``) once the input is planned.
 
     ``overwrite`` replaces parts in ``out`` made with other settings or from other input;
-    ``allow_any_ts`` skips the ``as_of_ts`` units check.
+    ``allow_any_ts`` skips the ``as_of_ts`` units check; ``on_plan`` hears the units about to
+    run (parts not already there), ``on_progress`` the requests of each one done.
     """
     load_model(model)  # fail before starting actors if the model cannot be imported
     config = config or Config.from_env()
@@ -195,6 +193,7 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
         settings = job_settings(store.table(table), "score", model=model, model_source=model_digest(model),
                                 max_len=max_len, features=list(features), inclusive=False)
     fs, units = plan(requests_path)
+    init_ray(ray_address, workers)
     Worker = worker_actor(ScoreWorker)
 
     def spawn(_: int) -> Any:
@@ -202,16 +201,11 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
                              now_ms=now_ms, batch_rows=batch_rows, settings=settings, allow_any_ts=allow_any_ts)
 
     run = run_into_parts(units, out, PART_PREFIX, spawn, workers=workers, settings=settings, overwrite=overwrite,
-                         on_rows=on_progress)
+                         on_plan=on_plan, on_rows=on_progress)
     # ``run.rows`` counts only parts that each hold their own unit's complete output.
-    report = ScoreReport(requests=sum(u.num_rows for u in run.units), units_total=len(run.units),
-                         units_done=run.stats.units_done, units_skipped=len(run.skipped),
-                         units_retried=run.stats.units_retried, nodes=len(run.stats.nodes), out=str(out.resolve()),
-                         scored=run.rows, completed=not run.error, error=run.error)
-    report.wall_s = round(time.monotonic() - t0, 2)
-    processed = sum(u.num_rows for u in run.ran) if report.completed else 0
-    report.sequences_per_s = round(processed / report.wall_s, 1) if report.wall_s else 0.0
+    report = ScoreReport(requests=sum(u.num_rows for u in run.units), scored=run.rows, workers=workers,
+                         out=str(out.resolve()))
+    report.sequences_per_s = run.fill(report, t0)
     if report.completed and report.scored != report.requests:
-        report.completed = False
-        report.error = f"{report.scored} rows scored for {report.requests} requests"
+        report.fail(f"{report.scored} rows scored for {report.requests} requests")
     return report

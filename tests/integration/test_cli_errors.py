@@ -1,7 +1,8 @@
 """CLI errors as a user meets them: the real ``seqstore`` in a subprocess, one clear line, exit 2.
 
-None of these reaches HBase: each fails before the job's first HBase call (some after starting
-or joining Ray, which is what they check).
+Nearly none of these reaches HBase: each fails before the job's first HBase call (some after
+starting Ray, which is what they check). Joining Ray comes after the job has found its table, so
+the test of an unreachable Ray address gives the real HBase and a real table.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from store import SequenceTable
+from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -110,10 +115,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_an_unreachable_ray_address_fails_in_bounded_time_with_one_line(events: Path) -> None:
+def test_an_unreachable_ray_address_fails_in_bounded_time_with_one_line(
+    events: Path, hbase_server: HBaseServer, make_table: Callable[..., SequenceTable]
+) -> None:
     address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    table = make_table()
     t0 = time.monotonic()
-    result = seqstore("backfill", str(events), "--table", "t", "--ray-address", address)
+    result = seqstore("backfill", str(events), "--table", table.name, "--ray-address", address, **hbase_server.env())
     elapsed = time.monotonic() - t0
     line = one_error_line(result)
     assert line.startswith(f"seqstore: error: cannot join the Ray cluster at '{address}': ")
@@ -121,7 +129,9 @@ def test_an_unreachable_ray_address_fails_in_bounded_time_with_one_line(events: 
 
 
 @pytest.mark.slow
-def test_joining_a_running_cluster_works_and_a_refused_join_says_why(events: Path) -> None:
+def test_joining_a_running_cluster_works_and_a_refused_join_says_why(
+    events: Path, hbase_server: HBaseServer, make_table: Callable[..., SequenceTable]
+) -> None:
     """The join's bounds and its quieting of Ray's output do not get in the way of a real join; a
     join the cluster refuses (here: no auth token) is one line with Ray's reason."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -143,8 +153,8 @@ def test_joining_a_running_cluster_works_and_a_refused_join_says_why(events: Pat
             env={**env, **auth, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
         assert joined.returncode == 0, joined.stderr
         assert joined.stdout.split() == ["42", address]
-        refused = one_error_line(seqstore("backfill", str(events), "--table", "t", "--ray-address", address,
-                                          RAY_AUTH_MODE="token"))
+        refused = one_error_line(seqstore("backfill", str(events), "--table", make_table().name, "--ray-address",
+                                          address, RAY_AUTH_MODE="token", **hbase_server.env()))
         assert refused.startswith(f"seqstore: error: cannot join the Ray cluster at '{address}': ")
         assert "AuthenticationError" in refused
     finally:

@@ -134,7 +134,7 @@ def test_compact_job_end_to_end(ray_local: None, make_table: Callable[..., Seque
 
     report = run_compact(table.name, workers=2, config=config)
     assert report.completed, report.error
-    assert report.units == report.units_done == 4 and report.units_retried == 0
+    assert report.units_total == report.units_done == 4 and report.units_retried == 0
     assert report.raw_events == written and report.users == 60 and report.flags_kept == 0
     assert report.chunks_written >= written // 32 and report.chunks_replaced == fake_chunks
     assert report.events_per_s > 0 and report.to_json()["raw_events"] == written
@@ -227,7 +227,7 @@ def test_cli_compact_backfill_compact_and_old_table(ray_local: None, hbase_serve
     summary = json.loads(back.stdout)
     assert summary["completed"] and summary["events_written"] == 2_000
     compaction = summary["compaction"]
-    assert compaction["completed"] and compaction["table"] == name and compaction["units"] == 2
+    assert compaction["completed"] and compaction["table"] == name and compaction["units_total"] == 2
     assert compaction["raw_events"] == 2_000 and compaction["users"] == 40 and compaction["chunks_written"] >= 40
     for key in ("chunks_replaced", "retries", "flags_kept", "wall_s", "events_per_s"):
         assert key in compaction

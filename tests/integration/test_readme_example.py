@@ -43,7 +43,7 @@ def test_readme_ray_data_write_and_score_examples_run(
         out = capsys.readouterr().out.splitlines()
         assert out[0] == "5000 4950 50"
         assert out[1].startswith("{'future_timestamp': 5, 'missing_field': 5, 'missing_user': 12, ")
-        assert out[2].startswith("[{'reason': ") and "'row': {'user_id': " in out[2]
+        assert out[2].startswith("[{'source': None, 'position': ") and "'row': {'user_id': " in out[2]
         exec(compile(score, "README.md (Ray Data: score)", "exec"), namespace)
         assert capsys.readouterr().out.strip() == "100"
     finally:

@@ -1,0 +1,61 @@
+"""What every job's report has: its units, retries, Ray nodes, time and outcome.
+
+Each job's report (:class:`~ray_jobs.backfill.BackfillReport`, ``CompactReport``,
+``ScoreReport``, ``ExportReport``) is a :class:`JobReport` with the job's own counts added;
+:meth:`JobReport.to_json` is what ``--json`` prints: the job's own fields, then these.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ray_jobs.runner import RunStats
+
+
+@dataclass(kw_only=True)
+class JobReport:
+    """The fields every job reports.
+
+    Attributes:
+        units_total: units of work the job has (row groups, salt ranges).
+        units_done: units this run completed (counted by the job as it records each one).
+        units_skipped: units already done by an earlier run (resumed, not redone).
+        units_retried: unit runs repeated after a failure (a dead actor, HBase unreachable).
+        nodes: Ray nodes the job's actors ran on.
+        workers: actors asked for (``--workers``).
+        wall_s: the job's time, seconds.
+        completed: every unit done and every count checked; else ``error`` says why, and
+            running the same command again resumes.
+    """
+
+    units_total: int = 0
+    units_done: int = 0
+    units_skipped: int = 0
+    units_retried: int = 0
+    nodes: int = 0
+    workers: int = 0
+    wall_s: float = 0.0
+    completed: bool = False
+    error: str = ""
+
+    def ran(self, stats: RunStats) -> None:
+        """Take the runner's counts: units retried, the nodes used."""
+        self.units_retried = stats.units_retried
+        self.nodes = len(stats.nodes)
+
+    def fail(self, error: str) -> None:
+        self.completed = False
+        self.error = error
+
+    def timed(self, started: float, processed: int) -> float:
+        """Set ``wall_s`` from ``started`` (``time.monotonic()``); returns ``processed`` per second."""
+        self.wall_s = round(time.monotonic() - started, 2)
+        return round(processed / self.wall_s, 1) if self.wall_s else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The job's own fields first, then the common ones; JSON-ready values."""
+        common = {f.name for f in fields(JobReport)}
+        values = asdict(self)
+        return {**{k: v for k, v in values.items() if k not in common}, **{k: values[k] for k in values if k in common}}
