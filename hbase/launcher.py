@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import time
@@ -33,7 +32,7 @@ from hbase.datadir import (
     thrift_conf_dir,
 )
 from hbase.errors import HBaseRuntimeError, StartupError
-from hbase.processes import jvm_pids, owned_alive, terminate, wait_gone
+from hbase.processes import jvm_pids, owned_alive, terminate
 from hbase.state import Runtime
 
 log = logging.getLogger(__name__)
@@ -244,25 +243,20 @@ def _default_for_start() -> Path:
     return default_data_dir()
 
 
-def kill_role(data_dir: Path | str, role: str) -> None:
-    """Kill one JVM of a running instance with SIGKILL, as a crash would (for fault tests)."""
-    data_dir = Path(data_dir).resolve()
-    rt = state.read_runtime(data_dir)
-    if rt is None or role not in rt.pids:
-        raise HBaseRuntimeError(f"no running {role} recorded in {data_dir}")
-    pid = rt.pids[role]
-    if owned_alive(pid, data_dir):
-        os.kill(pid, signal.SIGKILL)
-    wait_gone([pid], data_dir)
-
-
-def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 120.0) -> Runtime:
-    """(Re)start one Thrift server or RegionServer of a running instance on its recorded ports.
+def restart_role(data_dir: Path | str, role: str, *, timeout_s: float = 120.0) -> Runtime:
+    """(Re)start one Thrift server or RegionServer of a running instance on its recorded ports
+    (``seqstore hbase restart ROLE``): the way back for a process that died, or a rolling restart.
 
     ``role`` is ``thrift`` or ``thrift2``, or with several RegionServers ``regionserver``,
     ``thrift_2``, ``regionserver_3``... (:func:`hbase.roles.role_key`). A live process of that
-    role is killed first. Returns once the process serves: a Thrift server answers a round
-    trip; a RegionServer holds a region of a new table (the whole-cluster probe passes).
+    role is stopped first (SIGTERM: a RegionServer closes its regions; SIGKILL after 60 s).
+    Returns once the process serves: a Thrift server answers a round trip; a RegionServer
+    holds a region of a new table (the whole-cluster probe passes).
+
+    Raises:
+        ValueError: ``role`` is not a process that can be restarted on its own.
+        HBaseRuntimeError: no instance is recorded in ``data_dir``; StartupError: it did not
+            come back within ``timeout_s``.
     """
     data_dir = Path(data_dir).resolve()
     rt = state.read_runtime(data_dir)
@@ -279,7 +273,7 @@ def start_role(data_dir: Path | str, role: str, *, timeout_s: float = 120.0) -> 
                          f"not {role!r}")
     proc = known[role]
     if owned_alive(rt.pids.get(role, -1), data_dir):
-        kill_role(data_dir, role)
+        terminate([rt.pids[role]], data_dir, timeout_s=60.0)
     conf = thrift_conf_dir(data_dir) if proc.is_thrift else data_dir / "conf"
     popen = _spawn(proc, java=jvm.find_java(), lib=lib, conf=conf, data_dir=data_dir, regionservers=rt.regionservers)
     rt = replace(rt, pids={**rt.pids, role: popen.pid})
@@ -365,11 +359,10 @@ def serve(data_dir: Path | str | None = None, **start_kwargs: object) -> int:
 __all__ = [
     "HBaseRuntimeError",
     "jvm_pids",
-    "kill_role",
     "resolve_data_dir",
     "running",
     "serve",
-    "start_role",
+    "restart_role",
     "start",
     "status",
     "stop",

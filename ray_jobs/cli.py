@@ -32,6 +32,7 @@ from ray_jobs.commands import (
     cmd_generate,
     cmd_hbase_fetch,
     cmd_hbase_logs,
+    cmd_hbase_restart,
     cmd_hbase_start,
     cmd_hbase_status,
     cmd_hbase_stop,
@@ -210,6 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(p)
     p.add_argument("--timeout", type=_positive_number, default=60.0, help="seconds before a JVM is killed")
     p.set_defaults(func=cmd_hbase_stop)
+
+    p = hb.add_parser("restart", help="restart one Thrift server or RegionServer (a dead one, say) on its ports")
+    data_dir(p)
+    p.add_argument("role", help="thrift or thrift2; with several RegionServers also regionserver, regionserver_2, "
+                                "thrift_2, thrift2_2... (see `seqstore hbase status`)")
+    _option(p, "--timeout", env="SEQSTORE_HBASE_START_TIMEOUT", type=_positive_number, default=120.0,
+            help="seconds to wait for it to serve again")
+    common(p)
+    p.set_defaults(func=cmd_hbase_restart)
 
     p = hb.add_parser("status", help="is HBase running, and where")
     data_dir(p)

@@ -19,7 +19,7 @@ import pyarrow as pa
 from hbase import datadir, launcher
 from hbase.roles import role_key
 from store import DEFAULT_SCHEMA, EventSchema, SequenceStore, TableSpec
-from store.errors import SchemaError
+from store.errors import SchemaError, SeqStoreError
 from store.schema import fields_from_json
 
 EXIT_FAILED = 1
@@ -90,6 +90,20 @@ def cmd_hbase_start(args: argparse.Namespace) -> int:
 def cmd_hbase_stop(args: argparse.Namespace) -> int:
     stopped = launcher.stop(args.data_dir, timeout_s=args.timeout)
     print(f"stopped {len(stopped)} HBase process(es)" if stopped else "HBase was not running")
+    return 0
+
+
+def cmd_hbase_restart(args: argparse.Namespace) -> int:
+    data_dir = launcher.resolve_data_dir(args.data_dir)
+    alive = launcher.status(data_dir).get("alive")
+    was_alive = isinstance(alive, dict) and bool(alive.get(args.role))
+    try:
+        rt = launcher.restart_role(data_dir, args.role, timeout_s=args.timeout)
+    except ValueError as exc:
+        raise SeqStoreError(str(exc)) from None
+    payload = {"role": args.role, "pid": rt.pids[args.role], "was_alive": was_alive, "data_dir": rt.data_dir}
+    _emit(args, payload, lambda: print(
+        f"{args.role} {'restarted' if was_alive else 'was dead; started'} (pid {rt.pids[args.role]}) and serving"))
     return 0
 
 

@@ -1,12 +1,14 @@
 """Faults and admin operations on the launcher's HBase, for the reliability tests.
 
-Killing a process is :func:`hbase.launcher.kill_role`; restarting one is
-:func:`hbase.launcher.start_role`. What Thrift cannot do (split a region) goes through HBase's
-own Java client, ``tests/hbase_admin/HBaseAdminTool.java``.
+Killing a process as a crash would is :func:`kill_role`; bringing it back is the product's own
+:func:`hbase.launcher.restart_role` (``seqstore hbase restart ROLE``). What Thrift cannot do
+(split a region) goes through HBase's own Java client, ``tests/hbase_admin/HBaseAdminTool.java``.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -15,11 +17,26 @@ from pathlib import Path
 import happybase
 from thriftpy2.rpc import make_client
 
-from hbase import jars, jvm
+from hbase import jars, jvm, state
+from hbase.errors import HBaseRuntimeError
+from hbase.processes import owned_alive, wait_gone
 from store import Endpoint
 from store.connection import idl
 
 ADMIN_TOOL = Path(__file__).resolve().parent / "hbase_admin" / "HBaseAdminTool.java"
+
+
+def kill_role(data_dir: Path | str, role: str) -> None:
+    """SIGKILL one JVM of a running instance (``master``, ``thrift2``, ``regionserver_2``...), as
+    a crash would, and wait until it is gone."""
+    data_dir = Path(data_dir).resolve()
+    rt = state.read_runtime(data_dir)
+    if rt is None or role not in rt.pids:
+        raise HBaseRuntimeError(f"no running {role} recorded in {data_dir}")
+    pid = rt.pids[role]
+    if owned_alive(pid, data_dir):
+        os.kill(pid, signal.SIGKILL)
+    wait_gone([pid], data_dir)
 
 
 def region_servers(thrift2: Endpoint, table: str) -> Counter[int]:

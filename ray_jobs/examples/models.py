@@ -43,11 +43,6 @@ def recency_similarity(batch: dict[str, np.ndarray], *, decay: float = 0.85) -> 
     return {"score": score.astype(np.float32), "history": lengths.astype(np.int32)}
 
 
-def failing_model(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Always raises: shows how a model error is reported (used by the tests)."""
-    raise ValueError(f"this model always fails ({len(batch['lengths'])} requests)")
-
-
 def history_length(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A baseline: the score is the number of events in the sequence (its length)."""
     return {"score": batch["lengths"].astype(np.float32)}

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hbase import launcher, state
+from hbase import launcher, probe, state
 from hbase.processes import owned_alive
 from store import Config, SequenceStore, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
 from store.connection import ClientPool, idl
-from tests.cluster_faults import region_servers
+from tests.cluster_faults import kill_role, region_servers
 from tests.conftest import CLUSTER_REGIONSERVERS, HBaseServer
+from tests.ray_cluster import seqstore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -113,12 +114,24 @@ def test_events_round_trip_through_each_thrift2_server(hbase_cluster: HBaseServe
             store.drop_table(name)
 
 
-def test_a_thrift_server_of_the_cluster_restarts_on_its_port(hbase_cluster: HBaseServer) -> None:
+def test_a_dead_thrift_server_of_the_cluster_is_restarted_on_its_port_by_the_cli(hbase_cluster: HBaseServer) -> None:
     data_dir = _local(hbase_cluster)
     before = state.read_runtime(data_dir)
     assert before is not None
-    after = launcher.start_role(data_dir, "thrift2_2")
-    assert after.pids["thrift2_2"] != before.pids["thrift2_2"] and not owned_alive(before.pids["thrift2_2"], data_dir)
-    assert after.thrift2_ports == before.thrift2_ports
-    with pytest.raises(ValueError, match="regionserver_2"):
-        launcher.start_role(data_dir, "zookeeper")
+    kill_role(data_dir, "thrift2_2")  # as a crash would
+    status = seqstore("hbase", "status", "--data-dir", str(data_dir), "--json")
+    assert status.returncode == 1 and json.loads(status.stdout)["alive"]["thrift2_2"] is False
+    done = seqstore("hbase", "restart", "thrift2_2", "--data-dir", str(data_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    restarted = json.loads(done.stdout)
+    assert restarted["was_alive"] is False and restarted["pid"] != before.pids["thrift2_2"]
+    after = state.read_runtime(data_dir)
+    assert after is not None and after.thrift2_ports == before.thrift2_ports
+    assert owned_alive(restarted["pid"], data_dir)
+    probe.probe_thrift2(after.host, after.thrift2_ports[1], idl(), timeout_s=20)  # serving on its old port
+    status = seqstore("hbase", "status", "--data-dir", str(data_dir), "--json")
+    assert status.returncode == 0 and all(json.loads(status.stdout)["alive"].values())
+    # A live one is stopped and started again; what cannot be restarted alone is refused in one line.
+    assert launcher.restart_role(data_dir, "thrift2_2").pids["thrift2_2"] != restarted["pid"]
+    refused = seqstore("hbase", "restart", "zookeeper", "--data-dir", str(data_dir))
+    assert refused.returncode == 2 and "regionserver_2" in refused.stderr and "Traceback" not in refused.stderr

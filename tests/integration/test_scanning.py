@@ -86,6 +86,6 @@ def test_a_scan_survives_a_thrift2_restart_between_pages(
     table = make_table("reader")
     results = scan_results(table.handle.pool, name.encode(), t.TScan(columns=[t.TColumn(family=b"e")], batchSize=50), 1)
     first = next(results)
-    launcher.start_role(hbase_server.data_dir, "thrift2")  # kills the running one, starts a new one
+    launcher.restart_role(hbase_server.data_dir, "thrift2")  # kills the running one, starts a new one
     rows, _ = _collect(iter([first, *results]))
     assert rows == expected

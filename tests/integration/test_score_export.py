@@ -75,7 +75,7 @@ def test_a_failing_model_is_a_clear_error_naming_the_batch(
     ray_local: None, scored_table: SequenceTable, hbase_server: HBaseServer, tmp_path: Path
 ) -> None:
     req = _requests(tmp_path / "req.parquet", ["u1", "u2"], [NOW, NOW])
-    report = run_score(str(req), "ray_jobs.examples.models:failing_model", tmp_path / "out", scored_table.name,
+    report = run_score(str(req), "tests.models:failing_model", tmp_path / "out", scored_table.name,
                        workers=1, config=hbase_server.config())
     assert not report.completed
     assert "failing_model failed on" in report.error and f"{req} rows 0..1" in report.error
@@ -146,7 +146,7 @@ def test_cli_score_with_json_summary(scored_table: SequenceTable, tmp_path: Path
     assert {"wall_s", "sequences_per_s"} <= set(summary)
     failed = subprocess.run(
         [sys.executable, "-m", "ray_jobs.cli", "score", "--requests", str(req), "--table", scored_table.name,
-         "--model", "ray_jobs.examples.models:failing_model", "--out", str(tmp_path / "out2")],
+         "--model", "tests.models:failing_model", "--out", str(tmp_path / "out2")],
         env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1 and "failing_model failed on" in failed.stderr and "Traceback" not in failed.stderr
 

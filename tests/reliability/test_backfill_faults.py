@@ -19,6 +19,7 @@ from ray_jobs.backfill import JOB, run_backfill
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
 from store import SequenceTable, job_records
+from tests.cluster_faults import kill_role
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
@@ -74,11 +75,11 @@ def test_thrift_server_down_for_seconds_mid_run_is_ridden_out(
 
     def back_in_two_seconds() -> None:
         time.sleep(2)
-        launcher.start_role(data_dir, "thrift2")
+        launcher.restart_role(data_dir, "thrift2")
 
     def take_thrift2_down(unit: Unit, actors: list[Any]) -> None:
         if not outage:  # after the first unit: the other 14 are written into and after the outage
-            launcher.kill_role(data_dir, "thrift2")
+            kill_role(data_dir, "thrift2")
             outage.append(threading.Thread(target=back_in_two_seconds))
             outage[0].start()
 
@@ -106,13 +107,13 @@ def test_hbase_gone_past_the_retry_budget_stops_resumably(
     config = replace(hbase_server.config(), retries=2, backoff_ms=50, max_backoff_ms=200)
 
     def take_thrift2_away(unit: Unit, actors: list[Any]) -> None:
-        launcher.kill_role(hbase_server.data_dir, "thrift2")  # type: ignore[arg-type]
+        kill_role(hbase_server.data_dir, "thrift2")  # type: ignore[arg-type]
 
     try:
         report = run_backfill(str(small_log), table.name, workers=1, config=config, report_dir=tmp_path / "a",
                               on_unit_done=take_thrift2_away)
     finally:
-        launcher.start_role(hbase_server.data_dir, "thrift2")
+        launcher.restart_role(hbase_server.data_dir, "thrift2")
     assert not report.completed
     assert "re-run the same command to resume" in report.error
     assert 1 <= report.units_done < report.units_total

@@ -42,7 +42,7 @@ def cluster(hbase_cluster: HBaseServer) -> Iterator[HBaseServer]:
     assert rt is not None
     for role, pid in rt.pids.items():
         if not owned_alive(pid, hbase_cluster.data_dir):
-            launcher.start_role(hbase_cluster.data_dir, role)
+            launcher.restart_role(hbase_cluster.data_dir, role)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_regionserver_sigkilled_mid_backfill_its_regions_move_and_the_job_comple
     first = cluster.thrift2_endpoints[0]
     victim_port = rt.regionserver_ports[1]
     assert cluster_faults.region_servers(first, cluster_table.name)[victim_port] >= 1  # it holds some of them
-    hook, fired = _after_units(3, lambda: launcher.kill_role(cluster.data_dir, "regionserver_2"))  # type: ignore[arg-type]
+    hook, fired = _after_units(3, lambda: cluster_faults.kill_role(cluster.data_dir, "regionserver_2"))  # type: ignore[arg-type]
 
     report = run_backfill(str(small_log), cluster_table.name, workers=2, config=riding_out(cluster),
                           report_dir=tmp_path, on_unit_done=hook)
@@ -100,7 +100,7 @@ def test_thrift2_server_gone_mid_backfill_clients_fail_over_to_the_others(
     ray_local: None, small_log: Path, cluster: HBaseServer, cluster_table: SequenceTable, tmp_path: Path
 ) -> None:
     assert cluster.data_dir is not None
-    hook, fired = _after_units(2, lambda: launcher.kill_role(cluster.data_dir, "thrift2_2"))  # type: ignore[arg-type]
+    hook, fired = _after_units(2, lambda: cluster_faults.kill_role(cluster.data_dir, "thrift2_2"))  # type: ignore[arg-type]
     # The default client settings: moving to the next endpoint is immediate, no outage to ride out.
     report = run_backfill(str(small_log), cluster_table.name, workers=3, config=cluster.config(),
                           report_dir=tmp_path, on_unit_done=hook)
@@ -203,7 +203,7 @@ def test_puts_acknowledged_by_a_regionserver_survive_its_sigkill(cluster: HBaseS
         holder = next(iter(cluster_faults.region_servers(cluster.thrift2_endpoints[0], table)))
         role = role_key("regionserver", rt.regionserver_ports.index(holder) + 1)
         data_dir = cluster.data_dir
-        acked, stats = wal.write_until_killed(rt, table, 0, lambda: launcher.kill_role(data_dir, role),
+        acked, stats = wal.write_until_killed(rt, table, 0, lambda: cluster_faults.kill_role(data_dir, role),
                                               acks_before_kill=400)
         assert stats.in_flight_at_kill >= 1 and stats.acked >= 400, stats
         assert wal.missing_writes(rt, table, acked) == []  # read back once its region reopened elsewhere

@@ -25,6 +25,7 @@ from ray_jobs.verify import verify
 from ray_jobs.workers import JobWorker
 from store import Config, Endpoint, SequenceStore, TableSpec, job_records
 from store.errors import SeqStoreError, StoreUnavailableError
+from tests.cluster_faults import kill_role
 from tests.conftest import plan_units
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
@@ -107,7 +108,7 @@ def test_hbase_killed_under_a_backfill_is_reported_in_bounded_time_and_a_rerun_r
 
     def kill_hbase(unit: Unit, actors: list[Any]) -> None:
         if not killed_at:  # after the first unit is recorded: the next one writes into a dead HBase
-            launcher.kill_role(own_hbase, "master")  # SIGKILL; the Thrift servers stay up
+            kill_role(own_hbase, "master")  # SIGKILL; the Thrift servers stay up
             killed_at.append(time.monotonic())
 
     statuses: list[str] = []

@@ -40,6 +40,7 @@ from hbase.state import Runtime
 from store.config import Config, Endpoint
 from store.connection import Thrift2Client, idl
 from store.errors import SeqStoreError
+from tests.cluster_faults import kill_role
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 
@@ -65,7 +66,7 @@ def start_instance(data_dir: Path) -> Runtime:
 
 def kill_region_holder(data_dir: Path) -> None:
     """SIGKILL the JVM that holds the regions (standalone: ZooKeeper + master + RegionServer)."""
-    launcher.kill_role(data_dir, "master")
+    kill_role(data_dir, "master")
 
 
 def restart_after_kill(data_dir: Path) -> Runtime:
