@@ -198,13 +198,9 @@ def run_backfill(
         runner: UnitRunner[Unit] = UnitRunner(spawn, lambda actor, unit: actor.run.remote(unit), workers=workers,
                                               max_attempts=max_attempts)
         try:
-            runner.run(todo, done_one)
-            report.completed = True
-        except SeqStoreError as exc:
-            report.error = str(exc)
+            report.run(runner, todo, done_one)
         finally:
             writer.close()
-            report.ran(runner.stats)
     report.quarantine_by_reason = dict(sorted(reasons.items()))
     report.events_per_s = report.timed(t0, report.events_in)
     if report.events_in != report.events_written + report.events_merged + report.events_quarantined:

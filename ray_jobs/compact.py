@@ -34,7 +34,6 @@ from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
 from store.compaction import CompactionStats, check_tiered, compact_range, salt_ranges
 from store.config import Config
-from store.errors import SeqStoreError
 from store.table import DAY_MS
 
 
@@ -151,12 +150,6 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
 
     runner: UnitRunner[CompactUnit] = UnitRunner(spawn, lambda actor, unit: actor.run.remote(unit), workers=workers,
                                                  max_attempts=max_attempts)
-    try:
-        runner.run(units, done)
-        report.completed = True
-    except SeqStoreError as exc:
-        report.error = str(exc)
-    finally:
-        report.ran(runner.stats)
+    report.run(runner, units, done)
     report.events_per_s = report.timed(t0, report.raw_events)
     return report

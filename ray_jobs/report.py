@@ -8,10 +8,12 @@ Each job's report (:class:`~ray_jobs.backfill.BackfillReport`, ``CompactReport``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ray_jobs.runner import RunStats
+from ray_jobs.runner import RunStats, UnitRunner
+from store.errors import SeqStoreError
 
 
 @dataclass(kw_only=True)
@@ -39,6 +41,18 @@ class JobReport:
     wall_s: float = 0.0
     completed: bool = False
     error: str = ""
+
+    def run(self, runner: UnitRunner[Any], units: Sequence[Any], on_done: Callable[[Any, Any, list[Any]], None]
+            ) -> None:
+        """Run ``units`` with ``runner``: ``completed``, or the ``error`` that stopped the job;
+        then the runner's counts (:meth:`ran`)."""
+        try:
+            runner.run(units, on_done)
+            self.completed = True
+        except SeqStoreError as exc:
+            self.error = str(exc)
+        finally:
+            self.ran(runner.stats)
 
     def ran(self, stats: RunStats) -> None:
         """Take the runner's counts: units retried, the nodes used."""
