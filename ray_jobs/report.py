@@ -2,14 +2,14 @@
 
 Each job's report (:class:`~ray_jobs.backfill.BackfillReport`, ``CompactReport``,
 ``ScoreReport``, ``ExportReport``) is a :class:`JobReport` with the job's own counts added;
-:meth:`JobReport.to_json` is what ``--json`` prints: the job's own fields, then these.
+:meth:`JobReport.to_json` is what ``--json`` prints.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ray_jobs.runner import RunStats, UnitRunner
@@ -69,7 +69,5 @@ class JobReport:
         return round(processed / self.wall_s, 1) if self.wall_s else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """The job's own fields first, then the common ones; JSON-ready values."""
-        common = {f.name for f in fields(JobReport)}
-        values = asdict(self)
-        return {**{k: v for k, v in values.items() if k not in common}, **{k: values[k] for k in values if k in common}}
+        """Every field, JSON-ready."""
+        return asdict(self)

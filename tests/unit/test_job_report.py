@@ -1,4 +1,4 @@
-"""Every job's report is a JobReport: the same common fields, in the same place of its JSON."""
+"""Every job's report is a JobReport: the same common fields in its JSON."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ COMMON = [f.name for f in fields(JobReport)]
 @pytest.mark.parametrize("report", [
     BackfillReport(table="t", input="in/"), CompactReport(table="t"), ScoreReport(), ExportReport(),
 ], ids=lambda r: type(r).__name__)
-def test_each_job_report_ends_with_the_common_fields(report: JobReport) -> None:
+def test_each_job_report_has_the_common_fields(report: JobReport) -> None:
     report.ran(RunStats(units_done=3, units_retried=1, nodes={"n1", "n2"}))
     out = report.to_json()
-    assert list(out)[-len(COMMON):] == COMMON  # the job's own fields first
+    assert set(COMMON) < set(out)
     assert (out["units_done"], out["units_retried"], out["nodes"]) == (0, 1, 2)  # units done: the job's own count
     assert json.loads(json.dumps(out)) == out
 
