@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 JOB = "backfill"  # the manifest: the job records of completed units, keyed by unit
 
+
 def _recorded(done: dict[str, dict[str, Any]], unit: Unit) -> tuple[Any, Any]:
     entry = done.get(unit.key, {})
     return entry.get("fingerprint"), entry.get("table")
