@@ -68,7 +68,8 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
     for previous in ("scores", "train", "backfill-report"):  # outputs of the last run of this table
         shutil.rmtree(work_dir / previous, ignore_errors=True)
     t0 = time.monotonic()
-    if os.environ.get(HBASE_THRIFT2_ENV) or os.environ.get(HBASE_ENV):
+    external = bool(os.environ.get(HBASE_THRIFT2_ENV) or os.environ.get(HBASE_ENV))
+    if external:
         say(f"[1/7] HBase: using {os.environ.get(HBASE_THRIFT2_ENV) or os.environ[HBASE_ENV]}")
         stage("hbase", t0, 0, state="external")
     else:
@@ -165,5 +166,6 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
     scored = pq.read_table(score.out)
     print(f"scores: {scored.num_rows:,} users, mean {pa.compute.mean(scored['score']).as_py():.3f}; "
           f"training rows: {export.rows_written:,} in {export.shards} shards")
-    print("HBase keeps running; stop it with: seqstore hbase stop")
+    if not external:  # an HBase the demo did not start is not the demo's to stop
+        print("HBase keeps running; stop it with: seqstore hbase stop")
     return 0
