@@ -1,12 +1,16 @@
 """Jobs that write one Parquet part per unit (score, export): naming, trusting and running parts.
 
-A part is written atomically (streamed to a temporary file, renamed when complete) and
-tagged with the unit it came from (file location, fingerprint, row count) and with the job's
-*settings* — everything that shapes the output (table and its schema, model, ``max_len``,
-features, ...) — as a digest. A re-run skips exactly the parts that are the complete output
+A part is written atomically (streamed to a temporary file of its own, ``.<part>.<uuid>.tmp``
+— hidden from pyarrow's and Ray's directory discovery, which skip names starting with ``.`` —
+and renamed when complete) and tagged with the unit it came from (file location, fingerprint,
+row count) and with the job's *settings* — everything that shapes the output (table and its
+schema, model, ``max_len``, features, ...) — as a digest. A re-run skips exactly the parts that are the complete output
 of their unit as the input is now, made with the same settings, and redoes missing or stale
 ones. A part made with other settings is never trusted: the job refuses to run, naming what
 differs, unless ``overwrite`` is set, which redoes such parts (and removes parts of other inputs).
+
+One job at a time writes into an output directory: :class:`OutputLock` holds ``out/.seqstore-lock``
+for the job's whole run, so two jobs cannot interleave their parts.
 """
 
 from __future__ import annotations
@@ -14,18 +18,122 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from ray_jobs.report import JobReport
 from ray_jobs.runner import RunStats, UnitRunner
 from store.errors import SeqStoreError
 
 PART_METADATA_KEY = b"seqstore.unit"
+LOCK_NAME = ".seqstore-lock"
+TEMP_SUFFIX = ".tmp"
+
+
+class OutputInUseError(SeqStoreError):
+    """Another live job holds the output directory's lock (not retried: wait for it, or use
+    another directory)."""
+
+
+class OutputLock:
+    """An exclusive lock on a job's output directory: ``out/.seqstore-lock``, created with
+    ``O_CREAT | O_EXCL`` and holding the holder's host, pid and start time.
+
+    Entering the ``with`` block creates ``out`` if needed and takes the lock, or raises
+    :class:`OutputInUseError` (one line, naming the holder) while a live job holds it. A lock
+    left by a job that is gone — same host, no such process — is stale: it is removed and
+    taken. A holder on another host cannot be checked, so its lock is honoured until someone
+    removes the file. The lock is re-entrant within one process (a job's driver takes it
+    around its whole run, and :func:`run_into_parts` again inside); leaving the outermost
+    block removes the file if it is still this lock's.
+    """
+
+    _held: ClassVar[dict[Path, int]] = {}  # per process: lock file -> nesting depth
+
+    def __init__(self, out: Path) -> None:
+        self.path = Path(out).resolve() / LOCK_NAME
+        self._text = ""
+
+    def __enter__(self) -> OutputLock:
+        depth = OutputLock._held.get(self.path, 0)
+        if depth == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._acquire()
+        OutputLock._held[self.path] = depth + 1
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        depth = OutputLock._held.pop(self.path) - 1
+        if depth:
+            OutputLock._held[self.path] = depth
+            return
+        try:
+            if self.path.read_text() == self._text:
+                self.path.unlink()
+        except OSError:  # already removed by hand: nothing left to release
+            pass
+
+    def _acquire(self) -> None:
+        text = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started_ms": int(time.time() * 1000)})
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                held = self._read()
+                if held is None or not self._stale(held):
+                    raise OutputInUseError(self._refusal(held)) from None
+                # Stale: remove it only if it is still the lock judged dead (another job may
+                # have broken it and taken the directory meanwhile).
+                if self._read() == held:
+                    self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            self._text = text
+            return
+        raise OutputInUseError(self._refusal(self._read()))
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            held = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return held if isinstance(held, dict) else None
+
+    @staticmethod
+    def _stale(held: dict[str, Any]) -> bool:
+        if held.get("host") != socket.gethostname() or not isinstance(held.get("pid"), int):
+            return False
+        try:
+            os.kill(held["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+
+    def _refusal(self, held: dict[str, Any] | None) -> str:
+        if held is None:
+            who = "an unreadable lock"
+        else:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(held.get("started_ms", 0)) / 1000))
+            who = f"pid {held.get('pid')} on {held.get('host')}, since {since}"
+        return (f"{self.path.parent} is in use by another job ({who}); wait for it to end, or remove "
+                f"{self.path} if that job is gone")
+
+
+def temp_path(target: Path) -> Path:
+    """``.<target name>.<uuid>.tmp`` beside ``target``: unique per writer (two writers of one
+    part never share a file), and skipped by pyarrow's and Ray's directory discovery."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}")
 
 
 def part_file_name(prefix: str, unit: Any) -> str:
@@ -58,7 +166,7 @@ class PartWriter:
 
     def __init__(self, target: Path, unit: Any, settings: Mapping[str, Any] | None = None) -> None:
         self.target = target
-        self.tmp = target.with_suffix(".tmp")
+        self.tmp = temp_path(target)
         settings = dict(settings or {})
         self.tag = json.dumps({"unit": unit.key, "location": unit.location, "fingerprint": unit.fingerprint,
                                "rows": unit.num_rows, "settings": settings,
@@ -185,7 +293,8 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
     Each actor's ``run(unit)`` writes ``out/part_file_name(prefix, unit)`` with
     :class:`PartWriter` (tagged with ``settings``) and returns ``{"rows": n}``. A part already
     there is skipped only if :func:`part_rows` trusts it, so a re-run resumes where a crash left
-    off and a changed input file is redone. Refuses to run (``error`` set) when ``out`` holds
+    off and a changed input file is redone. Holds :class:`OutputLock` on ``out`` throughout
+    (raises :class:`OutputInUseError` while another job holds it). Refuses to run (``error`` set) when ``out`` holds
     ``<prefix>-*`` parts no unit of this input produces (reading ``out`` would mix them in), or
     parts made with other settings (they would be kept as if made by this job) — unless
     ``overwrite``, which removes the former and redoes the latter. ``on_plan`` hears the units
@@ -200,7 +309,16 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
         dup = next(n for n, c in Counter(names).items() if c > 1)
         outcome.error = f"two units of the input map to the same output part {dup}"
         return outcome
-    out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out):
+        _run_locked(outcome, out, prefix, spawn, workers=workers, settings=settings, overwrite=overwrite,
+                    on_plan=on_plan, on_rows=on_rows)
+    return outcome
+
+
+def _run_locked(outcome: PartsOutcome, out: Path, prefix: str, spawn: Callable[[int], Any], *, workers: int,
+                settings: dict[str, Any], overwrite: bool, on_plan: Callable[[Sequence[Any]], None] | None,
+                on_rows: Callable[[int], None] | None) -> None:
+    units, names = outcome.units, outcome.names
     expected = set(names)
     foreign = sorted(p.name for p in out.glob(f"{prefix}-*.parquet") if p.name not in expected)
     if foreign and overwrite:
@@ -210,7 +328,7 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
         outcome.error = (f"{out} holds {len(foreign)} {prefix} file(s) that no unit of this input produces "
                          f"(e.g. {foreign[0]}), left by a run over other input; pass --overwrite to replace them "
                          "or write to an empty directory")
-        return outcome
+        return
     digest = settings_digest(settings)
     tags = [_tag(out / name) for name in names]  # each part's metadata, read once
     if not overwrite:
@@ -219,7 +337,7 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
             if diff is not None:
                 outcome.error = (f"{out} holds parts made with other settings ({diff}); pass --overwrite to "
                                  "replace them, or write to another directory")
-                return outcome
+                return
     trusted = [_trusted_rows(found, u, digest) is not None for u, found in zip(units, tags, strict=True)]
     outcome.ran = [u for u, ok in zip(units, trusted, strict=True) if not ok]
     outcome.skipped = [u for u, ok in zip(units, trusted, strict=True) if ok]
@@ -247,4 +365,3 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
     if bad and not outcome.error:
         outcome.error = (f"{len(bad)} of {len(units)} units have no complete output part (e.g. {bad[0].key}); "
                          "re-run the same command to redo them")
-    return outcome

@@ -1,0 +1,88 @@
+"""Output parts on disk: private temporary files, one job per output directory, durable renames
+(no Ray, no HBase)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ray_jobs.parts import PartWriter, part_rows, run_into_parts, write_part
+from ray_jobs.score import part_name
+from ray_jobs.units import plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _units(tmp_path: Path, rows: int = 8) -> list[Any]:
+    path = tmp_path / "in" / "a.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"user_id": [f"u{i}" for i in range(rows)]}), path, row_group_size=4)
+    return plan(str(path))[1]
+
+
+def _no_spawn(_slot: int) -> Any:
+    raise AssertionError("no actor should be started")
+
+
+def test_two_writers_of_one_part_each_publish_a_whole_file(tmp_path: Path) -> None:
+    # Two jobs on one --out (or a re-run unit beside a zombie actor) write the same part at once.
+    unit = _units(tmp_path, rows=4)[0]
+    target = tmp_path / "out" / part_name(unit)
+    target.parent.mkdir()
+    ids = pa.array(np.arange(4, dtype=np.int64))
+    a = PartWriter(target, unit, {"model": "m:v1"})
+    b = PartWriter(target, unit, {"model": "m:v2"})
+    a.write(pa.table({"user_id": ids, "score": pa.array(np.full(4, 1.0))}))
+    b.write(pa.table({"user_id": ids[:1], "score": pa.array(np.full(1, 2.0))}))
+    a.close()
+    assert part_rows(target, unit, settings={"model": "m:v1"}) == 4
+    assert pq.read_table(target).column("score").to_pylist() == [1.0] * 4
+    b.write(pa.table({"user_id": ids[1:], "score": pa.array(np.full(3, 2.0))}))
+    b.close()  # B's own file replaces A's whole part: never a mix of the two
+    assert part_rows(target, unit, settings={"model": "m:v1"}) is None
+    assert part_rows(target, unit, settings={"model": "m:v2"}) == 4
+    assert pq.read_table(target).column("score").to_pylist() == [2.0] * 4
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+HOLDER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from ray_jobs.parts import OutputLock
+    with OutputLock(Path(sys.argv[1])):
+        print("locked", flush=True)
+        sys.stdin.read()
+""")
+
+
+def test_a_second_job_on_the_same_output_is_refused_until_the_first_is_gone(tmp_path: Path) -> None:
+    from ray_jobs.parts import LOCK_NAME, OutputInUseError
+
+    units = _units(tmp_path)
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(OutputInUseError) as info:
+            run_into_parts(units, out, "part", _no_spawn, workers=1)
+        message = str(info.value)
+        assert f"pid {holder.pid} on " in message and str(out / LOCK_NAME) in message and "\n" not in message
+        assert not list(out.glob("*.parquet"))
+    finally:
+        holder.kill()  # a crash: the lock file stays, naming a process that no longer exists
+        holder.wait()
+    assert (out / LOCK_NAME).exists()
+    for u in units:
+        write_part(pa.table({"x": list(range(u.num_rows))}), out / part_name(u), u)
+    outcome = run_into_parts(units, out, "part", _no_spawn, workers=1)  # the stale lock is taken over
+    assert not outcome.error and (outcome.parts, outcome.rows) == (2, 8)
+    assert not (out / LOCK_NAME).exists()  # released when the job ends
