@@ -158,6 +158,19 @@ def settings_digest(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def remove_stale_temps(out: Path, prefix: str) -> list[str]:
+    """Remove the temporary files of ``<prefix>-*`` parts in ``out``, left by writers that were
+    killed (a stopped job's actors); returns their names. Also removes ``<prefix>-*.tmp``, the
+    visible temporary names of older versions, which make ``pq.read_table(out)`` fail.
+
+    Call it only while holding :class:`OutputLock` on ``out``: a live writer's file would go too.
+    """
+    stale = sorted({*out.glob(f".{prefix}-*{TEMP_SUFFIX}"), *out.glob(f"{prefix}-*{TEMP_SUFFIX}")})
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return [p.name for p in stale]
+
+
 class PartWriter:
     """Streams one unit's output into ``target``, batch by batch, so memory is bounded by a
     batch; the part appears (atomically renamed) only when :meth:`close` succeeds, tagged
@@ -294,10 +307,12 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
     :class:`PartWriter` (tagged with ``settings``) and returns ``{"rows": n}``. A part already
     there is skipped only if :func:`part_rows` trusts it, so a re-run resumes where a crash left
     off and a changed input file is redone. Holds :class:`OutputLock` on ``out`` throughout
-    (raises :class:`OutputInUseError` while another job holds it). Refuses to run (``error`` set) when ``out`` holds
-    ``<prefix>-*`` parts no unit of this input produces (reading ``out`` would mix them in), or
-    parts made with other settings (they would be kept as if made by this job) — unless
-    ``overwrite``, which removes the former and redoes the latter. ``on_plan`` hears the units
+    (raises :class:`OutputInUseError` while another job holds it) and first removes the
+    temporary files of ``prefix`` parts that stopped jobs left (:func:`remove_stale_temps`).
+    Refuses to run (``error`` set) when ``out`` holds ``<prefix>-*`` parts no unit of this
+    input produces (reading ``out`` would mix them in), or parts made with other settings (they
+    would be kept as if made by this job) — unless ``overwrite``, which removes the former and
+    redoes the latter. ``on_plan`` hears the units
     it is about to run, ``on_rows`` the rows of each unit done.
     """
     settings = dict(settings or {})
@@ -319,6 +334,7 @@ def _run_locked(outcome: PartsOutcome, out: Path, prefix: str, spawn: Callable[[
                 settings: dict[str, Any], overwrite: bool, on_plan: Callable[[Sequence[Any]], None] | None,
                 on_rows: Callable[[int], None] | None) -> None:
     units, names = outcome.units, outcome.names
+    remove_stale_temps(out, prefix)
     expected = set(names)
     foreign = sorted(p.name for p in out.glob(f"{prefix}-*.parquet") if p.name not in expected)
     if foreign and overwrite:

@@ -86,3 +86,18 @@ def test_a_second_job_on_the_same_output_is_refused_until_the_first_is_gone(tmp_
     outcome = run_into_parts(units, out, "part", _no_spawn, workers=1)  # the stale lock is taken over
     assert not outcome.error and (outcome.parts, outcome.rows) == (2, 8)
     assert not (out / LOCK_NAME).exists()  # released when the job ends
+
+
+def test_temporary_files_of_stopped_writers_are_removed_and_never_break_reading_out(tmp_path: Path) -> None:
+    units = _units(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    for u in units:
+        write_part(pa.table({"x": list(range(u.num_rows))}), out / part_name(u), u)
+    # What killed actors leave: an older version's visible name, and this version's hidden one.
+    (out / f"{part_name(units[0])[:-len('.parquet')]}.tmp").write_bytes(b"PAR1 half a part")
+    PartWriter(out / part_name(units[1]), units[1]).write(pa.table({"x": [1]}))  # never closed
+    outcome = run_into_parts(units, out, "part", _no_spawn, workers=1)
+    assert not outcome.error and outcome.rows == 8
+    assert sorted(p.name for p in out.iterdir()) == sorted(part_name(u) for u in units)
+    assert pq.read_table(out).num_rows == 8
