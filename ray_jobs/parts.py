@@ -171,11 +171,33 @@ def remove_stale_temps(out: Path, prefix: str) -> list[str]:
     return [p.name for p in stale]
 
 
+def publish(tmp: Path, target: Path) -> None:
+    """Make the finished local file ``tmp`` durable and visible as ``target``, atomically:
+    fsync its data, rename it over ``target``, then fsync the directory so that the rename
+    itself survives a crash of the node. Without the first fsync a crash could leave
+    ``target`` naming a file whose blocks were never written.
+
+    Raises OSError. Before the rename ``target`` is untouched; if only the directory's fsync
+    fails, ``target`` is already the new file (whose data is on disk).
+    """
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class PartWriter:
     """Streams one unit's output into ``target``, batch by batch, so memory is bounded by a
-    batch; the part appears (atomically renamed) only when :meth:`close` succeeds, tagged
-    with the unit and the job's settings. Leaving the ``with`` block on an error removes the
-    temporary file and leaves ``target`` as it was."""
+    batch; the part appears (fsynced and atomically renamed, :func:`publish`) only when
+    :meth:`close` succeeds, tagged with the unit and the job's settings. Leaving the ``with``
+    block on an error removes the temporary file and leaves ``target`` as it was."""
 
     def __init__(self, target: Path, unit: Any, settings: Mapping[str, Any] | None = None) -> None:
         self.target = target
@@ -202,7 +224,7 @@ class PartWriter:
 
             self.write(empty if empty is not None else pa.table({}))
         self._writer.close()
-        os.replace(self.tmp, self.target)
+        publish(self.tmp, self.target)
 
     def __enter__(self) -> PartWriter:
         return self

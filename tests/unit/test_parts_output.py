@@ -101,3 +101,33 @@ def test_temporary_files_of_stopped_writers_are_removed_and_never_break_reading_
     assert not outcome.error and outcome.rows == 8
     assert sorted(p.name for p in out.iterdir()) == sorted(part_name(u) for u in units)
     assert pq.read_table(out).num_rows == 8
+
+
+def test_a_part_is_on_disk_before_its_name_and_its_name_before_close_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node crash must not leave a trusted name over lost blocks: data fsynced, renamed, directory fsynced.
+    import os
+
+    unit = _units(tmp_path, rows=4)[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / part_name(unit)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_part(pa.table({"x": list(range(4))}), target, unit)
+    temp = events[0][1]
+    assert Path(temp).name.startswith(f".{target.name}.") and temp.endswith(".tmp")
+    assert events == [("fsync", temp), ("replace", str(target)), ("fsync", str(out))]
+    assert part_rows(target, unit) == 4
