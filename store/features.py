@@ -7,8 +7,12 @@ has no TTL, so an old valid-from time never expires a value.
 * :func:`write_features` sends many values with many timestamps per Thrift call (Thrift2
   carries a timestamp per cell), never one round trip per cell.
 * :func:`read_features` returns, per request, the newest version with
-  ``valid_from <= as_of`` — one ``getMultiple`` per chunk of requests.
-* :func:`feature_history` returns all kept versions of one feature, newest first.
+  ``valid_from <= as_of`` among the kept versions — one ``getMultiple`` per chunk of users,
+  and a second one, for users read as of a time before their newest version, of every kept
+  version (time ranges are never sent: HBase would count versions only after skipping the
+  newer ones, and return a version past ``feature_versions`` until it compacts it away).
+* :func:`feature_history` returns all kept versions of one feature, newest first: the same
+  versions reads choose from.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
 
 VALID_FROM = "valid_from_ts"
 GETS_PER_CALL = 1_000
-MAX_TS = 2**63 - 1
+CELLS_PER_CALL = 20_000  # bounds a getMultiple reading many versions of each feature
 
 
 def write_features(table: TableHandle, data: pa.Table) -> int:
@@ -98,6 +102,8 @@ def read_features(table: TableHandle, requests: Requests, names: Sequence[str], 
                   allow_any_ts: bool = False) -> pa.Table:
     """Per request, each feature's newest version with ``valid_from <= as_of`` (null if none).
 
+    Only the ``feature_versions`` newest versions count — those :func:`feature_history`
+    lists —, so the answer does not change when HBase compacts away older ones.
     ``requests`` takes the shapes of :func:`store.requests.normalize`; user ids are converted
     as on writes, so a feature written for ``5`` reads back for ``5`` and ``"5"``.
     Returns ``user_id`` (as given, with its type), ``as_of_ts`` and one column per name, in
@@ -114,31 +120,52 @@ def read_features(table: TableHandle, requests: Requests, names: Sequence[str], 
     if unknown:
         raise SchemaError(f"unknown feature(s) {unknown}; the table has {sorted(known)}")
     batch = normalize(requests, allow_any_ts=allow_any_ts)
-    users, as_of = batch.users, batch.ts
-    t = idl()
-    columns = [t.TColumn(family=FEATURES, qualifier=n.encode()) for n in names]
-    gets = [t.TGet(row=keys.user_prefix(u, table.spec.salt_buckets), columns=columns, maxVersions=1,
-                   timeRange=t.TTimeRange(minStamp=0, maxStamp=min(ts + 1, MAX_TS)))
-            for u, ts in zip(users, as_of, strict=True)]
-    chunks = [gets[i : i + GETS_PER_CALL] for i in range(0, len(gets), GETS_PER_CALL)]
-    with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
-        results = [r for chunk in ex.map(lambda c: table.pool.call("getMultiple", table.name_bytes, c), chunks)
-                   for r in chunk]
-    # getMultiple answers every get in order (an empty result for a missing row), but key by
-    # row anyway would be wrong here: two requests may share a row with different as_of.
-    if len(results) != len(gets):
-        raise HBaseError(f"getMultiple returned {len(results)} results for {len(gets)} gets")
-    out: dict[str, list[Any]] = {n: [None] * len(gets) for n in names}
-    for i, (get, result) in enumerate(zip(gets, results, strict=True)):
-        if result.row not in (None, b"", get.row):
-            raise HBaseError(f"getMultiple result {i} is for another row")
-        for cv in result.columnValues:
-            name = cv.qualifier.decode()
-            out[name][i] = table.feature_codecs[name].decode(cv.value)[0]
+    rows = [keys.user_prefix(u, table.spec.salt_buckets) for u in batch.users]
+    as_of = [int(ts) for ts in batch.ts]
+    # First each user's newest version only: it answers every request as of a time after it.
+    kept = _versions(table, list(dict.fromkeys(rows)), names, 1)
+    deeper = sorted({row for row, ts in zip(rows, as_of, strict=True)
+                     for cells in kept[row].values() if cells and cells[0][0] > ts})
+    if deeper and table.spec.feature_versions > 1:
+        kept.update(_versions(table, deeper, names, table.spec.feature_versions))
+    out: dict[str, list[Any]] = {n: [None] * len(rows) for n in names}
+    for i, (row, ts) in enumerate(zip(rows, as_of, strict=True)):
+        for name, cells in kept[row].items():
+            value = next((v for stamp, v in cells if stamp <= ts), None)
+            if value is not None:
+                out[name][i] = table.feature_codecs[name].decode(value)[0]
     arrays = {USER_ID: batch.ids, "as_of_ts": pa.array(as_of, pa.int64())}
     for n in names:
         arrays[n] = payload_array(out[n], known[n].type)
     return pa.table(arrays)
+
+
+def _versions(table: TableHandle, rows: list[bytes], names: Sequence[str],
+              versions: int) -> dict[bytes, dict[str, list[tuple[int, bytes]]]]:
+    """Per row, per feature, the newest ``versions`` kept versions ``(valid_from_ts, encoded
+    value)``, newest first — what :func:`feature_history` lists, never a version past
+    ``feature_versions`` that HBase has not compacted away yet (a get with a time range would
+    count versions only after skipping newer ones, and return it)."""
+    t = idl()
+    columns = [t.TColumn(family=FEATURES, qualifier=n.encode()) for n in names]
+    gets = [t.TGet(row=row, columns=columns, maxVersions=versions) for row in rows]
+    per_call = max(1, min(GETS_PER_CALL, CELLS_PER_CALL // (versions * max(1, len(names)))))
+    chunks = [gets[i : i + per_call] for i in range(0, len(gets), per_call)]
+    with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
+        results = [r for chunk in ex.map(lambda c: table.pool.call("getMultiple", table.name_bytes, c), chunks)
+                   for r in chunk]
+    # getMultiple answers every get in order (an empty result for a missing row).
+    if len(results) != len(gets):
+        raise HBaseError(f"getMultiple returned {len(results)} results for {len(gets)} gets")
+    kept: dict[bytes, dict[str, list[tuple[int, bytes]]]] = {}
+    for i, (row, result) in enumerate(zip(rows, results, strict=True)):
+        if result.row not in (None, b"", row):
+            raise HBaseError(f"getMultiple result {i} is for another row")
+        cells: dict[str, list[tuple[int, bytes]]] = {}
+        for cv in result.columnValues:
+            cells.setdefault(cv.qualifier.decode(), []).append((int(cv.timestamp), cv.value))
+        kept[row] = {name: sorted(found, key=lambda c: -c[0]) for name, found in cells.items()}
+    return kept
 
 
 def feature_history(table: TableHandle, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
