@@ -19,7 +19,8 @@ T0 = NOW - 10 * 86_400_000
 
 
 def _clicks(table: SequenceTable, as_of: list[int]) -> list[int | None]:
-    return table.read_features([("a", ts) for ts in as_of], ["clicks"]).column("clicks").to_pylist()
+    values: list[int | None] = table.read_features([("a", ts) for ts in as_of], ["clicks"]).column("clicks").to_pylist()
+    return values
 
 
 def test_a_version_past_feature_versions_is_never_read_before_or_after_hbase_compacts(
