@@ -11,7 +11,14 @@ import numpy as np
 import pyarrow as pa
 
 from store import SequenceTable, to_numpy
+from store.features import read_features
 from store.vectors import vector_rows
+
+
+def feature_rule(features: Sequence[str], inclusive: bool) -> dict[str, str]:
+    """The time rule of feature reads, for a job's settings when it reads ``features`` (so parts
+    made when features were read with ``valid_from <= as_of`` are not trusted)."""
+    return {"feature_rule": "valid_from <= as_of" if inclusive else "valid_from < as_of"} if features else {}
 
 
 def model_inputs(table: SequenceTable, requests: pa.Table, *, max_len: int, features: Sequence[str] = (),
@@ -26,6 +33,9 @@ def model_inputs(table: SequenceTable, requests: pa.Table, *, max_len: int, feat
     field (``event_ts``, ``event_id``, ``item_id``, ...; newest event first, padded with 0 /
     None), and one array per feature as of the same time (``[batch]`` for scalars,
     ``[batch, width]`` for vectors; NaN/None where unknown).
+
+    ``inclusive`` is the one time rule of both reads: events and feature versions strictly
+    before ``as_of_ts`` (default), or at it too.
     """
     seqs = table.read_sequences(requests, max_len=max_len, inclusive=inclusive, allow_any_ts=allow_any_ts)
     arrays, lengths = to_numpy(seqs, max_len=max_len)
@@ -37,7 +47,8 @@ def model_inputs(table: SequenceTable, requests: pa.Table, *, max_len: int, feat
         **arrays,
     }
     if features:
-        feats = table.read_features(requests, list(features), allow_any_ts=allow_any_ts)
+        feats = read_features(table.handle, requests, list(features), inclusive=inclusive,
+                              allow_any_ts=allow_any_ts)
         for name in features:
             column = feats.column(name)
             if pa.types.is_fixed_size_list(column.type):

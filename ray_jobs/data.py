@@ -21,7 +21,7 @@ Scoring: a callable class for ``map_batches``; each actor holds its own connecti
               .map_batches(Model, concurrency=2))
 
 Training: labels (``user_id``, ``ts`` and label columns) in, one row per label out, with the
-sequence strictly before ``ts`` and the features as of ``ts``::
+sequence and the feature versions strictly before ``ts``::
 
     from ray_jobs.data import training_dataset
 
@@ -70,7 +70,7 @@ from ray.data.datasource import WriteResult
 from ray.data.extensions import ArrowTensorArray
 
 from ray_jobs.assemble import model_inputs
-from ray_jobs.export import LABEL_TS
+from ray_jobs.export import INCLUSIVE, LABEL_TS
 from ray_jobs.runner import actor_config
 from store import Config, InvalidRequestError, SchemaError, SeqStoreError, SequenceStore
 from store.requests import check_times, request_table
@@ -320,7 +320,8 @@ class AssembleSequences:
         features: feature columns to add, each as of the request's time.
         config: where HBase is; default :meth:`Config.from_env` *in each actor* — on a
             cluster whose nodes do not have the variables, pass it.
-        inclusive: see events at ``as_of_ts`` too (default: strictly before).
+        inclusive: see events and feature versions at ``as_of_ts`` too (default: strictly before;
+            one rule for both, :func:`ray_jobs.assemble.model_inputs`).
         allow_any_ts: skip the units check of ``as_of_ts``.
         pool_size: HBase connections per actor.
 
@@ -375,12 +376,12 @@ class AssembleSequences:
 
 
 class _TrainingRows(AssembleSequences):
-    """Labels (``user_id``, ``ts``) in: sequences strictly before ``ts``, features as of ``ts``."""
+    """Labels (``user_id``, ``ts``) in: sequences and feature versions strictly before ``ts``."""
 
     def __init__(self, table: str, *, max_len: int, features: Sequence[str], config: Config,
                  allow_any_ts: bool) -> None:
-        # inclusive=False is the no-leakage rule; the label times are checked here, as export does.
-        super().__init__(table, max_len=max_len, features=features, config=config, inclusive=False,
+        # export's no-leakage rule, for events and features alike; the label times are checked here, as export does.
+        super().__init__(table, max_len=max_len, features=features, config=config, inclusive=INCLUSIVE,
                          allow_any_ts=True)
         self._check_ts = not allow_any_ts
 
@@ -401,7 +402,8 @@ def training_dataset(labels: Any, table: str, *, max_len: int, features: Sequenc
 
     The rule of ``seqstore export``: each row's sequence holds the user's events strictly
     before the label's ``ts`` — an event at ``ts`` or later never appears — and the features
-    are the newest versions with ``valid_from <= ts``. Columns: the label row's own (``user_id``
+    are the newest versions with ``valid_from < ts`` (a version stamped by the labelled event
+    itself never appears either). Columns: the label row's own (``user_id``
     and ``ts`` with their types, label columns), then ``lengths``, ``history_complete``, one
     column per event field (``[batch, max_len]`` tensors for numeric fields; see the module
     docstring) and the features. ``iter_torch_batches`` makes a tensor of every column, so
@@ -412,7 +414,7 @@ def training_dataset(labels: Any, table: str, *, max_len: int, features: Sequenc
             ``user_id``, ``ts`` (int64 ms UTC) and any label columns.
         table: the table to read.
         max_len: events per sequence (newest first).
-        features: feature columns to add, as of ``ts``.
+        features: feature columns to add, each its newest version before ``ts``.
         config: where HBase is; default :meth:`Config.from_env` (read here, shipped to the actors).
         allow_any_ts: skip the units check of ``ts`` (seconds or microseconds are refused:
             microseconds would let every later event leak into the row).

@@ -1,8 +1,9 @@
 """``seqstore export``: point-in-time-correct training rows.
 
 For each label row (``user_id``, ``ts`` and any label columns) the user's sequence strictly
-before ``ts`` — an event at ``ts`` or later never appears — and the features as of ``ts``
-(newest version with ``valid_from <= ts``) are written as Parquet shards: the label row's
+before ``ts`` — an event at ``ts`` or later never appears — and the features as of ``ts`` by
+the same rule (newest version with ``valid_from < ts``: a version stamped by the labelled
+event itself never appears either) are written as Parquet shards: the label row's
 columns (``user_id`` keeps its type), ``length``, ``history_complete``, one list column per
 event field (``hist_event_ts``, ``hist_item_id``, ..., newest first) and one column per
 feature. A label column named like an output column is refused. Units, parts, settings and
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ray_jobs.assemble import feature_rule
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
 from ray_jobs.report import JobReport
 from ray_jobs.runner import init_ray
@@ -39,10 +41,13 @@ from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
 from store.config import Config
 from store.errors import SchemaError
+from store.features import read_features
 from store.requests import check_times, request_table
 
 LABEL_TS = "ts"
 SHARD_PREFIX = "shard"
+# The no-leakage rule, one option for both reads: events and feature versions strictly before ``ts``.
+INCLUSIVE = False
 
 
 def shard_name(unit: Unit) -> str:
@@ -98,8 +103,7 @@ class ExportWorker(StoreWorker):
         if not self.allow_any_ts:
             check_times(ts, f"label {LABEL_TS}", source=unit.path, first_row=unit.first_row + offset)
         requests = request_table(labels.column("user_id"), ts)
-        # Strictly before the label's time: inclusive=False is the no-leakage guarantee.
-        seqs = self.table.read_sequences(requests, max_len=self.max_len, inclusive=False, allow_any_ts=True)
+        seqs = self.table.read_sequences(requests, max_len=self.max_len, inclusive=INCLUSIVE, allow_any_ts=True)
         events = seqs.column("sequence").combine_chunks()
         columns: dict[str, Any] = {name: labels.column(name) for name in labels.schema.names}
         columns["length"] = seqs.column("length")
@@ -108,7 +112,8 @@ class ExportWorker(StoreWorker):
         for field in flat.type:
             columns[f"hist_{field.name}"] = pa.ListArray.from_arrays(events.offsets, flat.field(field.name))
         if self.features:
-            feats = self.table.read_features(requests, self.features, allow_any_ts=True)
+            feats = read_features(self.table.handle, requests, self.features, inclusive=INCLUSIVE,
+                                  allow_any_ts=True)
             for name in self.features:
                 columns[name] = feats.column(name)
         return pa.table(columns)
@@ -144,7 +149,7 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
         settings = job_settings(store.table(table), "export", max_len=max_len, features=list(features),
-                                inclusive=False)
+                                inclusive=INCLUSIVE, **feature_rule(features, INCLUSIVE))
     fs, units = plan(labels_path)
     init_ray(ray_address, workers)
     Worker = worker_actor(ExportWorker)

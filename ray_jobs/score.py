@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs.assemble import model_inputs
+from ray_jobs.assemble import feature_rule, model_inputs
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
 from ray_jobs.report import JobReport
 from ray_jobs.runner import init_ray
@@ -191,7 +191,8 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
         settings = job_settings(store.table(table), "score", model=model, model_source=model_digest(model),
-                                max_len=max_len, features=list(features), inclusive=False)
+                                max_len=max_len, features=list(features), inclusive=False,
+                                **feature_rule(features, False))
     fs, units = plan(requests_path)
     init_ray(ray_address, workers)
     Worker = worker_actor(ScoreWorker)

@@ -6,11 +6,13 @@ has no TTL, so an old valid-from time never expires a value.
 
 * :func:`write_features` sends many values with many timestamps per Thrift call (Thrift2
   carries a timestamp per cell), never one round trip per cell.
-* :func:`read_features` returns, per request, the newest version with
-  ``valid_from <= as_of`` among the kept versions — one ``getMultiple`` per chunk of users,
-  and a second one, for users read as of a time before their newest version, of every kept
-  version (time ranges are never sent: HBase would count versions only after skipping the
-  newer ones, and return a version past ``feature_versions`` until it compacts it away).
+* :func:`read_features` returns, per request, the newest kept version with
+  ``valid_from < as_of`` (``<=`` with ``inclusive=True``): the rule events follow, so a
+  version stamped by the event at ``as_of`` itself is not seen. One ``getMultiple`` per
+  chunk of users reads their newest versions; a second one reads every kept version of the
+  users asked about a time before their newest. Time ranges are never sent: HBase would
+  count versions only after skipping the newer ones, and return a version past
+  ``feature_versions`` until it compacts it away.
 * :func:`feature_history` returns all kept versions of one feature, newest first: the same
   versions reads choose from.
 """
@@ -98,9 +100,13 @@ def write_features(table: TableHandle, data: pa.Table) -> int:
     return sum(len(columns) for columns in per_row.values())
 
 
-def read_features(table: TableHandle, requests: Requests, names: Sequence[str], *,
+def read_features(table: TableHandle, requests: Requests, names: Sequence[str], *, inclusive: bool = False,
                   allow_any_ts: bool = False) -> pa.Table:
-    """Per request, each feature's newest version with ``valid_from <= as_of`` (null if none).
+    """Per request, each feature's newest version with ``valid_from < as_of`` (null if none).
+
+    The time rule of :func:`store.reader.read_sequences`: a version stamped exactly at
+    ``as_of`` (e.g. updated by the labelled event itself) is not seen unless ``inclusive``
+    (``valid_from <= as_of``); pass the same ``inclusive`` to both reads.
 
     Only the ``feature_versions`` newest versions count — those :func:`feature_history`
     lists —, so the answer does not change when HBase compacts away older ones.
@@ -122,16 +128,17 @@ def read_features(table: TableHandle, requests: Requests, names: Sequence[str], 
     batch = normalize(requests, allow_any_ts=allow_any_ts)
     rows = [keys.user_prefix(u, table.spec.salt_buckets) for u in batch.users]
     as_of = [int(ts) for ts in batch.ts]
+    bound = [ts + 1 if inclusive else ts for ts in as_of]  # a version is seen iff valid_from < bound
     # First each user's newest version only: it answers every request as of a time after it.
     kept = _versions(table, list(dict.fromkeys(rows)), names, 1)
-    deeper = sorted({row for row, ts in zip(rows, as_of, strict=True)
-                     for cells in kept[row].values() if cells and cells[0][0] > ts})
+    deeper = sorted({row for row, end in zip(rows, bound, strict=True)
+                     for cells in kept[row].values() if cells and cells[0][0] >= end})
     if deeper and table.spec.feature_versions > 1:
         kept.update(_versions(table, deeper, names, table.spec.feature_versions))
     out: dict[str, list[Any]] = {n: [None] * len(rows) for n in names}
-    for i, (row, ts) in enumerate(zip(rows, as_of, strict=True)):
+    for i, (row, end) in enumerate(zip(rows, bound, strict=True)):
         for name, cells in kept[row].items():
-            value = next((v for stamp, v in cells if stamp <= ts), None)
+            value = next((v for stamp, v in cells if stamp < end), None)
             if value is not None:
                 out[name][i] = table.feature_codecs[name].decode(value)[0]
     arrays = {USER_ID: batch.ids, "as_of_ts": pa.array(as_of, pa.int64())}

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from store import SequenceTable
+from store.features import read_features
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration
@@ -42,3 +43,13 @@ def test_a_version_past_feature_versions_is_never_read_before_or_after_hbase_com
         conn.close()
     assert table.feature_history("a", "clicks") == [(T0 + 20, 3), (T0 + 10, 2)]
     assert _clicks(table, as_of) == [None, 2, 3, 3]
+
+
+def test_a_version_stamped_at_as_of_is_seen_only_when_inclusive(make_table: Callable[..., SequenceTable]) -> None:
+    # A counter updated by the event at the label's time, stamped with that time: like the event, not seen.
+    table = make_table(features=pa.schema([pa.field("clicks", pa.int64())]))
+    table.write_features(pa.table({"user_id": ["a", "a"], "valid_from_ts": [T0, T0 + 10], "clicks": [1, 2]}))
+    requests = [("a", T0), ("a", T0 + 10), ("a", T0 + 11)]
+    assert table.read_features(requests, ["clicks"]).column("clicks").to_pylist() == [None, 1, 2]
+    inclusive = read_features(table.handle, requests, ["clicks"], inclusive=True)
+    assert inclusive.column("clicks").to_pylist() == [1, 2, 2]

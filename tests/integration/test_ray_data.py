@@ -217,7 +217,7 @@ def test_training_dataset_never_leaks_an_event_at_or_after_the_label_time(
                     assert "late" not in np.stack(batch["event_type"])[i].tolist()
                 if batch["user_id"][i] == "u1":
                     ts = int(batch["ts"][i])
-                    assert batch["segment"][i] == (None if ts < T0 else "new" if ts < T0 + 10 * STEP else "regular")
+                    assert batch["segment"][i] == (None if ts <= T0 else "new" if ts <= T0 + 10 * STEP else "regular")
             recency = np.where(batch["lengths"] > 0, (batch["ts"] - batch["event_ts"][:, 0]) / STEP, 0.0)
             x = np.stack([np.ones(n), recency, batch["lengths"] / 16.0], axis=1)
             p = 1.0 / (1.0 + np.exp(-x @ w))

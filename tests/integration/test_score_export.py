@@ -106,7 +106,7 @@ def test_export_never_leaks_an_event_at_or_after_the_label_time(
         assert row["length"] == len(expected)
         assert len(row["hist_item_id"]) == row["length"]
         if row["user_id"] == "u1":
-            assert row["segment"] == (None if row["ts"] < T0 else "new" if row["ts"] < T0 + 10 * STEP else "regular")
+            assert row["segment"] == (None if row["ts"] <= T0 else "new" if row["ts"] <= T0 + 10 * STEP else "regular")
     assert {"label", "weight"} <= set(rows[0])
 
 
