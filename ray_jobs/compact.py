@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ray_jobs.report import JobReport
 from ray_jobs.runner import UnitRunner, actor_config, init_ray
 from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
-from store.compaction import CompactionStats, check_tiered, compact_range, salt_ranges
+from store.compaction import SKIPPED_NAMED, CompactionStats, check_tiered, compact_range, salt_ranges
 from store.config import Config
 from store.table import DAY_MS
 
@@ -76,7 +76,10 @@ class CompactReport(JobReport):
     deleted; ``chunks_written`` new chunk cells replaced ``chunks_replaced`` old ones;
     ``retries`` counts users started again after a concurrent change (a writer or another
     compaction); ``flags_kept`` users are still flagged (raw events newer than
-    ``older_than``, or written during the run).
+    ``older_than``, or written during the run); ``users_skipped`` users kept changing on every
+    attempt (e.g. written every few milliseconds): they stay readable from the raw tier and the
+    next run compacts them; ``skipped`` names the first of them. ``raw_kept`` merged raw cells
+    were left in place because their row was re-written meanwhile (the next run deletes them).
     """
 
     table: str
@@ -88,6 +91,9 @@ class CompactReport(JobReport):
     chunks_replaced: int = 0
     retries: int = 0
     flags_kept: int = 0
+    users_skipped: int = 0
+    raw_kept: int = 0
+    skipped: list[str] = field(default_factory=list)
     events_per_s: float = 0.0
 
 
@@ -140,10 +146,12 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
     def spawn(slot: int) -> Any:
         return Worker.remote(actor_config(config, slot), table, pool_size, older_than_ms)
 
-    def done(_unit: CompactUnit, outcome: dict[str, int], _actors: list[Any]) -> None:
+    def done(_unit: CompactUnit, outcome: dict[str, Any], _actors: list[Any]) -> None:
         stats = CompactionStats(**outcome)
-        for name in ("users", "raw_events", "chunks_written", "chunks_replaced", "retries", "flags_kept"):
+        for name in ("users", "raw_events", "chunks_written", "chunks_replaced", "retries", "flags_kept",
+                     "users_skipped", "raw_kept"):
             setattr(report, name, getattr(report, name) + getattr(stats, name))
+        report.skipped = (report.skipped + stats.skipped)[:SKIPPED_NAMED]
         report.units_done += 1
         if on_progress:
             on_progress(stats)

@@ -1,8 +1,7 @@
-"""Columnar chunk cells: many events of one (user, bucket) in one cell value. Pure; no I/O.
+"""Columnar chunk cells: many consecutive events of one user in one cell value. Pure; no I/O.
 
-The second tier of a wide row (see the read-path issue): a sealed bucket's events stored
-column by column, so a read decodes a whole bucket with one Arrow call instead of one
-Python decode per event. Layout of a chunk value::
+The second tier of a user's history: up to ``chunk_events`` events stored column by column,
+so a read decodes them with one Arrow call instead of one Python decode per event. Layout of a chunk value::
 
     format (1 byte, = 2) | schema version (uvarint) | Arrow IPC record batch message
 
@@ -29,8 +28,8 @@ wholly older than it, and lets HBase's TTL drop a chunk once its newest event ex
 nonce makes every chunk a cell never written before, so deleting a replaced chunk can never
 mask a new one (an HBase delete marker hides every later put of the same cell and timestamp).
 
-The user's metadata cells beside them (the raw-tier flag, the watermark) are in
-:mod:`store.user_meta`.
+The user's metadata cells beside them (the raw-tier flag, the watermark) and the protocol
+that changes chunks are in :mod:`store.user_meta`.
 """
 
 from __future__ import annotations

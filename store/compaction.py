@@ -2,70 +2,74 @@
 
 The layout (see :mod:`store.chunks`): a user's compacted events are chunk cells in family
 ``c`` of the user's own row, holding disjoint, contiguous ranges of ``(event_ts, event_id)``;
-events written since are raw cells in the user's bucket rows, and the user's ``raw`` flag
-(:mod:`store.user_meta`) is set.
+events written since are raw cells in the user's bucket rows, and the user's flag is set. The
+protocol that keeps the tiers consistent under concurrent writers, readers and compactions —
+who may change a user's chunks, on which token, and when raw cells may go — is told once, in
+:mod:`store.user_meta`; this module follows it.
 
-Compacting a user (a batch of users at a time, one window of at most
-:data:`WINDOW_EVENTS` raw events per user and step, newest first):
+Compacting a user (a batch of users at a time; one *window* of the user's newest raw events
+per step, at most :data:`WINDOW_EVENTS` events and :data:`WINDOW_BYTES` bytes, so memory never
+holds a heavy user's whole backlog):
 
-1. The user's flag token is read before its raw cells. (A user with raw cells and no flag,
-   left by a write that failed before flagging, is first flagged with a token of our own.)
+1. The user's flag token and its raw rows' write tokens are read before its raw cells. A user
+   whose flag is empty but who has raw cells is claimed first (a token of our own).
 2. Each raw event belongs to the chunk with the greatest oldest event not above it (the
    oldest chunk for events older than all): its *territory*. Only chunks that own a raw event
-   are read and rewritten, so a late event costs one chunk, not the user's history.
+   are read and rewritten, so a late event costs one chunk, not the user's history. A window
+   is cut short where the chunks it would rewrite pass :data:`STEP_EVENTS` events.
 3. Each such chunk's events and its raw events are merged (one event per ``(event_ts,
-   event_id)``; events below the trim watermark or past the TTL dropped) and split into
-   pieces of at most ``chunk_events`` events of near-equal size (so chunks hold half to all of
-   it). A new piece is a cell never written before (its qualifier has a nonce).
-4. One ``checkAndMutate`` on the user's row, conditional on the flag token read in 1, deletes
-   the replaced chunks, puts the new pieces and clears the flag (or, while raw events remain
-   — another window, or events newer than ``older_than_ms`` — renews it with a token of its
-   own). Atomic: a reader sees the old chunks or the new ones, never a mix. If a write came in
-   since step 1 (a new token) or another compaction of the user won, the check fails, nothing
-   is written, and the user starts again.
-5. Then the merged raw cells are deleted, exactly (qualifier and timestamp).
+   event_id)``, the raw copy winning; events below the trim watermark or expired by
+   :meth:`TableSpec.ttl_floor` with :data:`TTL_MARGIN_MS` to spare dropped) and split into
+   pieces of at most ``chunk_events`` events and :data:`CHUNK_BYTES` bytes, of near-equal
+   size. A new piece is a cell never written before (its qualifier has a nonce).
+4. :func:`store.user_meta.commit`: one ``checkAndMutate`` of the user row on the token of 1
+   deletes the replaced chunks, puts the new pieces and clears the flag (or, while raw events
+   remain, renews it with a token of its own for the next window). If the check fails (a write
+   or another compaction came in), nothing is written and the user starts again, at most
+   :data:`ATTEMPTS` times; a user that keeps changing is *skipped* (left flagged, readable,
+   counted and named in the stats), never an error.
+5. :func:`store.user_meta.delete_merged` deletes the merged raw cells.
 
-What a concurrent reader sees (it reads a user's flag and chunks in one row read, then, if
-flagged, the raw cells and the chunks again): each event in the raw tier, in a chunk, or in
-both between steps 4 and 5 (deduplicated by ``(event_ts, event_id)``); never in neither,
-because the chunks are written, and the flag cleared, before the raw cells they replace are
-deleted. A compaction that stops anywhere leaves a readable table; running it again finishes
-the job (idempotent: events already in chunks merge with themselves).
+A compaction that stops anywhere leaves a readable table; running it again finishes the job
+(idempotent: events already in chunks merge with themselves).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from store import keys
+from store import keys, user_meta
 from store.chunks import ChunkKey, chunk_key, chunk_qualifier, decode_chunk, encode_chunk, first_qualifier_before
 from store.connection import idl
-from store.errors import SeqStoreError, TableNotFoundError
+from store.errors import TableNotFoundError
 from store.raw_tier import Event, events_table
 from store.scanning import scan_results
 from store.table import CHUNKS, EVENTS, META, TableSpec
-from store.user_meta import RAW_FLAG, WATERMARK, parse_watermark
+from store.user_meta import WATERMARK, flagged, parse_watermark
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
 
 WINDOW_EVENTS = 16_384  # raw events merged per atomic step of one user
+WINDOW_BYTES = 16 * 1024 * 1024  # ... and their payload bytes
+STEP_EVENTS = 65_536  # chunk events one step may rewrite besides its raw events
+CHUNK_BYTES = 4 * 1024 * 1024  # a piece's payload bytes, well under HBase's 10 MB cell limit
 BATCH_EVENTS = 65_536  # raw events held for a batch of users
+TTL_MARGIN_MS = 3_600_000  # compaction drops an expired event only this long after reads stop returning it
 SCAN_ROWS = 256
 GETS_PER_CALL = 1_000
-DELETES_PER_CALL = 4_000
-_ATTEMPTS = 8  # a user changed by writes or another compaction meanwhile starts over, this often
+ATTEMPTS = 8  # a user changed by writes or another compaction meanwhile starts over, this often
+SKIPPED_NAMED = 20  # skipped users named in the stats, at most
 
 
 @dataclass
@@ -78,10 +82,15 @@ class CompactionStats:
     chunks_replaced: int = 0
     retries: int = 0  # users started again after a concurrent change
     flags_kept: int = 0  # users still flagged afterwards (newer writes, or newer than older_than)
+    users_skipped: int = 0  # users that kept changing for ATTEMPTS tries: left flagged, compacted next time
+    raw_kept: int = 0  # merged raw cells not deleted: their row was re-written meanwhile (deleted next time)
+    skipped: list[str] = field(default_factory=list)  # the first SKIPPED_NAMED skipped users
 
     def add(self, other: CompactionStats) -> None:
         for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+            if name != "skipped":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.skipped = (self.skipped + other.skipped)[:SKIPPED_NAMED]
 
 
 def salt_ranges(spec: TableSpec) -> list[tuple[bytes, bytes]]:
@@ -92,9 +101,10 @@ def salt_ranges(spec: TableSpec) -> list[tuple[bytes, bytes]]:
 
 def compact_range(table: TableHandle, start: bytes, stop: bytes, *, older_than_ms: int | None = None,
                   on_progress: Callable[[CompactionStats], None] | None = None) -> CompactionStats:
-    """Compact every user whose row key lies in ``[start, stop)``: the flags are read first,
+    """Compact every user whose row key lies in ``[start, stop)``: the tokens are read first,
     then one streaming scan of the raw tier; users are merged in batches on the table's client
-    pool. Idempotent; safe beside running writers and readers.
+    pool. Idempotent; safe beside running writers, readers and other compactions. A user that
+    kept changing is skipped (``users_skipped``), not an error.
 
     Raises:
         TableNotFoundError: the table has no chunk tier (created before seqstore had one).
@@ -102,33 +112,33 @@ def compact_range(table: TableHandle, start: bytes, stop: bytes, *, older_than_m
             resumes (users already compacted have no raw events left).
     """
     check_tiered(table.spec)
-    t = idl()
-    flag_scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG)])
     # Before the raw scan: a write after this point changes the token, so its flag stays.
-    tokens = {r.row: r.columnValues[0].value for r in scan_results(table.pool, table.name_bytes, flag_scan, 10_000)
-              if r.columnValues}
+    flags, row_tokens = user_meta.scan_tokens(table, start, stop)
     stats = CompactionStats()
     seen: set[bytes] = set()
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-compact") as ex:
         batch: dict[bytes, list[tuple[bytes, Any]]] = {}
         held = 0
-        for prefix, cell in _raw_cells(table, _raw_scan(start, stop, older_than_ms)):
-            cells = batch.setdefault(prefix, [])
-            cells.append(cell)
-            held += 1
-            if held >= BATCH_EVENTS and len(batch) > 1:
-                last = batch.pop(prefix)  # this user may go on in the next rows
-                stats.add(_compact_batch(table, ex, batch, tokens, older_than_ms))
-                seen.update(batch)
-                batch, held = {prefix: last}, len(last)
+        large: list[bytes] = []
+        for prefix, cells in _users_cells(table, start, stop, older_than_ms):
+            seen.add(prefix)
+            if cells is None:
+                large.append(prefix)
+                continue
+            batch[prefix] = cells
+            held += len(cells)
+            if held >= BATCH_EVENTS:
+                stats.add(_compact_batch(table, ex, batch, flags, row_tokens, older_than_ms))
+                batch, held = {}, 0
                 if on_progress:
                     on_progress(stats)
-        stats.add(_compact_batch(table, ex, batch, tokens, older_than_ms))
-        seen.update(batch)
+        stats.add(_compact_batch(table, ex, batch, flags, row_tokens, older_than_ms))
+        for part in ex.map(lambda p: _compact_user(table, p, older_than_ms), large):
+            stats.add(part)
         # Flags of users with no raw event left (e.g. all expired, or compacted by a stopped run).
-        stale = {p: tok for p, tok in tokens.items() if p not in seen}
-        stats.flags_kept += sum(1 for ok in ex.map(lambda p: _clear_flag(table, p, stale[p], older_than_ms), stale)
-                                if not ok)
+        stale = [p for p, token in flags.items() if flagged(token) and p not in seen]
+        for part in ex.map(lambda p: _compact_user(table, p, older_than_ms), stale):
+            stats.add(part)
     if on_progress:
         on_progress(stats)
     return stats
@@ -171,69 +181,133 @@ def _raw_cells(table: TableHandle, scan: Any) -> Iterator[tuple[bytes, tuple[byt
             yield prefix, (result.row, cv)
 
 
+def _users_cells(table: TableHandle, start: bytes, stop: bytes, older_than_ms: int | None
+                 ) -> Iterator[tuple[bytes, list[tuple[bytes, Any]] | None]]:
+    """Each user with raw cells in ``[start, stop)``, in row order, with its cells if they fit
+    one window, else None (then the scan skips the rest of the user: never held)."""
+    while True:
+        user: bytes | None = None
+        cells: list[tuple[bytes, Any]] = []
+        size = 0
+        for prefix, cell in _raw_cells(table, _raw_scan(start, stop, older_than_ms)):
+            if prefix != user:
+                if user is not None:
+                    yield user, cells
+                user, cells, size = prefix, [], 0
+            cells.append(cell)
+            size += len(cell[1].value)
+            if len(cells) > WINDOW_EVENTS or size > WINDOW_BYTES:
+                yield user, None
+                start = keys.prefix_end(user)
+                break
+        else:
+            if user is not None:
+                yield user, cells
+            return
+        if stop and start >= stop:
+            return
+
+
+def _window(table: TableHandle, prefix: bytes, after: tuple[bytes, bytes] | None, older_than_ms: int | None
+            ) -> tuple[list[tuple[bytes, Any]], bool]:
+    """The user's next window of raw cells after ``after`` (row, qualifier of the last cell of
+    the previous window), newest first, and whether more cells follow it."""
+    first = keys.row_key(prefix, keys.MAX_U64) if after is None else after[0]
+    cells: list[tuple[bytes, Any]] = []
+    size = 0
+    for _, (row, cv) in _raw_cells(table, _raw_scan(first, keys.prefix_end(prefix), older_than_ms)):
+        if after is not None and row == after[0] and cv.qualifier <= after[1]:
+            continue
+        if cells and (len(cells) >= WINDOW_EVENTS or size + len(cv.value) > WINDOW_BYTES):
+            return cells, True
+        cells.append((row, cv))
+        size += len(cv.value)
+    return cells, False
+
+
 def _compact_user(table: TableHandle, prefix: bytes, older_than_ms: int | None) -> CompactionStats:
-    """One user, from scratch: its token, then its raw cells, then the merge; retried while
-    writes or other compactions change the user meanwhile (bounded)."""
+    """One user, window by window, from its tokens on; started again while writes or other
+    compactions change it meanwhile, at most :data:`ATTEMPTS` times, then skipped."""
     stats = CompactionStats()
-    stop = keys.prefix_end(prefix)
-    for attempt in range(_ATTEMPTS):
-        token = _flags(table, [prefix]).get(prefix)
-        cells = [cell for _, cell in _raw_cells(table, _raw_scan(keys.row_key(prefix, keys.MAX_U64), stop,
-                                                                 older_than_ms))]
-        if not cells:
-            if token is not None and not _clear_flag(table, prefix, token, older_than_ms):
-                stats.flags_kept += 1
-            return stats
-        step = _merge_windows(table, prefix, cells, token, older_than_ms)
-        stats.add(step)
-        if step.users:
+    for attempt in range(ATTEMPTS):
+        token, row_tokens = user_meta.user_tokens(table, prefix)
+        if not flagged(token):
+            if not _has_raw(table, prefix, []):
+                return stats  # nothing raw: nothing to do
+            claimed = user_meta.claim(table, prefix)
+            if claimed is None:
+                stats.retries += 1
+                continue  # a writer flagged it meanwhile: read its token
+            token = claimed
+        before = stats.raw_events
+        if _merge_windows(table, prefix, token, row_tokens, older_than_ms, stats):
+            stats.users += int(stats.raw_events > before)
             return stats
         stats.retries += 1
         time.sleep(random.uniform(0, 0.02 * 2**attempt))
-    raise SeqStoreError(f"table {table.name!r}: user row {prefix!r} kept changing during compaction "
-                        f"({_ATTEMPTS} attempts); run the compaction again")
+    stats.users_skipped += 1
+    stats.skipped.append(keys.parse_row_key(prefix + bytes(keys.BUCKET_LEN))[1].decode("utf-8", "replace"))
+    return stats
+
+
+def _merge_windows(table: TableHandle, prefix: bytes, token: bytes, row_tokens: dict[bytes, bytes],
+                   older_than_ms: int | None, stats: CompactionStats) -> bool:
+    """The user's raw cells, window by window, each committed on the token the previous one
+    left; False if a check failed (the windows before it are done; start the user again)."""
+    after: tuple[bytes, bytes] | None = None
+    while True:
+        window, more = _window(table, prefix, after, older_than_ms)
+        if not window:  # nothing (left) to merge: clear the flag unless newer raw events remain
+            if older_than_ms is not None and _has_raw(table, prefix, []):
+                stats.flags_kept += 1
+                return True
+            return user_meta.commit(table, prefix, token, [], [], keep_flag=False)[0]
+        (plan,) = _plan_windows(table, {prefix: window}, {prefix: token})
+        if len(plan.cells) < len(window):
+            more = True  # cut short by the chunks it rewrites
+        keep_flag = more or (older_than_ms is not None and _has_raw(table, prefix, plan.cells))
+        if not _apply(table, plan, keep_flag=keep_flag):
+            return False
+        stats.raw_kept += user_meta.delete_merged(table, _by_row(plan.cells), row_tokens)
+        stats.add(plan.stats())
+        token = plan.next_token
+        if not more:
+            stats.flags_kept += int(flagged(token))
+            return True
+        row, cv = plan.cells[-1]
+        after = (row, cv.qualifier)
 
 
 def _compact_batch(table: TableHandle, ex: ThreadPoolExecutor, batch: dict[bytes, list[tuple[bytes, Any]]],
-                   tokens: dict[bytes, bytes], older_than_ms: int | None) -> CompactionStats:
-    """Users of one scan batch, with the tokens read before the scan. One window per user
-    here (shared gets and deletes); users with more raw events, and users whose check failed,
-    go through :func:`_compact_user` on their own."""
+                   flags: dict[bytes, bytes], row_tokens: dict[bytes, bytes],
+                   older_than_ms: int | None) -> CompactionStats:
+    """Users of one scan batch (one window each), with the tokens read before the scan: shared
+    gets and deletes. Users without a token (they must be claimed first), users whose window
+    was cut short, and users whose check failed go through :func:`_compact_user` on their own."""
     stats = CompactionStats()
-    small = [p for p, cells in batch.items() if 0 < len(cells) <= WINDOW_EVENTS]
-    large = [p for p, cells in batch.items() if len(cells) > WINDOW_EVENTS]
-    plans = _plan_windows(table, {p: batch[p] for p in small}, tokens)
-    results = list(ex.map(lambda plan: _apply(table, plan, older_than_ms, last=True), plans))
-    _delete_raw(table, [plan for plan, ok in zip(plans, results, strict=True) if ok])
-    for plan, ok in zip(plans, results, strict=True):
-        if ok:
-            stats.add(plan.stats())
-            stats.users += 1
-            stats.flags_kept += bool(plan.next_token)
-    again = [plan.prefix for plan, ok in zip(plans, results, strict=True) if not ok] + large
-    stats.retries += len(again) - len(large)
+    ready = {p: cells for p, cells in batch.items() if flagged(flags.get(p))}
+    plans = [plan for plan in _plan_windows(table, ready, flags) if len(plan.cells) == len(ready[plan.prefix])]
+    keep = [older_than_ms is not None and _has_raw(table, plan.prefix, plan.cells) for plan in plans]
+    results = list(ex.map(lambda pk: _apply(table, pk[0], keep_flag=pk[1]), zip(plans, keep, strict=True)))
+    applied = [plan for plan, ok in zip(plans, results, strict=True) if ok]
+    stats.raw_kept += user_meta.delete_merged(table, _by_row([c for plan in applied for c in plan.cells]), row_tokens)
+    for plan in applied:
+        stats.add(plan.stats())
+        stats.users += 1
+        stats.flags_kept += int(flagged(plan.next_token))
+    done = {plan.prefix for plan in applied}
+    again = [p for p in batch if p not in done]
+    stats.retries += sum(1 for plan, ok in zip(plans, results, strict=True) if not ok)
     for part in ex.map(lambda p: _compact_user(table, p, older_than_ms), again):
         stats.add(part)
     return stats
 
 
-def _merge_windows(table: TableHandle, prefix: bytes, cells: list[tuple[bytes, Any]], token: bytes | None,
-                   older_than_ms: int | None) -> CompactionStats:
-    """All of one user's raw cells, window by window; ``users == 0`` in the result if a check
-    failed (the windows before it are done; the caller starts the user again)."""
-    stats = CompactionStats()
-    for w in range(0, len(cells), WINDOW_EVENTS):
-        window = cells[w : w + WINDOW_EVENTS]
-        last = w + WINDOW_EVENTS >= len(cells)
-        (plan,) = _plan_windows(table, {prefix: window}, {prefix: token} if token is not None else {})
-        if not _apply(table, plan, older_than_ms, last=last):
-            return stats
-        _delete_raw(table, [plan])
-        stats.add(plan.stats())
-        token = plan.next_token
-    stats.users = 1
-    stats.flags_kept = int(bool(token))
-    return stats
+def _by_row(cells: list[tuple[bytes, Any]]) -> dict[bytes, list[Any]]:
+    rows: dict[bytes, list[Any]] = {}
+    for row, cv in cells:
+        rows.setdefault(row, []).append(cv)
+    return rows
 
 
 @dataclass
@@ -241,7 +315,7 @@ class _Plan:
     """One user's atomic step: the chunks it replaces and the pieces it puts."""
 
     prefix: bytes
-    token: bytes | None  # the flag token the step is conditional on
+    token: bytes  # the flag token the step is conditional on
     cells: list[tuple[bytes, Any]]  # the raw cells merged (row, TColumnValue)
     replaced: list[ChunkKey]
     pieces: list[tuple[bytes, bytes, int]]  # (qualifier, value, timestamp)
@@ -255,7 +329,9 @@ class _Plan:
 
 def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any]]],
                   tokens: dict[bytes, bytes]) -> list[_Plan]:
-    """The step of each user (one window each): two batched gets for all of them."""
+    """The step of each user (one non-empty window each), two batched gets for all of them. A
+    window whose territories hold more than :data:`STEP_EVENTS` chunk events is cut short
+    (``len(plan.cells) < len(window)``)."""
     t = idl()
     users = list(windows)
     if not users:
@@ -282,7 +358,8 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
         mark_cells = results[2 * j].columnValues or []
         marks[p] = parse_watermark(mark_cells[0].value) if mark_cells else None
         chunks = [chunk_key(cv.qualifier, cv.timestamp) for cv in results[2 * j + 1].columnValues or []]
-        owned[p] = _territories(chunks, raws[p])
+        owned[p], fit = _territories(chunks, raws[p])
+        windows[p] = windows[p][:fit]
         wanted = [k for k in owned[p] if k is not None]
         if wanted:
             value_gets.append(t.TGet(row=p, columns=[t.TColumn(CHUNKS, k.qualifier) for k in wanted], maxVersions=1))
@@ -290,7 +367,8 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
     for result in _get_multiple(table, value_gets):
         values[result.row] = {cv.qualifier: cv.value for cv in result.columnValues or []}
     spec = table.spec
-    floor = int(time.time() * 1000) - spec.ttl_s * 1000 if spec.ttl_days is not None else None
+    floor = spec.ttl_floor(int(time.time() * 1000))
+    floor = floor - TTL_MARGIN_MS if floor is not None else None
     plans = []
     for p in users:
         pieces: list[tuple[bytes, bytes, int]] = []
@@ -304,54 +382,18 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
                 oldest = (ts[-1].as_py(), piece.column("event_id")[-1].as_py())
                 pieces.append((chunk_qualifier(oldest, piece.num_rows), encode_chunk(piece, table.codec.current),
                                ts[0].as_py()))
-        plans.append(_Plan(p, tokens.get(p), windows[p], [k for k in owned[p] if k is not None], pieces))
+        plans.append(_Plan(p, tokens[p], windows[p], [k for k in owned[p] if k is not None], pieces))
     return plans
 
 
-def _apply(table: TableHandle, plan: _Plan, older_than_ms: int | None, *, last: bool) -> bool:
+def _apply(table: TableHandle, plan: _Plan, *, keep_flag: bool) -> bool:
     """Step 4 for one user; False if its check failed (nothing written)."""
     t = idl()
-    prefix = plan.prefix
-    if plan.token is None:  # raw cells without a flag: flag them ourselves (if still unflagged), then as usual
-        token = os.urandom(8)
-        if not table.pool.call("checkAndPut", table.name_bytes, prefix, META, RAW_FLAG, None,
-                               t.TPut(row=prefix, columnValues=[t.TColumnValue(META, RAW_FLAG, token)])):
-            return False  # a write flagged the user meanwhile: start again with its token
-        plan.token = token
-    mutations = [t.TMutation(deleteSingle=t.TDelete(row=prefix, deleteType=t.TDeleteType.DELETE_COLUMN, columns=[
+    mutations = [t.TMutation(deleteSingle=t.TDelete(row=plan.prefix, deleteType=t.TDeleteType.DELETE_COLUMN, columns=[
         t.TColumn(CHUNKS, k.qualifier, timestamp=k.newest_ts)])) for k in plan.replaced]
     cells = [t.TColumnValue(CHUNKS, q, v, timestamp=ts) for q, v, ts in plan.pieces]
-    keep_flag = not last or (older_than_ms is not None and _has_raw(table, prefix, plan.cells))
-    if keep_flag:
-        plan.next_token = os.urandom(8)
-        cells.append(t.TColumnValue(META, RAW_FLAG, plan.next_token))
-    else:
-        mutations.append(t.TMutation(deleteSingle=t.TDelete(row=prefix, deleteType=t.TDeleteType.DELETE_COLUMNS,
-                                                             columns=[t.TColumn(META, RAW_FLAG)])))
-    if cells:
-        mutations.append(t.TMutation(put=t.TPut(row=prefix, columnValues=cells)))
-    return bool(table.pool.call("checkAndMutate", table.name_bytes, prefix, META, RAW_FLAG, t.TCompareOp.EQUAL,
-                                plan.token, t.TRowMutations(row=prefix, mutations=mutations)))
-
-
-def _delete_raw(table: TableHandle, plans: list[_Plan]) -> None:
-    """Step 5: the merged raw cells, exactly, in calls of about :data:`DELETES_PER_CALL` cells."""
-    t = idl()
-    rows: dict[bytes, list[Any]] = {}
-    for plan in plans:
-        for row, cv in plan.cells:
-            rows.setdefault(row, []).append(t.TColumn(EVENTS, cv.qualifier, timestamp=cv.timestamp))
-    deletes = [t.TDelete(row=r, columns=c, deleteType=t.TDeleteType.DELETE_COLUMN) for r, c in rows.items()]
-    group: list[Any] = []
-    size = 0
-    for d in deletes:
-        group.append(d)
-        size += len(d.columns)
-        if size >= DELETES_PER_CALL:
-            table.pool.call("deleteMultiple", table.name_bytes, group)
-            group, size = [], 0
-    if group:
-        table.pool.call("deleteMultiple", table.name_bytes, group)
+    applied, plan.next_token = user_meta.commit(table, plan.prefix, plan.token, mutations, cells, keep_flag=keep_flag)
+    return applied
 
 
 def _get_multiple(table: TableHandle, gets: list[Any]) -> list[Any]:
@@ -361,26 +403,34 @@ def _get_multiple(table: TableHandle, gets: list[Any]) -> list[Any]:
     return out
 
 
-def _territories(chunks: list[ChunkKey], raw: list[Event]) -> dict[ChunkKey | None, list[Event]]:
+def _territories(chunks: list[ChunkKey], raw: list[Event]) -> tuple[dict[ChunkKey | None, list[Event]], int]:
     """The raw events by the chunk whose territory holds them: the chunk with the greatest
     oldest event not above the event, or the oldest chunk for events older than all. ``chunks``
     are the user's chunks with an oldest event not above the newest raw one, newest first
-    (None: the user has none)."""
+    (None: the user has none). Only the first ``fit`` raw events (the second value) are taken:
+    as many as keep the chunks to rewrite within :data:`STEP_EVENTS` events (at least one)."""
     if not chunks:
-        return {None: raw}
+        return {None: raw}, len(raw)
     oldest_ts = -np.array([c.oldest[0] for c in chunks], dtype=np.int64)  # ascending
     owned: dict[ChunkKey | None, list[Event]] = {}
-    for event in raw:
+    rewritten = 0
+    for n, event in enumerate(raw):
         j = int(np.searchsorted(oldest_ts, -event[0], "left"))  # first chunk with oldest_ts <= event_ts
         while j < len(chunks) and chunks[j].oldest > (event[0], event[1]):
             j += 1
-        owned.setdefault(chunks[min(j, len(chunks) - 1)], []).append(event)
-    return owned
+        chunk = chunks[min(j, len(chunks) - 1)]
+        if chunk not in owned:
+            if n and rewritten + chunk.events > STEP_EVENTS:
+                return owned, n
+            rewritten += chunk.events
+        owned.setdefault(chunk, []).append(event)
+    return owned, len(raw)
 
 
 def _merged(table: TableHandle, raw: list[Event], chunk: bytes | None, mark: tuple[int, int] | None,
             floor: int | None) -> pa.Table:
-    """A chunk's events and raw events, newest first, once each, without trimmed or expired ones."""
+    """A chunk's events and raw events, newest first, once each (the raw copy wins), without
+    trimmed events or events expired before ``floor``."""
     parts = [events_table(table, raw)]
     if chunk is not None:
         versions = {s.version: s for s in table.versions}
@@ -399,36 +449,15 @@ def _merged(table: TableHandle, raw: list[Event], chunk: bytes | None, mark: tup
 
 
 def _pieces(events: pa.Table, chunk_events: int) -> Iterator[pa.Table]:
-    """``events`` (newest first) in consecutive pieces of near-equal size, at most ``chunk_events``."""
+    """``events`` (newest first) in consecutive pieces of near-equal size, at most ``chunk_events``
+    events and about :data:`CHUNK_BYTES` bytes each."""
     n = events.num_rows
     if n == 0:
         return
-    count = math.ceil(n / chunk_events)
-    bounds = np.linspace(0, n, count + 1).round().astype(int)
+    count = max(math.ceil(n / chunk_events), math.ceil(events.nbytes / CHUNK_BYTES))
+    bounds = np.linspace(0, n, min(count, n) + 1).round().astype(int)
     for a, b in itertools.pairwise(bounds):
         yield events.slice(int(a), int(b - a))
-
-
-def _flags(table: TableHandle, prefixes: list[bytes]) -> dict[bytes, bytes]:
-    t = idl()
-    out: dict[bytes, bytes] = {}
-    gets = [t.TGet(row=p, columns=[t.TColumn(META, RAW_FLAG)]) for p in prefixes]
-    for p, result in zip(prefixes, _get_multiple(table, gets), strict=True):
-        for cv in result.columnValues or []:
-            out[p] = cv.value
-    return out
-
-
-def _clear_flag(table: TableHandle, prefix: bytes, token: bytes, older_than_ms: int | None) -> bool:
-    """Clear a flag whose user has no raw event left to compact, if its token is still
-    ``token``; False if it stays (a write came in, or raw events newer than ``older_than_ms``)."""
-    t = idl()
-    if older_than_ms is not None and _has_raw(table, prefix, []):
-        return False
-    mutation = t.TRowMutations(row=prefix, mutations=[t.TMutation(deleteSingle=t.TDelete(
-        row=prefix, columns=[t.TColumn(META, RAW_FLAG)], deleteType=t.TDeleteType.DELETE_COLUMNS))])
-    return bool(table.pool.call("checkAndMutate", table.name_bytes, prefix, META, RAW_FLAG, t.TCompareOp.EQUAL,
-                                token, mutation))
 
 
 def _has_raw(table: TableHandle, prefix: bytes, merged: list[tuple[bytes, Any]]) -> bool:

@@ -26,11 +26,11 @@ merged and deduplicated by ``(event_ts, event_id)``. The phases, per user:
 3. flagged users: the raw scan, then their chunks read again;
 4. on tables with ``max_events_per_user``: the watermarks read again.
 
-Compaction puts a user's chunks and clears its flag in one atomic mutation, and deletes the
-raw cells they replace only after it. So a read racing it finds each event raw (flag set,
-step 3), compacted, or both (deduplicated): an unflagged user's chunks in step 1 hold
-everything compacted before; a flagged user's chunks in step 3 are read after its raw cells.
-Never neither.
+A read racing a compaction finds each event raw (flag set, step 3), compacted, or both
+(deduplicated, the raw copy winning), never neither — by the protocol of :mod:`store.user_meta`
+(chunks and flag change together; raw cells go only after) and this order of reads: an
+unflagged user's chunks in step 1 hold everything compacted before; a flagged user's chunks in
+step 3 are read after its raw cells.
 
 Requests are grouped by user: one chunk run serves every request of a user it covers (a
 training export's labels). Requests run in slices of whole users (:data:`SLICE_USERS`,
@@ -43,7 +43,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -56,7 +56,7 @@ from store.padding import padded
 from store.raw_tier import RawScans, events_table
 from store.requests import Requests, normalize
 from store.table import META
-from store.user_meta import RAW_FLAG, WATERMARK, parse_watermark
+from store.user_meta import RAW_FLAG, WATERMARK, parse_gets
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
@@ -187,9 +187,8 @@ class _Read:
         self.inclusive = inclusive
         self.tiered = table.spec.chunk_events is not None
         self.trimmed = table.spec.max_events_per_user is not None
-        ttl_days = table.spec.ttl_days
         # The chunk tier's TTL, as HBase applies it to the raw tier (an event older than ttl is gone).
-        self.ttl_floor = int(time.time() * 1000) - table.spec.ttl_s * 1000 if ttl_days is not None else None
+        self.ttl_floor = table.spec.ttl_floor(int(time.time() * 1000))
 
     def bounds(self, as_of: int, mark: tuple[int, int] | None) -> tuple[int, int]:
         """``(hi, lo)``: event_ts bounds of a request, ``lo`` with the window, TTL and watermark."""
@@ -213,11 +212,11 @@ class _Read:
             his = [0] * len(unique)
             for u, ts in zip(users, as_of, strict=True):
                 his[position[u]] = max(his[position[u]], self.bounds(ts, None)[0])
-            meta = [RAW_FLAG, WATERMARK] if self.trimmed else [RAW_FLAG]
-            first = runs.first_gets(prefixes, his, meta)
-            flagged, before = _user_meta(first)
+            first = runs.first_gets(prefixes, his, [RAW_FLAG, WATERMARK] if self.trimmed else [RAW_FLAG])
+            meta = parse_gets(first)
+            flagged, before = meta.flagged, meta.marks
         else:
-            flagged, before = set(range(len(unique))), (self.user_meta(ex, prefixes)[1] if self.trimmed else {})
+            flagged, before = set(range(len(unique))), (self.watermarks(ex, prefixes) if self.trimmed else {})
         reqs = []
         for u, ts in zip(users, as_of, strict=True):
             j = position[u]
@@ -233,7 +232,7 @@ class _Read:
         raw_events = list(ex.map(lambda i: scans.read(users[i], reqs[i].hi, reqs[i].lo, reqs[i].mark), raw_of))
         if self.tiered and raw_of:
             runs.fetch(prefixes, reqs, raw_of)
-        after = self.user_meta(ex, prefixes)[1] if self.trimmed else before
+        after = self.watermarks(ex, prefixes) if self.trimmed else before
         # All candidate events in one table: each round's chunk events, then the raw events.
         raw_flat = [e for events in raw_events for e in events]
         tables = [*runs.tables, events_table(table, raw_flat)]
@@ -272,15 +271,15 @@ class _Read:
         return pa.table({"length": pa.array(lengths, pa.int32()), "history_complete": pa.array(complete, pa.bool_()),
                          "sequence": pa.ListArray.from_arrays(pa.array(offs, pa.int32()), struct)})
 
-    def user_meta(self, ex: ThreadPoolExecutor, prefixes: list[bytes]) -> tuple[set[int], dict[int, tuple[int, int]]]:
-        """Which users have their raw-tier flag set, and each user's trim watermark."""
+    def watermarks(self, ex: ThreadPoolExecutor, prefixes: list[bytes]) -> dict[int, tuple[int, int]]:
+        """Each user's trim watermark, by position."""
         t = idl()
-        columns = [t.TColumn(family=META, qualifier=RAW_FLAG), t.TColumn(family=META, qualifier=WATERMARK)]
+        columns = [t.TColumn(family=META, qualifier=WATERMARK)]
         gets = [t.TGet(row=p, columns=columns) for p in prefixes]
         calls = [gets[i : i + META_GETS_PER_CALL] for i in range(0, len(gets), META_GETS_PER_CALL)]
         results = [r for part in ex.map(lambda g: self.table.pool.call("getMultiple", self.table.name_bytes, g), calls)
                    for r in part]
-        return _user_meta(results)
+        return parse_gets(results).marks
 
     def history_complete(self, users: list[str], as_of: list[int], lengths: np.ndarray,
                          marks: dict[int, tuple[int, int]], unique: list[str]) -> np.ndarray:
@@ -298,19 +297,6 @@ class _Read:
             if (mark is not None and lo <= mark[0]) or (self.ttl_floor is not None and lo < self.ttl_floor):
                 out[i] = False
         return out
-
-
-def _user_meta(results: Sequence[Any]) -> tuple[set[int], dict[int, tuple[int, int]]]:
-    """The users (by position) whose raw-tier flag is set, and their watermarks, from gets of their rows."""
-    flagged: set[int] = set()
-    marks: dict[int, tuple[int, int]] = {}
-    for j, result in enumerate(results):
-        for cv in result.columnValues or []:
-            if cv.family == META and cv.qualifier == RAW_FLAG:
-                flagged.add(j)
-            elif cv.family == META and cv.qualifier == WATERMARK:
-                marks[j] = parse_watermark(cv.value)
-    return flagged, marks
 
 
 def _merge(cols: Columns, chunk_idx: np.ndarray, raw_idx: np.ndarray) -> np.ndarray:

@@ -64,7 +64,7 @@ def stored_events(table: TableHandle, start: bytes, stop: bytes) -> Iterator[Eve
         SchemaError: a chunk names a schema version the table handle does not know.
         StoreUnavailableError, HBaseError: as raised by the connection. Reads only.
     """
-    floor = int(time.time() * 1000) - table.spec.ttl_s * 1000 if table.spec.ttl_days is not None else None
+    floor = table.spec.ttl_floor(int(time.time() * 1000))
     raw = itertools.groupby(_raw_blocks(table, start, stop), key=lambda b: b[0])
     tiered = table.spec.chunk_events is not None
     chunks = itertools.groupby(_chunk_blocks(table, start, stop) if tiered else iter(()), key=lambda b: b[0])

@@ -6,7 +6,8 @@ A sequence table has four column families:
 e    events, raw tier: one cell per event; VERSIONS=1; TTL = ``ttl_days`` (by event time)
 c    events, chunk tier: compacted columnar chunks (:mod:`store.chunks`); same TTL
 f    features: one column per feature; VERSIONS = ``feature_versions`` (history)
-m    per-user metadata (the retention watermark, the raw-tier flag, the chunk generation)
+m    metadata (:mod:`store.user_meta`): the user row's retention watermark and raw-tier flag,
+     the bucket rows' write tokens
 ==== ============================================================================
 
 All four are created with bloom filter ROW, block cache on, ``compression`` and
@@ -35,7 +36,11 @@ log = logging.getLogger(__name__)
 
 META_TABLE = b"seqstore_meta"
 EVENTS, CHUNKS, FEATURES, META = b"e", b"c", b"f", b"m"
-HBASE_FOREVER = 2**31 - 1
+HBASE_FOREVER = 2**31 - 1  # HBase's TTL is an i32 of seconds: this is "forever"
+# HBase refuses a cell larger than hbase.server.keyvalue.maxsize (10 MB by default); a chunk of
+# chunk_events events of max_payload_bytes each must fit in one.
+CELL_LIMIT_BYTES = 10 * 1024 * 1024
+_CHUNK_OVERHEAD = 1024  # a chunk's header and Arrow framing, generously
 DAY_MS = 86_400_000
 
 
@@ -84,14 +89,24 @@ class TableSpec:
             raise ConfigError("'salt_buckets' must be in 1..256")
         if self.bucket_ms <= 0:
             raise ConfigError("'bucket_ms' must be > 0")
-        if self.ttl_days is not None and self.ttl_days <= 0:
-            raise ConfigError("'ttl_days' must be > 0")
+        if self.ttl_days is not None and not 0 < self.ttl_days <= HBASE_FOREVER // 86400:
+            raise ConfigError(f"'ttl_days' must be in (0, {HBASE_FOREVER // 86400}] (HBase keeps a TTL in "
+                              "seconds as a 32-bit integer), or None for no TTL")
         if self.max_events_per_user is not None and self.max_events_per_user <= 0:
             raise ConfigError("'max_events_per_user' must be > 0")
         if self.feature_versions <= 0:
             raise ConfigError("'feature_versions' must be > 0")
         if self.chunk_events is not None and not 2 <= self.chunk_events <= 65_536:
             raise ConfigError("'chunk_events' must be in 2..65536 (or None: no chunk tier)")
+        if self.max_payload_bytes <= 0:
+            raise ConfigError("'max_payload_bytes' must be > 0")
+        if self.chunk_events is not None and self.chunk_events * (self.max_payload_bytes + 16) + _CHUNK_OVERHEAD \
+                > CELL_LIMIT_BYTES:
+            raise ConfigError(
+                f"'chunk_events' x 'max_payload_bytes' ({self.chunk_events} x {self.max_payload_bytes}) would let a "
+                f"chunk cell pass HBase's cell limit ({CELL_LIMIT_BYTES} bytes, hbase.server.keyvalue.maxsize): "
+                f"lower one of them (e.g. chunk_events <= "
+                f"{max(2, (CELL_LIMIT_BYTES - _CHUNK_OVERHEAD) // (self.max_payload_bytes + 16))})")
         for f in self.features:
             EventSchema.of([f])  # same type rules as event fields
         options = idl()
@@ -103,6 +118,14 @@ class TableSpec:
     @property
     def ttl_s(self) -> int:
         return HBASE_FOREVER if self.ttl_days is None else max(1, int(self.ttl_days * 86400))
+
+    def ttl_floor(self, now_ms: int) -> int | None:
+        """The TTL rule, one for every reader of it: at ``now_ms`` an event is expired iff its
+        ``event_ts`` is below this (None: no TTL). HBase applies it to cells with the
+        RegionServer's clock; reads and the audit apply it with their caller's clock, and
+        compaction drops an event only well after (:data:`store.compaction.TTL_MARGIN_MS`), so
+        clocks apart by less than that never make it delete an event a read could return."""
+        return None if self.ttl_days is None else now_ms - self.ttl_s * 1000
 
     def settings(self) -> dict[str, Any]:
         """The spec without the schemas, as stored in the metadata table."""

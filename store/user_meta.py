@@ -1,20 +1,76 @@
-"""The per-user metadata cells (family ``m`` of the user's own row, the bare user prefix).
+"""The per-user metadata cells and the raw-flag protocol that keeps the two tiers consistent.
 
-==========  ==================================================================================
-``trim``    the retention watermark: ``(event_ts, event_id)`` of the oldest event kept by
-            ``max_events_per_user`` (:mod:`store.retention`); reads skip everything older
-``raw``     present while the user may have events in the raw tier; its value is a token each
-            write changes; compaction swaps the user's chunks with a check-and-mutate on it,
-            so it clears the flag only if no write (and no other compaction) came in meanwhile
-==========  ==================================================================================
+This module is the one place the protocol is told and the only one that writes family ``m``
+of a user's rows (the trim watermark is written by :mod:`store.retention` through
+:func:`pack_watermark`).
+
+Cells:
+
+==============  ==============================================================================
+user row ``m:trim``  the retention watermark: ``(event_ts, event_id)`` of the oldest event kept by
+                ``max_events_per_user`` (:mod:`store.retention`); reads skip everything older
+user row ``m:raw``   the raw-tier *flag*: a random 8-byte token while the user may have raw events
+                that are not in its chunks; empty (or absent) when it has none
+bucket row ``m:w``   the row's *write token*: a random 8-byte token put with every put of
+                explicitly identified events to that row, in the same row mutation
+==============  ==============================================================================
+
+The invariant: **every event a writer had acknowledged is readable, once, from the user's
+chunks or — when the flag is set — from its raw cells.** Readers read the raw tier of flagged
+users only (:mod:`store.reader`). The rules that keep it:
+
+1. A writer sets the flag to a fresh token after its raw cells were acknowledged
+   (:func:`flag_users`). A write call that fails before that leaves raw cells under an empty
+   flag: not read until the same input is written again (documented on the writer) or a
+   compaction picks them up (rule 4).
+2. A user's chunks change only in :func:`commit`: one row-atomic ``checkAndMutate`` of the user
+   row, conditional on the flag token the compactor read *before* everything it merged, that
+   also sets the flag — to the empty value, or to a new token of the compactor's while raw
+   events remain. A token is random and never reused, so the check passes only if no write and
+   no other compaction touched the user since the token was read; the loser writes nothing.
+3. The flag is never deleted, only overwritten. Family ``m`` has classic delete semantics: a
+   delete marker at the server's "now" hides every put with an equal or older timestamp, so a
+   writer's flag put in the same millisecond as the clear would be lost (measured on HBase
+   2.6.1: 104 of 300 such puts hidden). A put after a put of equal timestamp wins.
+4. The empty flag is not a token: it comes back after every successful compaction, so two
+   compactions that both read "empty" would both pass a check on it and commit the same events
+   twice. A compactor that finds raw cells under an empty flag first :func:`claim` s the user
+   (``checkAndPut`` of a token of its own, conditional on the flag being empty) and reads the
+   user's cells only after that claim succeeded.
+5. Raw cells are deleted only after the commit that put their events into chunks, exactly
+   (qualifier and timestamp): a reader sees each event raw, in a chunk, or both (deduplicated),
+   never in neither. An explicitly identified event can be re-written with another payload
+   under the same cell coordinates (a correction); :func:`delete_merged` deletes the cells of a
+   row that carries a write token only if the token is still the one read before the cells, so a
+   correction written after the compactor's scan survives (and its flag makes it read).
+
+Clock assumption (as HBase's own): the RegionServers' clocks do not run backwards for a row
+between two of its mutations.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from store import keys
+from store.connection import idl
+from store.scanning import scan_results
+from store.table import EVENTS, META
+
+if TYPE_CHECKING:
+    from store.handle import TableHandle
 
 WATERMARK = b"trim"
 RAW_FLAG = b"raw"
+ROW_TOKEN = b"w"
+UNFLAGGED = b""
+FLAGS_PER_CALL = 1_000  # flag puts (one small cell per user) per putMultiple
+DELETES_PER_CALL = 4_000  # raw cells per deleteMultiple
+GETS_PER_CALL = 1_000
 _MARK = struct.Struct(">QQ")
 
 
@@ -25,3 +81,168 @@ def pack_watermark(mark: tuple[int, int]) -> bytes:
 def parse_watermark(value: bytes) -> tuple[int, int]:
     ts, eid = _MARK.unpack(value)
     return ts, eid
+
+
+def new_token() -> bytes:
+    return os.urandom(8)
+
+
+def flagged(value: bytes | None) -> bool:
+    """Whether a ``m:raw`` cell value (None: no cell) says the user may have unread raw events."""
+    return bool(value)
+
+
+@dataclass
+class UserMeta:
+    """What the ``m`` cells of one get say, by position of the get (:func:`parse_gets`)."""
+
+    flags: dict[int, bytes] = field(default_factory=dict)  # every flag cell found, empty ones too
+    marks: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> set[int]:
+        return {j for j, value in self.flags.items() if flagged(value)}
+
+
+def parse_gets(results: Iterable[Any]) -> UserMeta:
+    """The flags and watermarks in gets of users' rows (other families' cells are ignored)."""
+    meta = UserMeta()
+    for j, result in enumerate(results):
+        for cv in result.columnValues or []:
+            if cv.family == META and cv.qualifier == RAW_FLAG:
+                meta.flags[j] = cv.value
+            elif cv.family == META and cv.qualifier == WATERMARK:
+                meta.marks[j] = parse_watermark(cv.value)
+    return meta
+
+
+# --- writers (rule 1, rule 5) ---
+
+
+def flag_users(table: TableHandle, prefixes: Iterable[bytes]) -> int:
+    """Rule 1: set the flag of each user (by row prefix) to a token new to this call, after its
+    raw cells were acknowledged; returns the calls made. Idempotent."""
+    t = idl()
+    token = new_token()
+    puts = [t.TPut(row=p, columnValues=[t.TColumnValue(META, RAW_FLAG, token)]) for p in prefixes]
+    for i in range(0, len(puts), FLAGS_PER_CALL):
+        table.pool.call("putMultiple", table.name_bytes, puts[i : i + FLAGS_PER_CALL])
+    return -(-len(puts) // FLAGS_PER_CALL)
+
+
+def stamp_rows(puts: Iterable[Any]) -> None:
+    """Rule 5: add a fresh write token to each of these raw-tier ``TPut`` s (one per put, so a
+    row split over several puts changes its token with each)."""
+    t = idl()
+    for put in puts:
+        put.columnValues.append(t.TColumnValue(META, ROW_TOKEN, new_token()))
+
+
+# --- compaction (rules 2-5) ---
+
+
+def scan_tokens(table: TableHandle, start: bytes, stop: bytes) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    """The flag of every user and the write token of every raw row in ``[start, stop)``:
+    ``(flags by user prefix, tokens by bucket row key)``; flags include empty ones. Read this
+    before the raw cells it guards. Holds one small entry per flagged user and per row written
+    with explicit ids."""
+    t = idl()
+    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, ROW_TOKEN)])
+    flags: dict[bytes, bytes] = {}
+    tokens: dict[bytes, bytes] = {}
+    for result in scan_results(table.pool, table.name_bytes, scan, 10_000):
+        for cv in result.columnValues or []:
+            if cv.qualifier == RAW_FLAG:
+                flags[result.row] = cv.value
+            else:
+                tokens[result.row] = cv.value
+    return flags, tokens
+
+
+def user_tokens(table: TableHandle, prefix: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """One user's flag (:data:`UNFLAGGED` if none) and its raw rows' write tokens: one scan."""
+    flags, tokens = scan_tokens(table, prefix, keys.prefix_end(prefix))
+    return flags.get(prefix, UNFLAGGED), tokens
+
+
+def claim(table: TableHandle, prefix: bytes) -> bytes | None:
+    """Rule 4: put a token of our own on a user whose flag is empty (or absent); the token, or
+    None if the user was flagged meanwhile (read its token again)."""
+    t = idl()
+    token = new_token()
+    put = t.TPut(row=prefix, columnValues=[t.TColumnValue(META, RAW_FLAG, token)])
+    # An empty expected value matches an empty cell and an absent one (HBase's checkAndMutate).
+    if table.pool.call("checkAndPut", table.name_bytes, prefix, META, RAW_FLAG, UNFLAGGED, put):
+        return token
+    return None
+
+
+def commit(table: TableHandle, prefix: bytes, token: bytes, mutations: list[Any], cells: list[Any], *,
+           keep_flag: bool) -> tuple[bool, bytes]:
+    """Rule 2: apply ``mutations`` (deletes) and put ``cells`` on the user row, atomically, if
+    its flag is still ``token``; the flag becomes a new token of ours if ``keep_flag`` (raw
+    events remain) else empty. Returns ``(applied, the flag now)``; nothing is written when
+    the check fails. A retried call whose first attempt was applied returns False: the
+    caller starts the user again, which is safe."""
+    if not flagged(token):
+        raise ValueError("commit needs a token (claim the user first): the empty flag comes back")
+    t = idl()
+    next_token = new_token() if keep_flag else UNFLAGGED
+    put = t.TPut(row=prefix, columnValues=[*cells, t.TColumnValue(META, RAW_FLAG, next_token)])
+    row = t.TRowMutations(row=prefix, mutations=[*mutations, t.TMutation(put=put)])
+    applied = table.pool.call("checkAndMutate", table.name_bytes, prefix, META, RAW_FLAG, t.TCompareOp.EQUAL,
+                              token, row)
+    return bool(applied), next_token
+
+
+def delete_merged(table: TableHandle, cells: Mapping[bytes, list[Any]], tokens: Mapping[bytes, bytes]) -> int:
+    """Rule 5: delete committed raw cells (``TColumnValue`` s by row key), exactly; returns the
+    cells left in place (merged again next time, harmlessly).
+
+    ``tokens``: the write tokens read before the cells. A row that had one is deleted only if
+    it is unchanged (one ``checkAndMutate`` per row). A row that had none held only content-
+    identified events then (an explicit-id put carries a token); if it has a token now, an
+    explicit-id write reached it since, possibly a correction of a cell read, so it is left
+    alone; else its cells go in batched deletes (a content-identified re-write is the same event).
+    """
+    t = idl()
+    late = _rows_with_token(table, [row for row in cells if row not in tokens])
+    plain: list[Any] = []
+    kept = 0
+    for row, cvs in cells.items():
+        columns = [t.TColumn(EVENTS, cv.qualifier, timestamp=cv.timestamp) for cv in cvs]
+        delete = t.TDelete(row=row, columns=columns, deleteType=t.TDeleteType.DELETE_COLUMN)
+        token = tokens.get(row)
+        if row in late:
+            kept += len(cvs)
+        elif token is None:
+            plain.append(delete)
+        elif not table.pool.call("checkAndMutate", table.name_bytes, row, META, ROW_TOKEN, t.TCompareOp.EQUAL, token,
+                                 t.TRowMutations(row=row, mutations=[t.TMutation(deleteSingle=delete)])):
+            kept += len(cvs)
+    for group in _delete_groups(plain):
+        table.pool.call("deleteMultiple", table.name_bytes, group)
+    return kept
+
+
+def _rows_with_token(table: TableHandle, rows: list[bytes]) -> set[bytes]:
+    t = idl()
+    found: set[bytes] = set()
+    column = [t.TColumn(META, ROW_TOKEN)]
+    for i in range(0, len(rows), GETS_PER_CALL):
+        gets = [t.TGet(row=r, columns=column) for r in rows[i : i + GETS_PER_CALL]]
+        found.update(r.row for r in table.pool.call("getMultiple", table.name_bytes, gets) if r.columnValues)
+    return found
+
+
+def _delete_groups(deletes: list[Any]) -> Iterator[list[Any]]:
+    group: list[Any] = []
+    size = 0
+    for d in deletes:
+        group.append(d)
+        size += len(d.columns)
+        if size >= DELETES_PER_CALL:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group

@@ -15,9 +15,11 @@ Guarantees (see :func:`write_events`):
   not given an occurrence index: an at-least-once pipeline delivering a row twice must still
   store it once. A repeat in another chunk or another call rewrites the same cell and counts
   as written again (the writer keeps no memory across chunks).
-* Visibility: after a chunk of rows is acknowledged, its users' raw-tier flags are set
-  (:mod:`store.user_meta`); reads look at the raw tier of flagged users only. A call that
-  fails may leave events of its last chunk unread until it is run again (which is safe).
+* Visibility: after a chunk of rows is acknowledged, its users' raw-tier flags are set, and
+  puts of explicitly identified events carry their row's write token (rules 1 and 5 of
+  :mod:`store.user_meta`); reads look at the raw tier of flagged users only. A call that
+  fails may leave events of its last chunk unread until it is run again (which is safe) or a
+  compaction finds them.
 * Bounded memory: input is consumed ``chunk_rows`` rows at a time; at most ``pool.size``
   put calls run at once, with at most as many more submitted and waiting behind them.
 """
@@ -25,8 +27,6 @@ Guarantees (see :func:`write_events`):
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -38,13 +38,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store import keys
+from store import keys, user_meta
 from store.connection import idl
 from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
 from store.retention import trim
 from store.schema import EVENT_ID, EVENT_TS, USER_ID
-from store.table import EVENTS, META
-from store.user_meta import RAW_FLAG
+from store.table import EVENTS
 from store.validate import QUARANTINE_SCHEMA, Reason, Verdicts, conform
 
 if TYPE_CHECKING:
@@ -65,7 +64,6 @@ PUT_BYTES_PER_CALL = 4 * 1024 * 1024
 # timestamp: 33 measured) and around a put's row key (headers, list header: 16 measured),
 # with room for the optional fields: an upper bound.
 _CELL_OVERHEAD = 40
-FLAGS_PER_CALL = 1_000  # raw-tier flags (one small cell per user) per putMultiple
 _PUT_OVERHEAD = 40
 
 
@@ -172,9 +170,12 @@ def write_events(
                 raise InvalidEventError(verdicts.reason[i], verdicts.field[i], int(positions[i]), verdicts.detail[i])
             puts, chunk_merged = _group_puts(batch, valid, values, identities, spec.salt_buckets, spec.bucket_ms)
             chunk_cells = 0
+            stamp = spec.chunk_events is not None and EVENT_ID in batch.schema.names
             for group in put_batches(puts):
                 calls += 1
                 chunk_cells += sum(len(p.columnValues) for p in group)
+                if stamp:
+                    user_meta.stamp_rows(group)
                 in_flight.add(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
                 # pool.size calls run; as many more wait queued, so no worker idles while one is awaited.
                 if len(in_flight) >= table.pool.size * 2:
@@ -182,7 +183,7 @@ def write_events(
             in_flight = _settle(in_flight, ALL_COMPLETED)  # a chunk counts as written once all of its puts are acked
             touched = _touched_users(batch, valid) if puts else set()
             if spec.chunk_events is not None and touched:
-                calls += _flag_raw(table, touched)
+                calls += user_meta.flag_users(table, [keys.user_prefix(u, spec.salt_buckets) for u in touched])
             if spec.max_events_per_user is not None:
                 trim(table, touched)
             rows_in += n
@@ -393,20 +394,6 @@ def _row_parts(row: bytes, columns: list[Any], max_cells: int, max_bytes: int) -
             start, size = j, head
         size += cell
     yield columns[start:], size
-
-
-def _flag_raw(table: TableHandle, users: set[str]) -> int:
-    """Mark ``users`` as having raw-tier events (after their cells were acknowledged), with a
-    token new to this call, so a compaction that read an older token leaves the mark; returns
-    the calls made. Reads of unmarked users look at the chunk tier only (:mod:`store.reader`)."""
-    t = idl()
-    token = os.urandom(8)
-    salt = table.spec.salt_buckets
-    puts = [t.TPut(row=keys.user_prefix(u, salt), columnValues=[t.TColumnValue(META, RAW_FLAG, token)])
-            for u in users]
-    for i in range(0, len(puts), FLAGS_PER_CALL):
-        table.pool.call("putMultiple", table.name_bytes, puts[i : i + FLAGS_PER_CALL])
-    return math.ceil(len(puts) / FLAGS_PER_CALL)
 
 
 def _touched_users(batch: pa.RecordBatch, valid: np.ndarray) -> set[str]:

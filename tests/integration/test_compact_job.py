@@ -30,7 +30,7 @@ from store.chunks import chunk_qualifier, chunk_schema, encode_chunk
 from store.connection import idl
 from store.scanning import scan_results
 from store.table import CHUNKS, EVENTS, META
-from store.user_meta import RAW_FLAG
+from store.user_meta import RAW_FLAG, flagged
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -76,7 +76,7 @@ def _flagged(table: SequenceTable, users: list[str]) -> set[str]:
     gets = [t.TGet(row=keys.user_prefix(u, table.spec.salt_buckets), columns=[t.TColumn(META, RAW_FLAG)])
             for u in users]
     results = table.handle.pool.call("getMultiple", table.handle.name_bytes, gets)
-    return {u for u, r in zip(users, results, strict=True) if r.columnValues}
+    return {u for u, r in zip(users, results, strict=True) if r.columnValues and flagged(r.columnValues[0].value)}
 
 
 def _chunks_without_raw_deletes(table: SequenceTable, ref: SequenceTable, users: list[str]) -> int:

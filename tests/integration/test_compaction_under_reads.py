@@ -1,6 +1,6 @@
 """Compaction beside readers: a read racing a compaction sees every event exactly once (never
 in neither tier, never twice), and two compactions of one table racing each other leave the
-same events in disjoint chunks (the chunk generation's check-and-mutate)."""
+same events in disjoint chunks (the flag token's check-and-mutate, store.user_meta)."""
 
 from __future__ import annotations
 
