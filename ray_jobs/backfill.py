@@ -6,7 +6,8 @@ record batches through the store's writer. The driver:
 
 * skips units the manifest (the ``backfill`` records of :mod:`store.job_records`, one per
   completed unit, in HBase) records as done from the same file as it is now and
-  into a table with the same settings (a digest of its spec), unless ``force``;
+  into a table with the same settings (a digest of its spec), unless ``force``, which redoes
+  this input's units and replaces their records one by one, never touching other inputs';
 * judges every row with one "now" (the job's start) for the future-timestamp check, and
   records it per unit in the manifest, so ``verify`` applies exactly the writer's rule;
 * records a unit as done only after the worker returned, i.e. after every write of the
@@ -132,7 +133,9 @@ def run_backfill(
         workers: concurrent actors.
         config: HBase endpoints (default :meth:`Config.from_env`); several Thrift2 servers
             are spread over the actors.
-        force: forget the manifest and re-run every unit (no duplicates: writes are idempotent).
+        force: re-run every unit of this input, whatever the manifest says (no duplicates: writes
+            are idempotent); each unit's record is replaced as it completes. Other inputs'
+            records of the table are left alone.
         report_dir: where ``report.json`` and ``quarantine.parquet`` go.
         max_attempts: tries per unit before the job gives up.
         ray_address: the Ray cluster to join (see :func:`ray_jobs.runner.init_ray`), once the
@@ -159,9 +162,10 @@ def run_backfill(
                             report_path=str(report_dir / "report.json"))
     with SequenceStore(config, pool_size=2) as store:
         digest = table_digest(store.table(table))  # fails fast, with a clear message, if there is no table
-        if force:
-            job_records.clear(store.pool, table, JOB)
-        done = job_records.load(store.pool, table, JOB)
+        # --force redoes this input's units and lets record() replace their entries as they
+        # complete; nothing is deleted, so other inputs' records (and this input's, if the run
+        # stops early) stay as they were.
+        done = {} if force else job_records.load(store.pool, table, JOB)
         todo = [u for u in units if _recorded(done, u) != (u.fingerprint, digest)]
         report.units_skipped = len(units) - len(todo)
         if on_plan:

@@ -2,7 +2,9 @@
 
 A job's records of table ``T`` are the rows ``T|<job>|<key>`` (e.g. the backfill's completed
 units, ``T|backfill|<unit key>``), each holding one JSON entry. They sit under the table's own
-prefix (:func:`store.table.owned_prefix`), so dropping the table forgets them too.
+prefix (:func:`store.table.owned_prefix`), so dropping the table forgets them too. A record is
+only ever replaced, one at a time (a job redoing a unit overwrites that unit's entry): jobs on
+other inputs of the same table keep theirs.
 """
 
 from __future__ import annotations
@@ -39,12 +41,3 @@ def record(pool: ClientPool, table: str, job: str, key: str, entry: dict[str, An
     pool.call("put", META_TABLE, t.TPut(row=_prefix(table, job) + key.encode(),
                                         columnValues=[t.TColumnValue(META, _ENTRY, value)]))
 
-
-def clear(pool: ClientPool, table: str, job: str) -> int:
-    """Delete every record of ``job`` about ``table``; returns how many there were."""
-    t = idl()
-    keys = list(load(pool, table, job))
-    start = _prefix(table, job)
-    for i in range(0, len(keys), 10_000):
-        pool.call("deleteMultiple", META_TABLE, [t.TDelete(row=start + k.encode()) for k in keys[i : i + 10_000]])
-    return len(keys)
