@@ -379,11 +379,11 @@ class _TrainingRows(AssembleSequences):
     """Labels (``user_id``, ``ts``) in: sequences and feature versions strictly before ``ts``."""
 
     def __init__(self, table: str, *, max_len: int, features: Sequence[str], config: Config,
-                 allow_any_ts: bool) -> None:
+                 allow_any_ts: bool, now_ms: int) -> None:
         # export's no-leakage rule, for events and features alike; the label times are checked here, as export does.
         super().__init__(table, max_len=max_len, features=features, config=config, inclusive=INCLUSIVE,
                          allow_any_ts=True)
-        self._check_ts = not allow_any_ts
+        self._check_ts, self._now_ms = not allow_any_ts, now_ms
 
     def _requests(self, rows: pa.Table) -> pa.Table:
         missing = sorted({USER_ID, LABEL_TS} - set(rows.column_names))
@@ -391,13 +391,14 @@ class _TrainingRows(AssembleSequences):
             raise SchemaError(f"labels need column(s) {missing}")
         requests = request_table(rows.column(USER_ID), rows.column(LABEL_TS), ts_column=LABEL_TS)
         if self._check_ts:
-            check_times(requests.column(LABEL_TS).combine_chunks(), f"label {LABEL_TS}")
+            # The job's "now", not this actor's clock: every actor judges alike.
+            check_times(requests.column(LABEL_TS).combine_chunks(), f"label {LABEL_TS}", now_ms=self._now_ms)
         return requests.rename_columns([USER_ID, AS_OF])
 
 
 def training_dataset(labels: Any, table: str, *, max_len: int, features: Sequence[str] = (),
-                     config: Config | None = None, allow_any_ts: bool = False, concurrency: int = 2,
-                     batch_size: int = 1024) -> Any:
+                     config: Config | None = None, allow_any_ts: bool = False, now_ms: int | None = None,
+                     concurrency: int = 2, batch_size: int = 1024) -> Any:
     """Point-in-time training rows as a lazy ``ray.data.Dataset``, one per label row.
 
     The rule of ``seqstore export``: each row's sequence holds the user's events strictly
@@ -418,6 +419,8 @@ def training_dataset(labels: Any, table: str, *, max_len: int, features: Sequenc
         config: where HBase is; default :meth:`Config.from_env` (read here, shipped to the actors).
         allow_any_ts: skip the units check of ``ts`` (seconds or microseconds are refused:
             microseconds would let every later event leak into the row).
+        now_ms: the "now" that check judges the future from, the same for every actor
+            (default: the clock, here).
         concurrency: actors assembling sequences, each with its own connection pool.
         batch_size: labels per call.
 
@@ -430,10 +433,11 @@ def training_dataset(labels: Any, table: str, *, max_len: int, features: Sequenc
     Reads only; consuming the Dataset again reads again.
     """
     config = config or Config.from_env()
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     with SequenceStore(config, pool_size=1) as store:
         store.table(table)
     dataset = labels if isinstance(labels, ray.data.Dataset) else ray.data.read_parquet(os.fspath(labels))
     return dataset.map_batches(
         _TrainingRows, fn_constructor_kwargs={"table": table, "max_len": max_len, "features": list(features),
-                                              "config": config, "allow_any_ts": allow_any_ts},
+                                              "config": config, "allow_any_ts": allow_any_ts, "now_ms": now_ms},
         concurrency=concurrency, batch_size=batch_size, batch_format="pyarrow")

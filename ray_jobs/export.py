@@ -10,9 +10,9 @@ feature. A label column named like an output column is refused. Units, parts, se
 re-runs work as in :mod:`ray_jobs.score`; shards are streamed batch by batch, so a worker's
 memory is bounded by ``batch_rows`` x ``max_len`` whatever the size of a row group.
 
-``ts`` is checked with the writer's units rule: a label time in seconds or microseconds is
-refused, naming the file and the row, unless ``allow_any_ts`` — microseconds would otherwise
-let every later event leak into the training row.
+``ts`` is checked with the writer's units rule, against one "now" for the whole job: a label
+time in seconds or microseconds is refused, naming the file and the row, unless
+``allow_any_ts`` — microseconds would otherwise let every later event leak into the training row.
 
 Retention: on a table with ``ttl_days`` or ``max_events_per_user`` an old label may see
 fewer events than were stored at its time (they were deleted since). Such rows have
@@ -65,10 +65,10 @@ class ExportWorker(StoreWorker):
     """A Ray actor body: turns units of labels into training shards."""
 
     def __init__(self, config: Config, table: str, fs: pafs.FileSystem, out: str, *, max_len: int,
-                 features: Sequence[str], batch_rows: int, settings: dict[str, Any],
+                 features: Sequence[str], batch_rows: int, settings: dict[str, Any], now_ms: int,
                  allow_any_ts: bool = False) -> None:
         super().__init__(config, table)
-        self.fs, self.out = fs, Path(out)
+        self.fs, self.out, self.now_ms = fs, Path(out), now_ms
         self.max_len, self.features, self.batch_rows = max_len, list(features), batch_rows
         self.settings, self.allow_any_ts = settings, allow_any_ts
         self.reserved = output_columns(self.table, self.features)
@@ -101,7 +101,9 @@ class ExportWorker(StoreWorker):
             i = int(pc.index(ts.is_null(), True).as_py())
             raise SchemaError(f"{unit.path}: label '{LABEL_TS}' of row {unit.first_row + offset + i} is null")
         if not self.allow_any_ts:
-            check_times(ts, f"label {LABEL_TS}", source=unit.path, first_row=unit.first_row + offset)
+            # The job's "now", not this actor's clock: every node and every resume judges alike.
+            check_times(ts, f"label {LABEL_TS}", now_ms=self.now_ms, source=unit.path,
+                        first_row=unit.first_row + offset)
         requests = request_table(labels.column("user_id"), ts)
         seqs = self.table.read_sequences(requests, max_len=self.max_len, inclusive=INCLUSIVE, allow_any_ts=True)
         events = seqs.column("sequence").combine_chunks()
@@ -135,17 +137,20 @@ class ExportReport(JobReport):
 
 def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, features: Sequence[str] = (),
                workers: int = 2, config: Config | None = None, batch_rows: int = 2_000, overwrite: bool = False,
-               allow_any_ts: bool = False, ray_address: str | None = None,
+               allow_any_ts: bool = False, now_ms: int | None = None, ray_address: str | None = None,
                on_plan: Callable[[Sequence[Unit]], None] | None = None,
                on_progress: Callable[[int], None] | None = None) -> ExportReport:
     """Write training shards for every label row; see the module docstring. Joins or starts Ray
     (:func:`ray_jobs.runner.init_ray` with ``ray_address``) once the input is planned.
 
     ``overwrite`` replaces shards in ``out`` made with other settings or from other input;
-    ``allow_any_ts`` skips the label ``ts`` units check; ``on_plan`` hears the units about to
+    ``allow_any_ts`` skips the label ``ts`` units check, which judges "the future" from
+    ``now_ms`` (default: the driver's clock when the job starts), one "now" for every actor;
+    ``on_plan`` hears the units about to
     run (shards not already there), ``on_progress`` the label rows of each one done.
     """
     config = config or Config.from_env()
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
         settings = job_settings(store.table(table), "export", max_len=max_len, features=list(features),
@@ -156,7 +161,7 @@ def run_export(labels_path: str, out: Path, table: str, *, max_len: int = 100, f
 
     def spawn(_: int) -> Any:
         return Worker.remote(config, table, fs, str(out), max_len=max_len, features=list(features),
-                             batch_rows=batch_rows, settings=settings, allow_any_ts=allow_any_ts)
+                             batch_rows=batch_rows, settings=settings, now_ms=now_ms, allow_any_ts=allow_any_ts)
 
     run = run_into_parts(units, out, SHARD_PREFIX, spawn, workers=workers, settings=settings, overwrite=overwrite,
                          on_plan=on_plan, on_rows=on_progress)

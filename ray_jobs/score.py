@@ -20,8 +20,8 @@ made with other settings: the job refuses to run rather than mix them in, unless
 the job's start, and a re-run that resumes keeps the parts already scored.
 
 User ids keep their type (int64 ids in, int64 out). ``as_of_ts`` is checked with the
-writer's units rule (seconds or microseconds are refused, naming the file and row) unless
-``allow_any_ts``.
+writer's units rule against the job's "now" (seconds or microseconds are refused, naming the
+file and row) unless ``allow_any_ts``.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ class ScoreWorker(StoreWorker):
         else:
             as_of = pa.array(np.full(len(users), self.now_ms, dtype=np.int64))
         if not self.allow_any_ts:
-            check_times(as_of, "as_of_ts", source=unit.path, first_row=unit.first_row)
+            # The job's "now", not this actor's clock: every node and every resume judges alike.
+            check_times(as_of, "as_of_ts", now_ms=self.now_ms, source=unit.path, first_row=unit.first_row)
         with PartWriter(self.out / part_name(unit), unit, self.settings) as part:
             for start in range(0, len(users), self.batch_rows):
                 stop = min(start + self.batch_rows, len(users))

@@ -13,6 +13,7 @@ import pytest
 
 from ray_jobs.data import training_dataset
 from ray_jobs.export import run_export
+from ray_jobs.score import run_score
 from store import SequenceTable
 from tests.conftest import HBaseServer
 
@@ -56,3 +57,43 @@ def test_training_dataset_row_sees_neither_the_labelled_event_nor_the_feature_ve
                              features=["purchases"], config=hbase_server.config(), concurrency=1)
     rows = sorted(train.take_all(), key=lambda r: r["ts"])
     assert [(int(r["lengths"]), int(r["purchases"])) for r in rows] == [(1, 1), (2, 2)]
+
+
+# A job whose "now" is two days behind its actors' clocks: the label and request times just
+# before the real now lie more than a day in its future, so the job refuses them — on every
+# node and every resume alike — instead of each actor judging them by its own clock.
+BEHIND = NOW - 2 * DAY
+LATER = [NOW - 60_000]
+
+
+def test_export_judges_label_times_by_the_jobs_now(
+    ray_local: None, purchases: SequenceTable, hbase_server: HBaseServer, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": ["b"], "ts": LATER}), labels)
+    report = run_export(str(labels), tmp_path / "train", purchases.name, workers=1, config=hbase_server.config(),
+                        now_ms=BEHIND)
+    assert not report.completed
+    assert f"label ts of row 0 of {labels} is {LATER[0]}" in report.error and "future" in report.error
+
+
+def test_score_judges_as_of_times_by_the_jobs_now(
+    ray_local: None, purchases: SequenceTable, hbase_server: HBaseServer, tmp_path: Path
+) -> None:
+    requests = tmp_path / "requests.parquet"
+    pq.write_table(pa.table({"user_id": ["b"], "as_of_ts": LATER}), requests)
+    report = run_score(str(requests), "ray_jobs.examples.models:recency_similarity", tmp_path / "scores",
+                       purchases.name, workers=1, config=hbase_server.config(), now_ms=BEHIND)
+    assert not report.completed
+    assert f"as_of_ts of row 0 of {requests} is {LATER[0]}" in report.error and "future" in report.error
+
+
+def test_training_dataset_judges_label_times_by_the_jobs_now(
+    ray_local: None, purchases: SequenceTable, hbase_server: HBaseServer, tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": ["b"], "ts": LATER}), labels)
+    train = training_dataset(str(labels), purchases.name, max_len=5, config=hbase_server.config(), now_ms=BEHIND,
+                             concurrency=1)
+    with pytest.raises(Exception, match=rf"label ts of request 0 is {LATER[0]}: .*future"):
+        train.take_all()
