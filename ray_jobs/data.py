@@ -55,7 +55,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from ray_jobs.assemble import model_inputs
 from ray_jobs.export import INCLUSIVE, LABEL_TS
+from ray_jobs.parts import publish, temp_path
 from ray_jobs.runner import actor_config
 from store import Config, InvalidRequestError, SchemaError, SeqStoreError, SequenceStore
 from store.requests import check_times, request_table
@@ -138,9 +139,11 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
     ``dataset.write_datasink(SequenceDatasink("clicks"))`` writes every block of the Dataset
     with :meth:`store.SequenceTable.write`; each write task opens its own
     :class:`~store.SequenceStore`. Rows are judged by the writer's rules, with one "now" for
-    the whole job (taken here) for the future-timestamp check; bad rows are quarantined, never
-    written and never silently lost. After ``write_datasink`` returns, :attr:`result` holds
-    the job's :class:`SinkResult`.
+    the whole write (taken when it starts) for the future-timestamp check; bad rows are
+    quarantined, never written and never silently lost. After ``write_datasink`` returns,
+    :attr:`result` holds that write's :class:`SinkResult` (None while a write runs and after
+    one that failed). A sink may be reused for several writes: each takes its own "now" and
+    names its own quarantine files.
 
     Parallelism is Ray Data's: one write task per bundle of blocks of at least
     ``rows_per_write`` rows, up to ``write_datasink(..., concurrency=N)`` at once. Ray 2.60's
@@ -162,13 +165,16 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
             shipped to the tasks (each spreads over the Thrift2 servers from another one).
         quarantine_dir: a directory (local path or pyarrow filesystem URI, reachable from
             every node) to write every quarantined row to, one Parquet file per write task
-            that had any. Without it the rows come back in :attr:`SinkResult.quarantine`, at most
+            that had any (``quarantine-<write id>-<task>.parquet``, written to a hidden
+            temporary name and renamed, so a file is there whole or not at all). Without it
+            the rows come back in :attr:`SinkResult.quarantine`, at most
             ``max_quarantine_rows`` of them (the counts are always complete).
         max_quarantine_rows: the bound of quarantined rows kept in memory without ``quarantine_dir``.
         pool_size: HBase connections per write task (concurrent put calls).
         chunk_rows: rows the writer validates and sends at a time.
         rows_per_write: rows Ray gathers for one write task (each opens its own connections).
-        now_ms: "now" for the future-timestamp check (default: the clock, when the sink is made).
+        now_ms: "now" for the future-timestamp check of every write (default: the clock when
+            each write starts).
 
     Raises (from ``write_datasink``):
         TableNotFoundError: no such table (before any row is written).
@@ -191,8 +197,10 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
         self.quarantine_dir = _directory_uri(quarantine_dir) if quarantine_dir is not None else None
         self.max_quarantine_rows = max_quarantine_rows
         self.pool_size, self.chunk_rows, self.rows_per_write = pool_size, chunk_rows, rows_per_write
+        self._fixed_now_ms = now_ms
+        # Both taken again when each write starts (on_write_start).
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        self.run_id = uuid.uuid4().hex[:12]  # names this job's quarantine files
+        self.run_id = uuid.uuid4().hex[:12]  # names this write's quarantine files
         self.result: SinkResult | None = None
 
     @property
@@ -200,7 +208,11 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
         return self.rows_per_write
 
     def on_write_start(self, schema: Any = None) -> None:
-        """On the driver, before the first write task: fail fast on a missing table."""
+        """On the driver, before the first write task (the tasks get the sink as it is after
+        this): this write's "now" and id, :attr:`result` cleared; fail fast on a missing table."""
+        self.result = None
+        self.now_ms = int(time.time() * 1000) if self._fixed_now_ms is None else self._fixed_now_ms
+        self.run_id = uuid.uuid4().hex[:12]
         with SequenceStore(self.config, pool_size=1) as store:
             store.table(self.table)
         if self.quarantine_dir is not None:
@@ -237,12 +249,25 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
         return out
 
     def _save(self, rows: pa.Table, task: int) -> str:
-        # Named by job and task: a task Ray runs again overwrites its own file.
+        # Named by write and task: a task Ray runs again replaces its own file, never another
+        # write's. Written under a hidden temporary name first, so a killed task leaves no
+        # truncated file where readers look.
         fs, path = pafs.FileSystem.from_uri(self.quarantine_dir)
         fs.create_dir(path, recursive=True)
         name = f"{path.rstrip('/')}/quarantine-{self.run_id}-{task:05d}.parquet"
-        pq.write_table(rows, name, filesystem=fs)
-        return name if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{name}"
+        if isinstance(fs, pafs.LocalFileSystem):
+            target = Path(name)
+            tmp = temp_path(target)
+            try:
+                pq.write_table(rows, tmp)
+                publish(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return name
+        tmp_name = f"{path.rstrip('/')}/.{PurePosixPath(name).name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(rows, tmp_name, filesystem=fs)
+        fs.move(tmp_name, name)
+        return f"{fs.type_name}://{name}"
 
     def on_write_complete(self, write_result: WriteResult[_TaskOutcome]) -> None:
         """Sum the tasks' outcomes into :attr:`result` and check that every row is accounted for."""
