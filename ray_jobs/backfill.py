@@ -16,10 +16,15 @@ record batches through the store's writer. The driver:
   unit whose writes failed transiently, up to ``max_attempts``;
 * stops with a clear error when HBase stays unreachable past the retry budget; the
   manifest then holds exactly the completed units and a re-run resumes from there;
-* appends every quarantined row (its file as ``source``, its row number in the file as
-  ``position``, reason, field, detail: :data:`store.validate.QUARANTINE_SCHEMA`) to
-  ``quarantine.parquet`` next to ``report.json``, and checks
-  ``events_in == events_written + events_merged + events_quarantined`` (``events_merged``:
+* keeps every quarantined row (its file as ``source``, its row number in the file as
+  ``position``, reason, field, detail: :data:`store.validate.QUARANTINE_SCHEMA`) in the report
+  directory's ``quarantine/``, one Parquet file per unit that had any (``<unit slug>.parquet``),
+  written atomically *before* the unit is recorded. A re-done unit replaces its own file, so a
+  report directory that re-runs share (``--report-dir``) holds every bad row of every unit done,
+  once, whichever run did it (if recording the unit then fails, its file stays until the re-run
+  replaces it). Each run writes its own ``report-<time>-<id>.json`` beside it, never an
+  earlier run's;
+* checks ``events_in == events_written + events_merged + events_quarantined`` (``events_merged``:
   rows stored as one cell with an identical event of the same chunk, see
   :class:`store.writer.WriteResult`).
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +45,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs.parts import settings_digest
+from ray_jobs.parts import publish, settings_digest, temp_path
 from ray_jobs.report import JobReport
 from ray_jobs.runner import UnitRunner, actor_config, init_ray
 from ray_jobs.units import Unit, plan
@@ -52,11 +58,37 @@ from store.validate import QUARANTINE_SCHEMA
 log = logging.getLogger(__name__)
 
 JOB = "backfill"  # the manifest: the job records of completed units, keyed by unit
+QUARANTINE_DIR = "quarantine"  # in the report directory: one Parquet file per unit with bad rows
 
 
 def _recorded(done: dict[str, dict[str, Any]], unit: Unit) -> tuple[Any, Any]:
     entry = done.get(unit.key, {})
     return entry.get("fingerprint"), entry.get("table")
+
+
+def keep_quarantine(directory: Path, unit: Unit, rows: pa.Table) -> None:
+    """Make ``rows``, the quarantined rows of ``unit``, the file ``<directory>/<unit slug>.parquet``
+    (written to a hidden temporary file, then :func:`ray_jobs.parts.publish`), or remove that file
+    when there are none: a re-done unit replaces what an earlier run kept for it, and never adds
+    to it. Raises OSError; the unit's earlier file, if any, is then as it was."""
+    target = directory / f"{unit.slug}.parquet"
+    if not rows.num_rows:
+        target.unlink(missing_ok=True)
+        return
+    tmp = temp_path(target)
+    try:
+        pq.write_table(rows, tmp)
+        publish(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_report(report: BackfillReport) -> None:
+    path = Path(report.report_path)
+    tmp = temp_path(path)
+    tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    publish(tmp, path)
 
 
 def table_digest(table: SequenceTable) -> str:
@@ -95,7 +127,8 @@ class BackfillWorker(StoreWorker):
 @dataclass(kw_only=True)
 class BackfillReport(JobReport):
     """The job's outcome (``--json``): events in, written, merged and quarantined (by reason),
-    where the report and quarantine files are, and the fields of :class:`~ray_jobs.report.JobReport`."""
+    where this run's report file and the quarantine directory (read it whole with
+    ``pq.read_table(quarantine_path)``) are, and the fields of :class:`~ray_jobs.report.JobReport`."""
 
     table: str
     input: str
@@ -136,7 +169,10 @@ def run_backfill(
         force: re-run every unit of this input, whatever the manifest says (no duplicates: writes
             are idempotent); each unit's record is replaced as it completes. Other inputs'
             records of the table are left alone.
-        report_dir: where ``report.json`` and ``quarantine.parquet`` go.
+        report_dir: where this run's ``report-<time>-<id>.json`` and the ``quarantine/``
+            directory (a file per unit with bad rows) go; default
+            ``seqstore-reports/backfill-<table>-<time>``. Re-runs may share one: earlier runs'
+            reports are kept, and each unit's file holds its rows as last done.
         max_attempts: tries per unit before the job gives up.
         ray_address: the Ray cluster to join (see :func:`ray_jobs.runner.init_ray`), once the
             input is planned and the table found; Ray is started locally if neither this nor
@@ -157,9 +193,11 @@ def run_backfill(
     stamp = time.strftime("%Y%m%d-%H%M%S")
     report_dir = (report_dir or Path("seqstore-reports") / f"backfill-{table}-{stamp}").resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
+    quarantine_dir = report_dir / QUARANTINE_DIR
+    quarantine_dir.mkdir(exist_ok=True)
     report = BackfillReport(table=table, input=input_path, units_total=len(units), workers=workers,
-                            quarantine_path=str(report_dir / "quarantine.parquet"),
-                            report_path=str(report_dir / "report.json"))
+                            quarantine_path=str(quarantine_dir),
+                            report_path=str(report_dir / f"report-{stamp}-{uuid.uuid4().hex[:8]}.json"))
     with SequenceStore(config, pool_size=2) as store:
         digest = table_digest(store.table(table))  # fails fast, with a clear message, if there is no table
         # --force redoes this input's units and lets record() replace their entries as they
@@ -178,12 +216,11 @@ def run_backfill(
             return Worker.remote(actor_config(config, i), table, fs, pool_size, batch_rows, now_ms)
 
         reasons: Counter[str] = Counter()
-        writer = pq.ParquetWriter(report.quarantine_path, QUARANTINE_SCHEMA)
 
         def done_one(unit: Unit, outcome: dict[str, Any], actors: list[Any]) -> None:
-            table_q = pa.ipc.open_stream(outcome.pop("quarantine")).read_all()
-            if table_q.num_rows:
-                writer.write_table(table_q)
+            # Kept before the unit is recorded: a recorded unit is never redone, so its rows
+            # must already be on disk.
+            keep_quarantine(quarantine_dir, unit, pa.ipc.open_stream(outcome.pop("quarantine")).read_all())
             job_records.record(store.pool, table, JOB, unit.key, {
                 "unit": unit.key, "fingerprint": unit.fingerprint, "table": digest, "now_ms": now_ms,
                 "rows_in": outcome["rows_in"],
@@ -202,14 +239,11 @@ def run_backfill(
 
         runner: UnitRunner[Unit] = UnitRunner(spawn, lambda actor, unit: actor.run.remote(unit), workers=workers,
                                               max_attempts=max_attempts)
-        try:
-            report.run(runner, todo, done_one)
-        finally:
-            writer.close()
+        report.run(runner, todo, done_one)
     report.quarantine_by_reason = dict(sorted(reasons.items()))
     report.events_per_s = report.timed(t0, report.events_in)
     if report.events_in != report.events_written + report.events_merged + report.events_quarantined:
         report.fail(f"conservation violated: {report.events_in} in, {report.events_written} written, "
                     f"{report.events_quarantined} quarantined, {report.events_merged} merged")
-    Path(report.report_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    _write_report(report)
     return report

@@ -282,9 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="Ray actors writing in parallel")
     _option(p, "--ray-address", env="RAY_ADDRESS",
             help="join this Ray cluster instead of starting a local one")
-    p.add_argument("--force", action="store_true", help="re-run every unit, ignoring the manifest")
+    p.add_argument("--force", action="store_true",
+                   help="re-run every unit of this input, ignoring (then replacing) its records in the manifest")
     _option(p, "--report-dir", env="SEQSTORE_REPORT_DIR", type=Path,
-            help="where report.json and quarantine.parquet go")
+            help="where the run's report-<time>-<id>.json and quarantine/ (one Parquet file per unit with bad "
+                 "rows) go; re-runs may share one (default: seqstore-reports/backfill-<table>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.add_argument("--compact", action="store_true",
                    help="compact the table right after a completed backfill (see `seqstore compact`)")

@@ -1,8 +1,9 @@
-"""Re-running a backfill as users do, with real Ray and real HBase: ``--force`` on one input of a
-table that holds several."""
+"""Re-running a backfill as users do, with real Ray and real HBase: resuming into the same report
+directory, ``--force`` on one input of a table that holds several."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,12 @@ def _log(directory: Path, *, files: int = 2, groups: int = 2, bad_every: int = 7
                                  "event_type": ["view"] * n, "item_id": list(range(n))}),
                        directory / f"part-{f}.parquet", row_group_size=ROWS_PER_GROUP)
     return directory
+
+
+def _bad_rows(log: Path) -> set[tuple[str, int]]:
+    """(file, row number) of every row of ``log`` without a user."""
+    return {(str(path), i) for path in sorted(log.glob("*.parquet"))
+            for i, user in enumerate(pq.read_table(path).column("user_id").to_pylist()) if user is None}
 
 
 def _backfill(log: Path | str, table: SequenceTable, hbase_server: HBaseServer, report_dir: Path,
@@ -68,3 +75,43 @@ def test_force_on_one_input_keeps_every_other_inputs_records(
     # The other input's units are still recorded as done: nothing of b is redone.
     other = _backfill(b, table, hbase_server, tmp_path / "r-b-again")
     assert other.completed and other.units_done == 0 and other.units_skipped == 4, other.error
+
+
+def test_a_resumed_backfill_into_the_same_report_dir_keeps_every_quarantined_row_and_report(
+    ray_local: None, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer, tmp_path: Path
+) -> None:
+    table = make_table(salt_buckets=2)
+    log, reports = _log(tmp_path / "log"), tmp_path / "reports"  # reports: what --report-dir gives every run
+    bad = _bad_rows(log)
+    finished: list[str] = []
+
+    def stop_after_two(unit: Any, _actors: list[Any]) -> None:
+        finished.append(unit.key)
+        if len(finished) == 2:
+            raise RuntimeError("injected: the driver lost Ray")
+
+    def kept() -> list[tuple[str, int]]:
+        rows = pq.read_table(first.quarantine_path).to_pylist()
+        assert {r["reason"] for r in rows} == {"missing_user"}
+        return sorted((r["source"], r["position"]) for r in rows)
+
+    first = _backfill(log, table, hbase_server, reports, on_unit_done=stop_after_two)
+    assert not first.completed and first.units_done == 2 and 0 < first.events_quarantined < len(bad)
+    resumed = _backfill(log, table, hbase_server, reports)
+    assert resumed.completed and resumed.units_skipped == 2 and resumed.units_done == 2, resumed.error
+    assert resumed.quarantine_path == first.quarantine_path
+    assert kept() == sorted(bad)  # the rows of the units the first run did are still there
+    assert first.events_quarantined + resumed.events_quarantined == len(bad)
+
+    nothing_left = _backfill(log, table, hbase_server, reports)
+    forced = _backfill(log, table, hbase_server, reports, force=True)
+    assert nothing_left.completed and nothing_left.units_done == 0 and forced.completed and forced.units_done == 4
+    assert kept() == sorted(bad)  # still every bad row, each once: a redone unit replaced its own file
+
+    # Every run's report is there, as that run wrote it.
+    paths = [first.report_path, resumed.report_path, nothing_left.report_path, forced.report_path]
+    assert len(set(paths)) == 4
+    saved = [json.loads(Path(path).read_text()) for path in paths]
+    assert [(r["completed"], r["units_done"], r["units_skipped"]) for r in saved] == [
+        (False, 2, 0), (True, 2, 2), (True, 0, 4), (True, 4, 0)]
+    assert "injected: the driver lost Ray" in saved[0]["error"]

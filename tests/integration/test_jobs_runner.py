@@ -100,7 +100,8 @@ def test_backfill_writes_a_failed_resumable_report_on_an_unexpected_ray_error(
     report = run_backfill(str(small_log), table.name, workers=1, config=hbase_server.config(),
                           report_dir=tmp_path / "a", on_unit_done=fail_after_two)
     assert not report.completed
-    saved = json.loads((tmp_path / "a" / "report.json").read_text())
+    saved = json.loads(Path(report.report_path).read_text())
+    assert Path(report.report_path).parent == tmp_path / "a"
     assert saved["completed"] is False and "RaySystemError" in saved["error"]
     assert "re-run the same command to resume" in saved["error"]
     assert saved["units_done"] == 2 == len(job_records.load(table.handle.pool, table.name, JOB))

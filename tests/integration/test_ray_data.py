@@ -81,7 +81,7 @@ def test_datasink_stores_exactly_what_backfill_stores(
     assert r.quarantine_files and r.quarantine_omitted == 0 and r.quarantine.num_rows == 0
     files = pa.concat_tables([pq.read_table(f) for f in r.quarantine_files])
     # One quarantine record: the backfill's file has the writer's schema; the Datasink's adds the row.
-    assert pq.read_schema(report.quarantine_path).names == QUARANTINE_SCHEMA.names == files.schema.names[:-1]
+    assert pq.read_table(report.quarantine_path).schema.names == QUARANTINE_SCHEMA.names == files.schema.names[:-1]
     assert _sink_rows(files) == _source_rows(pq.read_table(report.quarantine_path))
 
     # The same table: verify's event-by-event check, and every user's whole sequence read back.
