@@ -5,7 +5,8 @@ HBase connection pool, spread over the configured Thrift servers — stream thei
 record batches through the store's writer. The driver:
 
 * skips units the manifest (the ``backfill`` records of :mod:`store.job_records`, one per
-  completed unit, in HBase) records as done from the same file as it is now and
+  completed unit, keyed by its file's canonical location, so however the input is spelled, in
+  HBase) records as done from the same file as it is now and
   into a table with the same settings (a digest of its spec), unless ``force``, which redoes
   this input's units and replaces their records one by one, never touching other inputs';
 * judges every row with one "now" (the job's start) for the future-timestamp check, and
@@ -36,7 +37,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,19 @@ JOB = "backfill"  # the manifest: the job records of completed units, keyed by u
 QUARANTINE_DIR = "quarantine"  # in the report directory: one Parquet file per unit with bad rows
 
 
-def _recorded(done: dict[str, dict[str, Any]], unit: Unit) -> tuple[Any, Any]:
-    entry = done.get(unit.key, {})
+def recorded_entry(done: Mapping[str, dict[str, Any]], unit: Unit) -> dict[str, Any]:
+    """The manifest's entry for ``unit`` among ``done`` (:func:`store.job_records.load` of
+    :data:`JOB`), or ``{}``: the one under its key, else the one earlier versions recorded
+    under its path as the input spelled it (:attr:`~ray_jobs.units.Unit.spelled_key`), so
+    their manifests still resume. Callers check the entry's ``fingerprint`` before trusting it."""
+    entry = done.get(unit.key)
+    if entry is None and unit.spelled_key is not None:
+        entry = done.get(unit.spelled_key)
+    return entry or {}
+
+
+def _recorded(done: Mapping[str, dict[str, Any]], unit: Unit) -> tuple[Any, Any]:
+    entry = recorded_entry(done, unit)
     return entry.get("fingerprint"), entry.get("table")
 
 

@@ -23,10 +23,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class Unit:
     """One row group of one Parquet file.
 
-    ``first_row`` is the row group's first row number within its file, so quarantine rows
-    carry positions that point into the source file. ``location`` names the file uniquely
+    ``path`` is what the input's filesystem opens: for a local file its absolute path, resolved
+    on the driver by :func:`plan`, so an actor opens the same file whatever its working
+    directory. ``first_row`` is the row group's first row number within its file, so quarantine
+    rows carry positions that point into the source file. ``location`` names the file uniquely
     (an absolute local path, or ``<filesystem>://<path>``); ``mtime_ns`` is the file's
-    modification time where the filesystem reports one.
+    modification time where the filesystem reports one. ``spelled_path`` is the file's path as
+    the input spelled it (``d/x.parquet`` for ``d``), kept only for :attr:`spelled_key`.
     """
 
     path: str
@@ -36,10 +39,21 @@ class Unit:
     file_size: int
     mtime_ns: int | None = None
     location: str = ""
+    spelled_path: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.path}#rg{self.row_group}"
+        """``<location>#rg<n>``: the unit's name in job records, the same however the input was
+        spelled (``d``, ``./d``, ``/abs/d``) and from whatever directory."""
+        return f"{self.location or self.path}#rg{self.row_group}"
+
+    @property
+    def spelled_key(self) -> str | None:
+        """The key versions before canonical keys recorded this unit under (its path as the
+        input spelled it), when it differs from :attr:`key`; a manifest written by them is read
+        with it as a fallback (:func:`ray_jobs.backfill.recorded_entry`)."""
+        old = f"{self.spelled_path}#rg{self.row_group}" if self.spelled_path else None
+        return old if old != self.key else None
 
     @property
     def fingerprint(self) -> str:
@@ -98,12 +112,15 @@ def _first_line(exc: BaseException) -> str:
 def plan(input_path: str) -> tuple[pafs.FileSystem, list[Unit]]:
     """All units of the input, in file and row-group order.
 
-    Reads each file's footer. Raises :class:`SeqStoreError` if the input cannot be listed, or
-    naming the file whose footer cannot be read (not Parquet, truncated, unreadable).
+    Local paths are resolved here, on the driver (against its working directory): each unit's
+    ``path`` is absolute, and its ``key`` the file's canonical location. Reads each file's
+    footer. Raises :class:`SeqStoreError` if the input cannot be listed, or naming the file
+    whose footer cannot be read (not Parquet, truncated, unreadable).
     """
     fs, files = resolve(input_path)
     units: list[Unit] = []
-    for path in files:
+    for spelled in files:
+        path = os.path.abspath(spelled) if isinstance(fs, pafs.LocalFileSystem) else spelled
         try:
             info = fs.get_file_info(path)
             with fs.open_input_file(path) as handle:
@@ -114,6 +131,6 @@ def plan(input_path: str) -> tuple[pafs.FileSystem, list[Unit]]:
         first = 0
         for rg in range(meta.num_row_groups):
             rows = meta.row_group(rg).num_rows
-            units.append(Unit(path, rg, first, rows, size, info.mtime_ns, _location(fs, path)))
+            units.append(Unit(path, rg, first, rows, size, info.mtime_ns, _location(fs, path), spelled))
             first += rows
     return fs, units

@@ -1,5 +1,6 @@
 """Re-running a backfill as users do, with real Ray and real HBase: resuming into the same report
-directory, ``--force`` on one input of a table that holds several."""
+directory, ``--force`` on one input of a table that holds several, the input spelled another way
+or from another directory, a manifest written by an earlier version."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs.backfill import BackfillReport, run_backfill
-from store import SequenceTable
+from ray_jobs.backfill import JOB, BackfillReport, run_backfill, table_digest
+from store import SequenceTable, job_records
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -115,3 +116,44 @@ def test_a_resumed_backfill_into_the_same_report_dir_keeps_every_quarantined_row
     assert [(r["completed"], r["units_done"], r["units_skipped"]) for r in saved] == [
         (False, 2, 0), (True, 2, 2), (True, 0, 4), (True, 4, 0)]
     assert "injected: the driver lost Ray" in saved[0]["error"]
+
+
+def test_an_input_spelled_another_way_or_from_another_directory_is_the_same_input(
+    ray_local: None, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = make_table(salt_buckets=2)
+    _log(tmp_path / "work" / "d")
+    # Not the directory Ray (and its actors) started in: a relative input is the driver's.
+    monkeypatch.chdir(tmp_path / "work")
+    first = _backfill("d", table, hbase_server, tmp_path / "r0")
+    assert first.completed and first.units_done == 4 and first.events_written > 0, first.error
+    sources = {row["source"] for row in pq.read_table(first.quarantine_path).to_pylist()}
+    assert sources == {str(tmp_path / "work" / "d" / f"part-{f}.parquet") for f in range(2)}
+
+    for i, spelling in enumerate(["./d", str(tmp_path / "work" / "d"), "d/../d/", "d/*.parquet"]):
+        again = _backfill(spelling, table, hbase_server, tmp_path / f"r{i + 1}")
+        assert again.completed and again.units_skipped == 4 and again.units_done == 0, (spelling, again.error)
+    monkeypatch.chdir(tmp_path)
+    elsewhere = _backfill("work/d", table, hbase_server, tmp_path / "r-elsewhere")
+    assert elsewhere.completed and elsewhere.units_skipped == 4 and elsewhere.units_done == 0
+    assert len(job_records.load(table.handle.pool, table.name, JOB)) == 4  # one record per unit, not per spelling
+
+
+def test_a_manifest_recorded_by_an_earlier_version_under_the_spelled_path_still_resumes(
+    ray_local: None, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray_jobs.units import plan
+
+    table = make_table(salt_buckets=2)
+    _log(tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    digest = table_digest(table)
+    for unit in plan("d")[1]:  # what 045efac recorded for `seqstore backfill d`: the key as spelled
+        name = Path(unit.location).name
+        job_records.record(table.handle.pool, table.name, JOB, f"d/{name}#rg{unit.row_group}", {
+            "unit": f"d/{name}#rg{unit.row_group}", "fingerprint": unit.fingerprint, "table": digest,
+            "now_ms": int(time.time() * 1000)})
+    resumed = _backfill("d", table, hbase_server, tmp_path / "r")
+    assert resumed.completed and resumed.units_skipped == 4 and resumed.units_done == 0, resumed.error
