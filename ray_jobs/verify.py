@@ -3,11 +3,16 @@
 Every valid input row (judged and identified by the writer's own
 :func:`store.writer.validated_cells`, with the "now" the backfill recorded for its unit, so
 the future-timestamp check is the writer's rule, not verify's clock) and every stored event
-is reduced to ``(user prefix, event_id)``.
-Stored events are counted from both tiers — raw cells and compacted chunks — each event
-once even while it is in both (:func:`store.stored_events.stored_events`), so a table is
-checked the same before and after compaction. Run it on a table at rest: beside a running
-compaction an event moving between the tiers may be missed.
+is reduced to ``(user prefix, event_id, content digest)``.
+The table side is what reads return: every stored copy of every event, from both tiers, is
+resolved by the read path's rules (:func:`store.stored_events.resolve`), so a table is checked
+the same before and after compaction, and what reads would get wrong is found too:
+``events_duplicated`` (an event held in two chunks: reads return it twice) and ``raw_unread``
+(raw cells of a user whose raw-tier flag is clear, that no chunk holds with the same content:
+acknowledged writes reads never return). Payloads are compared by digest: a stored event
+whose content is none of the input's versions of it is counted in ``payload_mismatched``.
+Each of these makes its user mismatched and the verification fail. Run it on a table at rest:
+beside a running compaction an event moving between the tiers may be missed.
 Both sides are spilled to temporary Arrow files, hash-partitioned by event (so one user's
 long history spreads over all partitions), and compared one partition at a time: memory is
 bounded by a partition (about ``partition_events`` events; partitions are sized from the
@@ -42,13 +47,13 @@ from ray_jobs.backfill import JOB
 from ray_jobs.units import plan
 from store import SequenceTable, job_records, keys
 from store.compaction import salt_ranges
-from store.stored_events import stored_events
+from store.stored_events import COPIES, content_digests, resolve, stored_copies
 from store.writer import validated_cells
 
 PARTITION_EVENTS = 2_000_000  # events per spill partition (about 40 MB of Arrow)
 MAX_PARTITIONS = 256  # open spill files per side
 BATCH_ROWS = 20_000
-_EVENTS = pa.schema([pa.field("user", pa.binary()), pa.field("eid", pa.uint64())])
+_EVENTS = pa.schema([pa.field("user", pa.binary()), pa.field("eid", pa.uint64()), pa.field("digest", pa.uint64())])
 _USERS = pa.schema([pa.field("user", pa.binary())])
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -56,19 +61,21 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 class _Side:
     """One side of the comparison (the input or the table): its events and its users."""
 
-    def __init__(self, directory: Path, name: str, partitions: int) -> None:
-        self.events = _Spill(directory, f"{name}-events", partitions, _EVENTS)
+    def __init__(self, directory: Path, name: str, partitions: int, schema: pa.Schema = _EVENTS) -> None:
+        self.events = _Spill(directory, f"{name}-events", partitions, schema)
         self.users = _Spill(directory, f"{name}-users", partitions, _USERS)
 
-    def add(self, users: list[bytes], eids: list[int] | np.ndarray) -> None:
-        if not users:
+    def add(self, rows: pa.Table) -> None:
+        """Rows of the side's schema (``user`` and ``eid`` first), partitioned by event."""
+        if not rows.num_rows:
             return
+        users = rows.column("user").to_pylist()
         n = len(self.events.paths)
         crc = np.fromiter((zlib.crc32(u) for u in users), dtype=np.uint64, count=len(users))
-        ids = np.asarray(eids, dtype=np.uint64)
+        ids = np.asarray(rows.column("eid"), dtype=np.uint64)
         with np.errstate(over="ignore"):  # a hash: uint64 arithmetic wraps on purpose
             by_event = ((crc * _MIX) ^ ids) % np.uint64(n)
-        self.events.add([pa.array(users, pa.binary()), pa.array(ids, pa.uint64())], by_event.astype(np.int64))
+        self.events.add([c.combine_chunks() for c in rows.columns], by_event.astype(np.int64))
         distinct = list(dict.fromkeys(users))
         self.users.add([pa.array(distinct, pa.binary())], _user_partitions(distinct, n))
 
@@ -89,12 +96,15 @@ class VerifyReport:
     events_found: int = 0
     events_missing: int = 0
     events_extra: int = 0
+    events_duplicated: int = 0
+    payload_mismatched: int = 0
+    raw_unread: int = 0
     repeated_rows_in_input: int = 0
     mismatched_users: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.users_mismatched == 0
+        return self.users_mismatched == 0 and self.events_duplicated == 0 and self.raw_unread == 0
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "ok": self.ok, "mismatched_users": self.mismatched_users[:20]}
@@ -136,46 +146,61 @@ def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
         now_ms = entry.get("now_ms") if entry.get("fingerprint") == unit.fingerprint else None
         with fs.open_input_file(unit.path) as handle:
             for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):
-                users, eids = [], []
-                for _, prefix, _, eid in validated_cells(table.handle, raw, now_ms=now_ms).coordinates():
+                cells = validated_cells(table.handle, raw, now_ms=now_ms)
+                users, eids, rows = [], [], []
+                for i, prefix, _, eid in cells.coordinates():
                     users.append(prefix)
                     eids.append(eid)
-                spill.add(users, eids)
+                    rows.append(i)
+                digests = content_digests([cells.identities[i] for i in rows])
+                spill.add(pa.table([pa.array(users, pa.binary()), pa.array(eids, pa.uint64()),
+                                    pa.array(digests, pa.uint64())], schema=_EVENTS))
 
 
 def _spill_table(table: SequenceTable, spill: _Side) -> None:
     def one(span: tuple[bytes, bytes]) -> None:
-        users: list[bytes] = []
-        eids: list[np.ndarray] = []
-        held = 0
-        for events in stored_events(table.handle, *span):
-            users.extend([events.prefix] * len(events.event_id))
-            eids.append(events.event_id)
-            held += len(events.event_id)
-            if held >= BATCH_ROWS:
-                spill.add(users, np.concatenate(eids))
-                users, eids, held = [], [], 0
-        if users:
-            spill.add(users, np.concatenate(eids))
+        held: list[pa.Table] = []
+        rows = 0
+        for copies in stored_copies(table.handle, *span):
+            held.append(copies.table())
+            rows += len(copies.event_id)
+            if rows >= BATCH_ROWS:
+                spill.add(pa.concat_tables(held))
+                held, rows = [], 0
+        if held:
+            spill.add(pa.concat_tables(held))
 
     with ThreadPoolExecutor(max_workers=table.handle.pool.size) as ex:
         list(ex.map(one, salt_ranges(table.spec)))
 
 
-def _compare_events(expected: pa.Table, found: pa.Table, report: VerifyReport, bad_users: _Spill) -> None:
-    """Fold one event partition's comparison into ``report``; users of differing events go to ``bad_users``."""
+def _compare_events(expected: pa.Table, copies: pa.Table, report: VerifyReport, bad_users: _Spill) -> None:
+    """Fold one event partition's comparison into ``report``: the input's events against what
+    reads return of the stored ``copies``; users of differing events go to ``bad_users``."""
+    resolved = resolve(copies)
+    found = resolved.returned
+    report.events_duplicated += resolved.events_duplicated
+    report.raw_unread += resolved.raw_unread
     distinct = expected.group_by(["user", "eid"]).aggregate([])
     report.repeated_rows_in_input += expected.num_rows - distinct.num_rows
     report.events_expected += distinct.num_rows
     report.events_found += found.num_rows
+    found_keys = found.group_by(["user", "eid"]).aggregate([])
     both = distinct.append_column("in_input", pa.array(np.ones(distinct.num_rows, dtype=bool))).join(
-        found.append_column("in_table", pa.array(np.ones(found.num_rows, dtype=bool))),
+        found_keys.append_column("in_table", pa.array(np.ones(found_keys.num_rows, dtype=bool))),
         keys=["user", "eid"], join_type="full outer")
     missing = pc.is_null(both.column("in_table"))
     extra = pc.is_null(both.column("in_input"))
     report.events_missing += int(pc.sum(missing).as_py() or 0)
     report.events_extra += int(pc.sum(extra).as_py() or 0)
-    users = pc.unique(both.filter(pc.or_(missing, extra)).column("user")).to_pylist()
+    # A stored event whose content is none of the input's versions of it (the input may hold
+    # several: a correction delivered with the same event_id).
+    versions = expected.group_by(["user", "eid", "digest"]).aggregate([])
+    checked = found.join(distinct, keys=["user", "eid"], join_type="left semi")
+    wrong = checked.join(versions, keys=["user", "eid", "digest"], join_type="left anti")
+    report.payload_mismatched += wrong.num_rows
+    users = pc.unique(pa.chunked_array([both.filter(pc.or_(missing, extra)).column("user"), wrong.column("user"),
+                                        resolved.bad_users], pa.binary())).to_pylist()
     bad_users.add([pa.array(users, pa.binary())], _user_partitions(users, len(bad_users.paths)))
 
 
@@ -219,7 +244,7 @@ def verify(input_path: str, table: SequenceTable, *, on_progress: Callable[[str]
         finally:
             expected.close()
         say("scanning table")
-        found = _Side(Path(tmp), "table", partitions)
+        found = _Side(Path(tmp), "table", partitions, COPIES)
         try:
             _spill_table(table, found)
         finally:

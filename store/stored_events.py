@@ -1,101 +1,183 @@
-"""Every stored event of a row range, from both tiers, each once: what a full recount needs.
+"""The audit of a row range: every stored copy of every event, and what reads return of them.
 
-:func:`stored_events` streams the ``(user prefix, event_ts, event_id)`` of every event a read
-could return, for users whose rows lie in ``[start, stop)``: the raw tier's cells (family
-``e`` of the user's bucket rows, keys only) and the events of the user's chunk cells (family
-``c`` of the user's own row, decoded with one Arrow call per chunk). An event in both tiers
-(between a compaction's chunk write and its raw deletes, or re-written after it was
-compacted) is yielded once. Events a read never returns are left out: those below the
-user's trim watermark (a chunk straddling it keeps them until the next compaction) and those
-past the table's TTL.
+:func:`stored_copies` streams every copy a table holds of the events of users whose rows lie in
+``[start, stop)``: each raw cell (family ``e`` of the user's bucket rows) and each event of
+each chunk cell (family ``c`` of the user's own row), with its tier, the user's raw-tier flag
+and a digest of its content (:func:`content_digests`: the writer's content identity, the same
+whatever schema version encoded it). Copies a read never returns by rule are left out: those
+below the user's trim watermark and those past the table's TTL (:meth:`TableSpec.ttl_floor`).
 
-Both tiers list a user's events newest first by ``(event_ts, event_id)`` (bucket rows newest
-first and qualifiers newest first within a row; chunks disjoint and each sorted), and rows
-sort by user prefix in both, so the tiers are merged as sorted streams: memory is bounded by
-a scan page and one chunk, never by a user's history.
+:func:`resolve` then applies the read path's rules to all copies of some events — it needs
+every copy of an event together, which a partition by event gives — and says what reads
+return and what is wrong, by the protocol of :mod:`store.user_meta`:
 
-Exact on a table at rest. Beside a running compaction an event may move from the raw tier to
-a chunk between the two scans' pages and be missed; beside writers, new events may or may not
-be seen.
+* a flagged user's event: its raw copy if it has one (the raw copy wins), else its chunk copy;
+* an unflagged user's event: its chunk copies only. A raw copy of it that no chunk copy with
+  the same content matches is *unread* (``raw_unread``): an acknowledged write reads never
+  return (a lost flag), or a correction they do not see. A raw copy equal to a chunk copy is a
+  harmless leftover of a compaction stopped before its raw deletes;
+* an event in two chunks is *duplicated* (``events_duplicated``): reads return it twice and
+  cut the user's history in the wrong place.
+
+Memory: :func:`stored_copies` holds a scan page and one chunk at a time, plus the flag and
+watermark of each user of the range; :func:`resolve` the copies it is given. Exact on a table
+at rest. Beside a running compaction an event may move from the raw tier to a chunk between
+the two scans and be missed; beside writers, new events may or may not be seen.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from store import keys
 from store.chunks import decode_chunk
 from store.connection import idl
+from store.raw_tier import events_table
 from store.scanning import scan_results
 from store.table import CHUNKS, EVENTS, META
-from store.user_meta import WATERMARK, parse_watermark
+from store.user_meta import RAW_FLAG, WATERMARK, flagged, parse_watermark
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
 
 RAW_CELLS_PER_RESULT = 1_000
-RAW_RESULTS_PER_CALL = 100  # at most 100k keys per call
+RAW_RESULTS_PER_CALL = 20  # at most 20k cells per call
 CHUNKS_PER_RESULT = 16
 CHUNK_RESULTS_PER_CALL = 16
+RAW, CHUNK = 0, 1
 _MAX = np.uint64(keys.MAX_U64)
+COPIES = pa.schema([pa.field("user", pa.binary()), pa.field("eid", pa.uint64()), pa.field("digest", pa.uint64()),
+                    pa.field("tier", pa.uint8()), pa.field("flagged", pa.bool_())])
 
 
-class Events(NamedTuple):
-    """Some events of one user, newest first; a user's events may come in several of these."""
+class Copies(NamedTuple):
+    """Stored copies of some events of one user, all from one tier."""
 
     prefix: bytes  # the user's row prefix (salt | len | user)
     event_ts: np.ndarray  # int64
     event_id: np.ndarray  # uint64
+    digest: np.ndarray  # uint64: content_digests of the copies
+    tier: int  # RAW or CHUNK
+    flagged: bool  # the user's raw-tier flag is set
+
+    def table(self) -> pa.Table:
+        """The copies as rows of :data:`COPIES`."""
+        n = len(self.event_id)
+        return pa.table([pa.array([self.prefix] * n, pa.binary()), pa.array(self.event_id, pa.uint64()),
+                         pa.array(self.digest, pa.uint64()), pa.array(np.full(n, self.tier, np.uint8)),
+                         pa.array(np.full(n, self.flagged))], schema=COPIES)
 
 
-_Block = tuple[bytes, np.ndarray, np.ndarray]
+def content_digests(identities: list[bytes]) -> np.ndarray:
+    """64-bit digests of events' content identities (:meth:`PayloadCodec.encode`): equal for
+    equal content, whatever schema version encoded it."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(i, digest_size=8).digest(), "big") for i in identities),
+                       dtype=np.uint64, count=len(identities))
 
 
-def stored_events(table: TableHandle, start: bytes, stop: bytes) -> Iterator[Events]:
-    """The stored events of users whose rows lie in ``[start, stop)`` (see the module docstring),
-    grouped by user in row-key order, each ``(prefix, event_ts, event_id)`` once.
+def stored_copies(table: TableHandle, start: bytes, stop: bytes) -> Iterator[Copies]:
+    """Every stored copy of the events of users whose rows lie in ``[start, stop)`` (see the
+    module docstring), raw copies first, then chunk copies, each in row-key order.
 
     Raises:
-        SchemaError: a chunk names a schema version the table handle does not know.
+        SchemaError: a cell names a schema version the table handle does not know.
         StoreUnavailableError, HBaseError: as raised by the connection. Reads only.
     """
     floor = table.spec.ttl_floor(int(time.time() * 1000))
-    raw = itertools.groupby(_raw_blocks(table, start, stop), key=lambda b: b[0])
-    tiered = table.spec.chunk_events is not None
-    chunks = itertools.groupby(_chunk_blocks(table, start, stop) if tiered else iter(()), key=lambda b: b[0])
-    marks = _watermarks(table, start, stop) if table.spec.max_events_per_user is not None else iter(())
-    r, c, m = next(raw, None), next(chunks, None), next(marks, None)
-    while r is not None or c is not None:
-        prefix = min(g[0] for g in (r, c) if g is not None)
-        while m is not None and m[0] < prefix:
-            m = next(marks, None)
-        mark = m[1] if m is not None and m[0] == prefix else None
-        mine_r = r[1] if r is not None and r[0] == prefix else iter(())
-        mine_c = c[1] if c is not None and c[0] == prefix else iter(())
-        for ts, eid in _union(_visible(mine_r, mark, floor), _visible(mine_c, mark, floor)):
-            if len(ts):
-                yield Events(prefix, ts, eid)
-        if r is not None and r[0] == prefix:
-            r = next(raw, None)
-        if c is not None and c[0] == prefix:
-            c = next(chunks, None)
+    flags, marks = _user_meta(table, start, stop)
+    for prefix, ts, eid, digest in _raw_blocks(table, start, stop):
+        yield _visible(Copies(prefix, ts, eid, digest, RAW, prefix in flags), marks.get(prefix), floor)
+    if table.spec.chunk_events is not None:
+        for prefix, ts, eid, digest in _chunk_blocks(table, start, stop):
+            yield _visible(Copies(prefix, ts, eid, digest, CHUNK, prefix in flags), marks.get(prefix), floor)
+
+
+@dataclass
+class Resolved:
+    """What :func:`resolve` found in some copies."""
+
+    returned: pa.Table  # (user, eid, digest): one row per copy a read returns
+    events_duplicated: int  # extra chunk copies of events held in more than one chunk
+    raw_unread: int  # raw copies reads never return (see the module docstring)
+    bad_users: pa.Array  # binary: users with a duplicated event or an unread raw copy
+
+
+def resolve(copies: pa.Table) -> Resolved:
+    """Apply the read path's rules to ``copies`` (rows of :data:`COPIES`, holding every copy of
+    each of their events): what reads return, and the copies they get wrong. Pure."""
+    if copies.num_rows == 0:
+        return Resolved(copies.select(["user", "eid", "digest"]), 0, 0, pa.array([], pa.binary()))
+    codes = np.asarray(pc.dictionary_encode(copies.column("user")).combine_chunks().indices, dtype=np.int64)
+    eid = np.asarray(copies.column("eid"), dtype=np.uint64)
+    digest = np.asarray(copies.column("digest"), dtype=np.uint64)
+    raw = np.asarray(copies.column("tier"), dtype=np.uint8) == RAW
+    flag = np.asarray(copies.column("flagged"), dtype=bool)
+    order = np.lexsort((~raw, eid, codes))  # by event, its raw copy first
+    codes, eid, digest, raw, flag = codes[order], eid[order], digest[order], raw[order], flag[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (codes[1:] != codes[:-1]) | (eid[1:] != eid[:-1])
+    group = np.cumsum(new) - 1
+    firsts = np.flatnonzero(new)
+    has_raw = raw[firsts]
+    raw_digest = digest[firsts]
+    chunks = np.bincount(group, weights=~raw).astype(np.int64)
+    same_as_raw = ~raw & has_raw[group] & (digest == raw_digest[group])
+    matched = np.bincount(group, weights=same_as_raw).astype(np.int64) > 0
+    group_flag = flag[firsts]
+    returned = np.where(raw, group_flag[group], ~(group_flag[group] & has_raw[group]))
+    unread = has_raw & ~group_flag & ~matched
+    duplicated = np.maximum(chunks - 1, 0)
+    users = copies.column("user").take(pa.array(order))
+    bad = unread | (duplicated > 0)
+    return Resolved(
+        returned=pa.table({"user": users.filter(pa.array(returned)), "eid": pa.array(eid[returned], pa.uint64()),
+                           "digest": pa.array(digest[returned], pa.uint64())}),
+        events_duplicated=int(duplicated.sum()),
+        raw_unread=int(unread.sum()),
+        bad_users=pc.unique(users.take(pa.array(firsts[bad])).combine_chunks()) if bad.any()
+        else pa.array([], pa.binary()))
+
+
+def _user_meta(table: TableHandle, start: bytes, stop: bytes) -> tuple[set[bytes], dict[bytes, tuple[int, int]]]:
+    """The flagged users of the range and every user's watermark."""
+    t = idl()
+    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, WATERMARK)])
+    flags: set[bytes] = set()
+    marks: dict[bytes, tuple[int, int]] = {}
+    for result in scan_results(table.pool, table.name_bytes, scan, 10_000):
+        for cv in result.columnValues or []:
+            if cv.qualifier == RAW_FLAG and flagged(cv.value):
+                flags.add(result.row)
+            elif cv.qualifier == WATERMARK:
+                marks[result.row] = parse_watermark(cv.value)
+    return flags, marks
+
+
+_Block = tuple[bytes, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _raw_blocks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[_Block]:
     t = idl()
     scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=EVENTS)], maxVersions=1,
-                   batchSize=RAW_CELLS_PER_RESULT, filterString=b"KeyOnlyFilter()")
+                   batchSize=RAW_CELLS_PER_RESULT)
+    decode = table.codec.decode
     for result in scan_results(table.pool, table.name_bytes, scan, RAW_RESULTS_PER_CALL):
-        if not result.columnValues:
+        cells = result.columnValues
+        if not cells:
             continue
-        quals = np.frombuffer(b"".join(cv.qualifier for cv in result.columnValues), dtype=">u8").reshape(-1, 2)
-        yield (result.row[: -keys.BUCKET_LEN], (_MAX - quals[:, 0].astype(np.uint64)).astype(np.int64),
-               _MAX - quals[:, 1].astype(np.uint64))
+        quals = np.frombuffer(b"".join(cv.qualifier for cv in cells), dtype=">u8").reshape(-1, 2)
+        ts = (_MAX - quals[:, 0].astype(np.uint64)).astype(np.int64)
+        eid = _MAX - quals[:, 1].astype(np.uint64)
+        events = events_table(table, [(0, 0, decode(cv.value)) for cv in cells])
+        yield result.row[: -keys.BUCKET_LEN], ts, eid, content_digests(table.codec.encode(_batch(events))[1])
 
 
 def _chunk_blocks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[_Block]:
@@ -108,75 +190,23 @@ def _chunk_blocks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[_Bl
         for cv in result.columnValues or []:
             batch = decode_chunk(cv.value, versions, current)
             yield (result.row, np.asarray(batch.column("event_ts").to_numpy(), dtype=np.int64),
-                   np.asarray(batch.column("event_id").to_numpy(), dtype=np.uint64))
+                   np.asarray(batch.column("event_id").to_numpy(), dtype=np.uint64),
+                   content_digests(table.codec.encode(batch)[1]))
 
 
-def _watermarks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[tuple[bytes, tuple[int, int]]]:
-    t = idl()
-    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, WATERMARK)])
-    for result in scan_results(table.pool, table.name_bytes, scan, 10_000):
-        for cv in result.columnValues or []:
-            yield result.row, parse_watermark(cv.value)
+def _batch(events: pa.Table) -> Any:
+    return events.combine_chunks().to_batches()[0] if events.num_rows else pa.RecordBatch.from_pylist(
+        [], schema=events.schema)
 
 
-def _visible(blocks: Iterator[_Block], mark: tuple[int, int] | None, floor: int | None
-             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for _, ts, eid in blocks:
-        if mark is not None or floor is not None:
-            keep = np.ones(len(ts), dtype=bool)
-            if mark is not None:
-                keep &= (ts > mark[0]) | ((ts == mark[0]) & (eid >= np.uint64(mark[1])))
-            if floor is not None:
-                keep &= ts >= floor
-            ts, eid = ts[keep], eid[keep]
-        yield ts, eid
-
-
-def _at_or_above(ts: np.ndarray, eid: np.ndarray, bound: tuple[int, int]) -> np.ndarray:
-    mask: np.ndarray = (ts > bound[0]) | ((ts == bound[0]) & (eid >= np.uint64(bound[1])))
-    return mask
-
-
-def _union(a: Iterator[tuple[np.ndarray, np.ndarray]], b: Iterator[tuple[np.ndarray, np.ndarray]]
-           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Two streams of events sorted newest first by ``(event_ts, event_id)``, each event once
-    per stream, merged into one such stream with each event once. Holds one block per side
-    (plus events tied at a block boundary)."""
-    streams = [a, b]
-    bufs: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int64), np.zeros(0, np.uint64))] * 2
-    live = [True, True]
-    while True:
-        for k in (0, 1):
-            while live[k] and not len(bufs[k][0]):
-                block = next(streams[k], None)
-                if block is None:
-                    live[k] = False
-                else:
-                    bufs[k] = block
-        if not live[0] and not live[1] and not len(bufs[0][0]) and not len(bufs[1][0]):
-            return
-        if not len(bufs[0][0]) or not len(bufs[1][0]):
-            # One side is done: the other's events cannot meet another copy.
-            k = 0 if len(bufs[0][0]) else 1
-            yield bufs[k]
-            bufs[k] = (bufs[k][0][:0], bufs[k][1][:0])
-            continue
-        # Events at or above the bound are complete on both sides: each live side's further
-        # events lie below its last buffered one, which is at or below the bound.
-        lasts = [(int(bufs[k][0][-1]), int(bufs[k][1][-1])) for k in (0, 1) if live[k]]
-        bound = max(lasts) if lasts else (-(2**63), 0)
-        out_ts, out_id = [], []
-        for k in (0, 1):
-            ts, eid = bufs[k]
-            done = _at_or_above(ts, eid, bound)
-            out_ts.append(ts[done])
-            out_id.append(eid[done])
-            bufs[k] = (ts[~done], eid[~done])
-        ts, eid = np.concatenate(out_ts), np.concatenate(out_id)
-        order = np.lexsort((eid, ts))[::-1]  # newest first
-        ts, eid = ts[order], eid[order]
-        if len(ts) > 1:
-            keep = np.ones(len(ts), dtype=bool)
-            keep[1:] = (ts[1:] != ts[:-1]) | (eid[1:] != eid[:-1])
-            ts, eid = ts[keep], eid[keep]
-        yield ts, eid
+def _visible(copies: Copies, mark: tuple[int, int] | None, floor: int | None) -> Copies:
+    """``copies`` without those below the watermark or past the TTL floor."""
+    ts, eid = copies.event_ts, copies.event_id
+    if mark is None and floor is None:
+        return copies
+    keep = np.ones(len(ts), dtype=bool)
+    if mark is not None:
+        keep &= (ts > mark[0]) | ((ts == mark[0]) & (eid >= np.uint64(mark[1])))
+    if floor is not None:
+        keep &= ts >= floor
+    return copies._replace(event_ts=ts[keep], event_id=eid[keep], digest=copies.digest[keep])

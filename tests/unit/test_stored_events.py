@@ -1,44 +1,69 @@
-"""Merging the two tiers' sorted event streams (store.stored_events): each event once, newest first."""
+"""What reads return of stored copies (store.stored_events.resolve), against a plain loop over
+the read path's rules, on random copies: raw and chunk copies, flagged and unflagged users,
+equal and different contents, events in several chunks."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from collections import Counter, defaultdict
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.stored_events import _union
+from store.stored_events import CHUNK, COPIES, RAW, resolve
 
-Event = tuple[int, int]
+Copy = tuple[bytes, int, int, int]  # user, eid, digest, tier
 
-
-def _blocks(events: list[Event], sizes: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``events`` in blocks of ``sizes`` (some empty), the rest in one last block."""
-    bounds = np.cumsum([0, *sizes]).tolist()
-    parts = [events[a:b] for a, b in itertools.pairwise(bounds)] + [events[bounds[-1]:]]
-    for part in parts:
-        yield np.array([e[0] for e in part], np.int64), np.array([e[1] for e in part], np.uint64)
+copies_strategy = st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), st.integers(0, 5) | st.just(2**64 - 1),
+                                     st.integers(0, 2), st.sampled_from([RAW, CHUNK])), max_size=40)
 
 
-@settings(max_examples=400, deadline=None)
-@given(pool=st.sets(st.tuples(st.integers(0, 12), st.integers(0, 2**64 - 1) | st.integers(0, 3)), max_size=40),
-       data=st.data())
-def test_union_is_the_sorted_set_union(pool: set[Event], data: st.DataObject) -> None:
-    events = sorted(pool, reverse=True)  # newest first, ties by event_id descending
-    a = [e for e in events if data.draw(st.booleans())]
-    b = [e for e in events if data.draw(st.booleans())]
-    sizes = st.lists(st.integers(0, 6), max_size=12)  # empty blocks too
-    got: list[Event] = []
-    for ts, eid in _union(_blocks(a, data.draw(sizes)), _blocks(b, data.draw(sizes))):
-        assert ts.dtype == np.int64 and eid.dtype == np.uint64
-        got += list(zip(ts.tolist(), eid.tolist(), strict=True))
-    assert got == sorted(set(a) | set(b), reverse=True)
+def _plain(copies: list[Copy], flags: dict[bytes, bool]
+           ) -> tuple[Counter[tuple[bytes, int, int]], int, int, set[bytes]]:
+    events: dict[tuple[bytes, int], list[tuple[int, int]]] = defaultdict(list)
+    for user, eid, digest, tier in copies:
+        events[(user, eid)].append((digest, tier))
+    returned: Counter[tuple[bytes, int, int]] = Counter()
+    duplicated = unread = 0
+    bad: set[bytes] = set()
+    for (user, eid), found in events.items():
+        raw = [d for d, tier in found if tier == RAW]
+        chunks = [d for d, tier in found if tier == CHUNK]
+        if flags[user] and raw:
+            returned[(user, eid, raw[0])] += 1
+        else:
+            for d in chunks:
+                returned[(user, eid, d)] += 1
+        if len(chunks) > 1:
+            duplicated += len(chunks) - 1
+            bad.add(user)
+        if raw and not flags[user] and raw[0] not in chunks:
+            unread += 1
+            bad.add(user)
+    return returned, duplicated, unread, bad
 
 
-def test_union_of_identical_streams_holds_one_block_per_side() -> None:
-    events = [(1000 - i, i) for i in range(1000)]
-    out = list(_union(_blocks(events, [10] * 100), _blocks(events, [7] * 143)))
-    assert sum(len(ts) for ts, _ in out) == 1000
-    assert max(len(ts) for ts, _ in out) <= 10  # never more than one block of either side at a time
+@settings(max_examples=500, deadline=None)
+@given(copies=copies_strategy, flag_a=st.booleans(), flag_b=st.booleans())
+def test_resolve_follows_the_read_rules(copies: list[Copy], flag_a: bool, flag_b: bool) -> None:
+    flags = {b"a": flag_a, b"b": flag_b, b"c": False}
+    # A raw cell is one per event (VERSIONS=1): keep the first raw copy of each event.
+    seen: set[tuple[bytes, int]] = set()
+    unique = []
+    for c in copies:
+        if c[3] == RAW:
+            if (c[0], c[1]) in seen:
+                continue
+            seen.add((c[0], c[1]))
+        unique.append(c)
+    table = pa.table([pa.array([c[0] for c in unique], pa.binary()), pa.array([c[1] for c in unique], pa.uint64()),
+                      pa.array([c[2] for c in unique], pa.uint64()),
+                      pa.array(np.array([c[3] for c in unique], dtype=np.uint8)),
+                      pa.array([flags[c[0]] for c in unique], pa.bool_())], schema=COPIES)
+    got = resolve(table)
+    want, duplicated, unread, bad = _plain(unique, flags)
+    rows = zip(*(got.returned.column(n).to_pylist() for n in ("user", "eid", "digest")), strict=True)
+    assert Counter(rows) == want
+    assert (got.events_duplicated, got.raw_unread) == (duplicated, unread)
+    assert set(got.bad_users.to_pylist()) == bad
