@@ -244,6 +244,33 @@ def write_part(table: Any, target: Path, unit: Any, *, settings: Mapping[str, An
         writer.close()
 
 
+def give_empty_parts_the_schema(out: Path, units: Sequence[Any], names: Sequence[str], *,
+                                settings: Mapping[str, Any] | None = None) -> list[str]:
+    """Rewrite each trusted 0-row part in ``out`` whose columns differ from those of the first
+    non-empty trusted part (by name) as an empty table of that schema, keeping its tag; returns
+    the names rewritten. A job whose output columns are known only once data went through it
+    (score: the model's columns) writes an empty unit's part without them, and pyarrow takes a
+    directory's schema from its first file: such a part sorting first would hide every model
+    column of the whole output.
+
+    Call it while holding :class:`OutputLock` on ``out``. Idempotent.
+    """
+    import pyarrow.parquet as pq
+
+    trusted = [(u, out / n) for u, n in zip(units, names, strict=True)
+               if part_rows(out / n, u, settings=settings) is not None]
+    full = next((p for u, p in sorted(trusted, key=lambda t: t[1].name) if u.num_rows), None)
+    if full is None:
+        return []
+    schema = pq.read_schema(full).remove_metadata()
+    rewritten = []
+    for unit, path in trusted:
+        if unit.num_rows == 0 and not pq.read_schema(path).remove_metadata().equals(schema):
+            write_part(schema.empty_table(), path, unit, settings=settings)
+            rewritten.append(path.name)
+    return rewritten
+
+
 def _tag(path: Path) -> tuple[dict[str, Any], int] | None:
     import pyarrow.parquet as pq
 

@@ -5,7 +5,9 @@ Requests (Parquet with ``user_id`` and optional ``as_of_ts``; a missing or null
 assemble each batch with the store's reader (sequences and features as of the same time),
 call the model with a dict of padded numpy arrays plus ``lengths`` (see
 :func:`ray_jobs.assemble.model_inputs`), and write one Parquet part per unit to OUT with
-``user_id``, ``as_of_ts`` and the model's output columns — exactly one row per request.
+``user_id``, ``as_of_ts`` and the model's output columns — exactly one row per request. An
+empty unit's part gets the columns of the others once the job is done, so reading OUT never
+loses them.
 
 A model is ``MODULE:FUNCTION`` taking that dict and returning a dict of equal-length
 columns (or one array, named ``score``). A model that raises stops the job with an error
@@ -41,7 +43,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.assemble import feature_rule, model_inputs
-from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
+from ray_jobs.parts import (
+    OutputLock,
+    PartWriter,
+    give_empty_parts_the_schema,
+    job_settings,
+    part_file_name,
+    run_into_parts,
+)
 from ray_jobs.report import JobReport
 from ray_jobs.runner import init_ray
 from ray_jobs.units import Unit, plan
@@ -202,8 +211,11 @@ def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len:
         return Worker.remote(config, table, model, fs, str(out), max_len=max_len, features=list(features),
                              now_ms=now_ms, batch_rows=batch_rows, settings=settings, allow_any_ts=allow_any_ts)
 
-    run = run_into_parts(units, out, PART_PREFIX, spawn, workers=workers, settings=settings, overwrite=overwrite,
-                         on_plan=on_plan, on_rows=on_progress)
+    with OutputLock(out):  # held from the run through the fix of empty parts
+        run = run_into_parts(units, out, PART_PREFIX, spawn, workers=workers, settings=settings,
+                             overwrite=overwrite, on_plan=on_plan, on_rows=on_progress)
+        if not run.error:
+            give_empty_parts_the_schema(out, run.units, run.names, settings=settings)
     # ``run.rows`` counts only parts that each hold their own unit's complete output.
     report = ScoreReport(requests=sum(u.num_rows for u in run.units), scored=run.rows, workers=workers,
                          out=str(out.resolve()))
