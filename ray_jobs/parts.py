@@ -34,6 +34,7 @@ from store.errors import SeqStoreError
 
 PART_METADATA_KEY = b"seqstore.unit"
 LOCK_NAME = ".seqstore-lock"
+RUN_RECORD_NAME = ".seqstore-job.json"
 TEMP_SUFFIX = ".tmp"
 
 
@@ -139,6 +140,29 @@ def temp_path(target: Path) -> Path:
 def part_file_name(prefix: str, unit: Any) -> str:
     """``<prefix>-<unit slug>.parquet``: unique per unit and stable across re-runs."""
     return f"{prefix}-{unit.slug}.parquet"
+
+
+def last_run(out: Path, prefix: str) -> dict[str, Any] | None:
+    """What the last run of ``prefix`` parts into ``out`` recorded in ``out/.seqstore-job.json``:
+    ``{"prefix", "settings", "completed"}``, or None (no such run, or an unreadable record).
+    A run records itself once it starts running units (``completed`` False) and again when it
+    ends; a run refused before that leaves the record as it was."""
+    try:
+        record = json.loads((out / RUN_RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("prefix") == prefix else None
+
+
+def _record_run(out: Path, prefix: str, settings: Mapping[str, Any], *, completed: bool) -> None:
+    target = out / RUN_RECORD_NAME
+    tmp = temp_path(target)
+    try:
+        tmp.write_text(json.dumps({"prefix": prefix, "settings": settings, "completed": completed},
+                                  sort_keys=True, default=str))
+        publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def job_settings(table: Any, job: str, **options: Any) -> dict[str, Any]:
@@ -362,7 +386,8 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
     input produces (reading ``out`` would mix them in), or parts made with other settings (they
     would be kept as if made by this job) — unless ``overwrite``, which removes the former and
     redoes the latter. ``on_plan`` hears the units
-    it is about to run, ``on_rows`` the rows of each unit done.
+    it is about to run, ``on_rows`` the rows of each unit done. Records the run in ``out``
+    (:func:`last_run`) once it starts running units and when it ends.
     """
     settings = dict(settings or {})
     units = list(units)
@@ -413,6 +438,7 @@ def _run_locked(outcome: PartsOutcome, out: Path, prefix: str, spawn: Callable[[
 
     if on_plan:
         on_plan(outcome.ran)
+    _record_run(out, prefix, settings, completed=False)
     runner: UnitRunner[Any] = UnitRunner(spawn, lambda a, u: a.run.remote(u), workers=workers)
     outcome.stats = runner.stats
     try:
@@ -430,3 +456,4 @@ def _run_locked(outcome: PartsOutcome, out: Path, prefix: str, spawn: Callable[[
     if bad and not outcome.error:
         outcome.error = (f"{len(bad)} of {len(units)} units have no complete output part (e.g. {bad[0].key}); "
                          "re-run the same command to redo them")
+    _record_run(out, prefix, settings, completed=not outcome.error)

@@ -7,19 +7,30 @@ call the model with a dict of padded numpy arrays plus ``lengths`` (see
 :func:`ray_jobs.assemble.model_inputs`), and write one Parquet part per unit to OUT with
 ``user_id``, ``as_of_ts`` and the model's output columns — exactly one row per request. An
 empty unit's part gets the columns of the others once the job is done, so reading OUT never
-loses them.
+loses them. One job at a time writes into OUT (:class:`ray_jobs.parts.OutputLock`).
 
 A model is ``MODULE:FUNCTION`` taking that dict and returning a dict of equal-length
 columns (or one array, named ``score``). A model that raises stops the job with an error
 naming the batch. Part names are unique per unit (file stem, a hash of the file's location,
 row group), so files with the same name in different directories do not collide. A re-run
 skips parts already written (parts are renamed into place only when complete) if they were
-made from the same file as it is now, with the same settings (table, schema, model — its
-``MODULE:FUNCTION`` and the source of its module —, ``max_len``, features), and hold one row
-per request; missing or stale ones are redone. OUT must not hold parts of another input or
-made with other settings: the job refuses to run rather than mix them in, unless
-``overwrite`` (``--overwrite``) replaces them. Requests without ``as_of_ts`` are scored as of
-the job's start, and a re-run that resumes keeps the parts already scored.
+made from the same file as it is now, with the same settings (table, schema, model, ``max_len``,
+features, and "now" when requests lack ``as_of_ts``), and hold one row per request; missing
+or stale ones are redone. OUT must not hold parts of another input or made with other
+settings: the job refuses to run rather than mix them in, unless ``overwrite``
+(``--overwrite``) replaces them.
+
+What identifies a model (:func:`model_identity`): its ``MODULE:FUNCTION``, the source of that
+one module, and the version it declares — ``model_version`` (``--model-version``), else a
+``MODEL_VERSION`` attribute of the function or of its module. Its weights, other modules and
+installed packages are not looked at: a model that loads them should derive ``MODEL_VERSION``
+from them (say, the weights file's hash), or a re-run after retraining trusts the old scores.
+Each worker checks that the model it imported has the driver's identity.
+
+Requests without ``as_of_ts`` are scored as of the job's "now", which is then part of the
+settings and recorded in OUT: a re-run after an incomplete run resumes with that "now" (so
+one output never mixes two), while a run after a complete one takes a new "now" and so refuses
+the old parts unless ``overwrite`` (or pass the old ``now_ms`` to keep them).
 
 User ids keep their type (int64 ids in, int64 out). ``as_of_ts`` is checked with the
 writer's units rule against the job's "now" (seconds or microseconds are refused, naming the
@@ -30,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +60,7 @@ from ray_jobs.parts import (
     PartWriter,
     give_empty_parts_the_schema,
     job_settings,
+    last_run,
     part_file_name,
     run_into_parts,
 )
@@ -61,6 +74,7 @@ from store.errors import SchemaError, SeqStoreError
 from store.requests import check_times, request_table
 
 Model = Callable[[dict[str, np.ndarray]], Any]
+log = logging.getLogger(__name__)
 
 
 class ModelError(SeqStoreError):
@@ -109,6 +123,66 @@ def model_digest(spec: str) -> str:
 
 
 PART_PREFIX = "part"
+MODEL_VERSION_ATTR = "MODEL_VERSION"
+IDENTITY_KEYS = ("model", "model_source", "model_version")
+
+
+def model_identity(spec: str, version: str | None = None) -> dict[str, str]:
+    """What identifies the model ``spec`` in the settings its parts are tagged with: ``model``
+    (``MODULE:FUNCTION``), ``model_source`` (:func:`model_digest`) and, when there is one,
+    ``model_version``: ``version`` if given, else the ``MODEL_VERSION`` attribute of the
+    function, else of its module. Raises :class:`ModelError` as :func:`load_model` does."""
+    model = load_model(spec)
+    if version is None:
+        module = importlib.import_module(spec.partition(":")[0])
+        declared = getattr(model, MODEL_VERSION_ATTR, getattr(module, MODEL_VERSION_ATTR, None))
+        version = None if declared is None else str(declared)
+    identity = {"model": spec, "model_source": model_digest(spec)}
+    return identity if version is None else {**identity, "model_version": version}
+
+
+def requests_lack_as_of(fs: pafs.FileSystem, units: Sequence[Unit]) -> bool:
+    """Whether any request of ``units`` has no ``as_of_ts`` (no such column, or a null in it):
+    those are scored as of the job's "now". Reads the Parquet footers, and the column itself
+    only for row groups whose statistics do not count nulls."""
+    by_path: dict[str, list[Unit]] = {}
+    for unit in units:
+        if unit.num_rows:
+            by_path.setdefault(unit.path, []).append(unit)
+    for path, file_units in by_path.items():
+        with fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            if "as_of_ts" not in parquet.schema_arrow.names:
+                return True
+            for unit in file_units:
+                group = parquet.metadata.row_group(unit.row_group)
+                chunk = next(group.column(i) for i in range(group.num_columns)
+                             if group.column(i).path_in_schema == "as_of_ts")
+                stats = chunk.statistics
+                if stats is not None and stats.has_null_count:
+                    nulls = stats.null_count
+                else:
+                    nulls = parquet.read_row_group(unit.row_group, columns=["as_of_ts"]).column(0).null_count
+                if nulls:
+                    return True
+    return False
+
+
+def job_now(out: Path, now_ms: int | None, *, resume: bool) -> int:
+    """The job's "now": ``now_ms`` if given; else, with ``resume`` (requests lack ``as_of_ts``),
+    the "now" of the last score run into ``out`` if it did not complete and recorded one, so
+    that a resume scores as of the same time; else the clock."""
+    if now_ms is not None:
+        return now_ms
+    if not resume:
+        return int(time.time() * 1000)
+    last = last_run(out, PART_PREFIX)
+    recorded = (last or {}).get("settings", {}).get("now_ms")
+    if last is not None and not last.get("completed") and isinstance(recorded, int):
+        log.info("resuming the incomplete run into %s as of its now_ms=%d", out, recorded)
+        return recorded
+    return int(time.time() * 1000)
+
 
 
 def part_name(unit: Unit) -> str:
@@ -129,15 +203,20 @@ class ScoreWorker(StoreWorker):
 
     def __init__(self, config: Config, table: str, model: str, fs: pafs.FileSystem, out: str, *, max_len: int,
                  features: Sequence[str], now_ms: int, batch_rows: int, settings: dict[str, Any],
-                 allow_any_ts: bool = False) -> None:
+                 model_version: str | None = None, allow_any_ts: bool = False) -> None:
         super().__init__(config, table)
         self.model_spec = model
         self.model = load_model(model)
+        self.identity = model_identity(model, model_version)
         self.fs, self.out = fs, Path(out)
         self.max_len, self.features, self.now_ms, self.batch_rows = max_len, list(features), now_ms, batch_rows
         self.settings, self.allow_any_ts = settings, allow_any_ts
 
     def run(self, unit: Unit) -> dict[str, Any]:
+        ours, theirs = ({k: d.get(k) for k in IDENTITY_KEYS} for d in (self.identity, self.settings))
+        if ours != theirs:
+            raise ModelError(f"the model this worker imported ({ours}) is not the driver's ({theirs}); "
+                             "install the same model on every node")
         with self.fs.open_input_file(unit.path) as handle:
             requests = pq.ParquetFile(handle).read_row_group(unit.row_group)
         if "user_id" not in requests.schema.names:
@@ -174,51 +253,61 @@ class ScoreWorker(StoreWorker):
 @dataclass(kw_only=True)
 class ScoreReport(JobReport):
     """The job's outcome (``--json``): ``requests`` read, ``scored`` rows in complete parts
-    under ``out``, and the fields of :class:`~ray_jobs.report.JobReport`."""
+    under ``out``, ``now_ms`` the job's "now" (the ``as_of_ts`` of requests without one), and
+    the fields of :class:`~ray_jobs.report.JobReport`."""
 
     requests: int = 0
     scored: int = 0
     sequences_per_s: float = 0.0
+    now_ms: int = 0
     out: str = ""
 
 
 def run_score(requests_path: str, model: str, out: Path, table: str, *, max_len: int = 100,
               features: Sequence[str] = (), workers: int = 2, config: Config | None = None,
-              batch_rows: int = 2_000, now_ms: int | None = None, overwrite: bool = False,
-              allow_any_ts: bool = False, ray_address: str | None = None,
+              batch_rows: int = 2_000, now_ms: int | None = None, model_version: str | None = None,
+              overwrite: bool = False, allow_any_ts: bool = False, ray_address: str | None = None,
               on_plan: Callable[[Sequence[Unit]], None] | None = None,
               on_progress: Callable[[int], None] | None = None) -> ScoreReport:
     """Score every request; see the module docstring. Joins or starts Ray
     (:func:`ray_jobs.runner.init_ray` with ``ray_address``) once the input is planned.
 
-    ``overwrite`` replaces parts in ``out`` made with other settings or from other input;
-    ``allow_any_ts`` skips the ``as_of_ts`` units check; ``on_plan`` hears the units about to
-    run (parts not already there), ``on_progress`` the requests of each one done.
+    ``now_ms`` is the job's "now" (default: see :func:`job_now`); ``model_version`` declares the
+    model's version (see :func:`model_identity`); ``overwrite`` replaces parts in ``out`` made
+    with other settings or from other input; ``allow_any_ts`` skips the ``as_of_ts`` units
+    check; ``on_plan`` hears the units about to run (parts not already there), ``on_progress``
+    the requests of each one done.
+
+    Raises :class:`ModelError` if the model cannot be imported, :class:`OutputInUseError` while
+    another job writes into ``out``, and the store's errors (a missing table).
     """
-    load_model(model)  # fail before starting actors if the model cannot be imported
+    identity = model_identity(model, model_version)  # fails before starting actors if the model cannot be imported
     config = config or Config.from_env()
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     t0 = time.monotonic()
     with SequenceStore(config, pool_size=1) as store:
-        settings = job_settings(store.table(table), "score", model=model, model_source=model_digest(model),
-                                max_len=max_len, features=list(features), inclusive=False,
-                                **feature_rule(features, False))
+        found = store.table(table)
     fs, units = plan(requests_path)
-    init_ray(ray_address, workers)
-    Worker = worker_actor(ScoreWorker)
+    with OutputLock(out):  # one job in out/: from choosing its "now" through the fix of empty parts
+        lacks_as_of = requests_lack_as_of(fs, units)
+        now_ms = job_now(out, now_ms, resume=lacks_as_of)
+        settings = job_settings(found, "score", **identity, max_len=max_len, features=list(features),
+                                inclusive=False, **feature_rule(features, False),
+                                **({"now_ms": now_ms} if lacks_as_of else {}))
+        init_ray(ray_address, workers)
+        Worker = worker_actor(ScoreWorker)
 
-    def spawn(_: int) -> Any:
-        return Worker.remote(config, table, model, fs, str(out), max_len=max_len, features=list(features),
-                             now_ms=now_ms, batch_rows=batch_rows, settings=settings, allow_any_ts=allow_any_ts)
+        def spawn(_: int) -> Any:
+            return Worker.remote(config, table, model, fs, str(out), max_len=max_len, features=list(features),
+                                 now_ms=now_ms, batch_rows=batch_rows, settings=settings,
+                                 model_version=model_version, allow_any_ts=allow_any_ts)
 
-    with OutputLock(out):  # held from the run through the fix of empty parts
         run = run_into_parts(units, out, PART_PREFIX, spawn, workers=workers, settings=settings,
                              overwrite=overwrite, on_plan=on_plan, on_rows=on_progress)
         if not run.error:
             give_empty_parts_the_schema(out, run.units, run.names, settings=settings)
     # ``run.rows`` counts only parts that each hold their own unit's complete output.
     report = ScoreReport(requests=sum(u.num_rows for u in run.units), scored=run.rows, workers=workers,
-                         out=str(out.resolve()))
+                         now_ms=now_ms, out=str(out.resolve()))
     report.sequences_per_s = run.fill(report, t0)
     if report.completed and report.scored != report.requests:
         report.fail(f"{report.scored} rows scored for {report.requests} requests")

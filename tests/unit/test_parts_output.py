@@ -99,7 +99,7 @@ def test_temporary_files_of_stopped_writers_are_removed_and_never_break_reading_
     PartWriter(out / part_name(units[1]), units[1]).write(pa.table({"x": [1]}))  # never closed
     outcome = run_into_parts(units, out, "part", _no_spawn, workers=1)
     assert not outcome.error and outcome.rows == 8
-    assert sorted(p.name for p in out.iterdir()) == sorted(part_name(u) for u in units)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert pq.read_table(out).num_rows == 8
 
 
