@@ -1,17 +1,24 @@
 """Running units of work on a set of Ray actors, with the fault handling every job shares.
 
-* An actor that dies (``RayActorError``: its process or its whole node died) is replaced and
-  its unit re-run elsewhere.
-* A unit that failed with :class:`StoreUnavailableError` (HBase unreachable past the
-  connection's own retry budget), or with any other Ray system error (a lost object, a
-  crashed worker), is re-queued after a bounded, jittered backoff; meanwhile the other
-  units keep running.
+* An actor that fails (``RayActorError``: its process or its whole node died, or Ray finds it
+  unavailable, when it may still be running the unit), or whose unit failed with any other Ray
+  system error (a lost object, a crashed worker), is killed — so it cannot go on with the unit —
+  and replaced, and its unit re-run elsewhere after a bounded, jittered backoff, the reason
+  being Ray's own error. A unit that failed with :class:`StoreUnavailableError` (HBase
+  unreachable past the connection's own retry budget) is re-queued the same way on its actor.
+  Meanwhile the other units keep running.
+* An actor whose constructor fails (:func:`ray_jobs.workers.worker_actor` keeps its exception
+  for its first call) stops the job with that error — a missing model module would fail every
+  actor alike, so no unit is retried and no resume is suggested — unless it is
+  :class:`StoreUnavailableError`: that is an outage (below), and the slot gets a new actor
+  after a backoff.
 * Either way a unit gets at most ``max_attempts`` tries; then, or on any other error, the
   job stops with a :class:`SeqStoreError` saying which unit failed and why. An unexpected
   error in the driver loop also ends as a :class:`SeqStoreError`, so every job can report
   it and stay resumable.
-* An outage is bounded in time too: once units fail with :class:`StoreUnavailableError`
-  (each after its call retried for ``Config.unavailable_after_ms``), the job retries units for
+* An outage is bounded in time too: once units (or starting actors) fail with
+  :class:`StoreUnavailableError` (each after its call retried for
+  ``Config.unavailable_after_ms``), the job retries units for
   as long again and then stops ("HBase unreachable: ..."), even with units still in flight,
   unless some unit succeeds meanwhile. While it retries, the status listener (:func:`reporting_status`)
   hears :data:`UNREACHABLE_STATUS`, and ``""`` once a unit succeeded again.
@@ -31,7 +38,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import os
@@ -146,18 +152,31 @@ class UnitRunner(Generic[U]):
         # Units waiting out a backoff: (due time, sequence number, unit); they do not hold an actor.
         waiting: list[tuple[float, int, U]] = []
         seq = 0
-        outage: _Outage | None = None  # since units began failing with HBase unreachable
+        outage = _Outage()
+        # Slots whose actor could not start because HBase was unreachable: when to build it again.
+        rebuild: dict[int, float] = {}
+        start_failures: Counter[int] = Counter()
+
+        def renew(slot: int) -> None:
+            _kill(ray, actors[slot])  # dead already, or unavailable and maybe still running its unit
+            actors[slot] = self.spawn(slot)
+            starting.add(slot, actors[slot])
+
         while todo or in_flight or waiting:
+            outage.check()
             now = time.monotonic()
-            if outage is not None and now - outage.since > outage.budget_s:
-                raise SeqStoreError(
-                    f"HBase unreachable: no unit succeeded in {now - outage.since:.0f} s of retrying after a call "
-                    f"gave up (last: {outage.last}); stopping. {RESUME_HINT}")
-            started, given_up = starting.poll()
+            started, given_up, failed = starting.poll()
             idle.extend(started)
             for slot in given_up:
                 _kill(ray, actors[slot])
-            if not (idle or in_flight or starting):
+            for slot, error in failed:
+                _kill(ray, actors[slot])
+                start_failures[slot] += 1
+                rebuild[slot] = now + _could_not_start(slot, error, start_failures[slot], outage)
+            for slot in [slot for slot, due in rebuild.items() if due <= now]:
+                del rebuild[slot]
+                renew(slot)
+            if not (idle or in_flight or starting or rebuild):
                 raise SeqStoreError(
                     f"no Ray worker could be started in {ACTOR_START_TIMEOUT_S:.0f} s (the cluster has no free CPU "
                     f"slot for one, or its node is gone); stopping. {RESUME_HINT}")
@@ -167,51 +186,35 @@ class UnitRunner(Generic[U]):
                 slot, unit = idle.popleft(), todo.popleft()
                 attempts[unit.key] += 1
                 in_flight[self.submit(actors[slot], unit)] = (slot, unit)
-            until_due = max(0.0, waiting[0][0] - now) if waiting else 1.0
+            dues = [waiting[0][0]] if waiting else []
+            until_due = max(0.0, min([*dues, *rebuild.values()]) - now) if dues or rebuild else 1.0
             if not in_flight:
                 time.sleep(min(0.2 if starting else 1.0, until_due))  # nothing running: actors starting or backoffs
                 continue
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=min(0.2 if starting else 1.0, until_due))
             for ref in ready:
                 slot, unit = in_flight.pop(ref)
-                idle.append(slot)
-                why = ""
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayActorError:
-                    log.warning("actor %d died during %s; re-running the unit on a new actor", slot, unit.key)
-                    idle.remove(slot)
-                    actors[slot] = self.spawn(slot)
-                    starting.add(slot, actors[slot])
-                    why = "its actor died"
-                except ray.exceptions.RayTaskError as exc:
-                    # The worker's own exception: its text is one line, without Ray's remote traceback.
-                    cause: BaseException = getattr(exc, "cause", None) or exc.as_instanceof_cause()
-                    if not isinstance(cause, StoreUnavailableError):
-                        raise SeqStoreError(f"unit {unit.key} failed: {_first_line(cause)}") from None
-                    why = str(cause)
-                    if outage is None:
-                        outage = _Outage(time.monotonic(), cause.unavailable_after_s or _default_budget_s())
-                        log.warning("HBase unreachable (%s); retrying units for up to %.0f s", why, outage.budget_s)
-                        _say(UNREACHABLE_STATUS)
-                    outage.last = why
                 except ray.exceptions.RayError as exc:
-                    # A system error (lost object, crashed worker...): the actor may be unusable.
-                    log.warning("%s during %s; re-running the unit on a new actor", type(exc).__name__, unit.key)
-                    _kill(ray, actors[slot])
-                    idle.remove(slot)
-                    actors[slot] = self.spawn(slot)
-                    starting.add(slot, actors[slot])
-                    why = f"{type(exc).__name__}: {_first_line(exc)}"
-                if why:
+                    if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(
+                            exc, ray.exceptions.RayActorError):
+                        idle.append(slot)
+                        why = _unit_failed(unit, exc, outage)  # raises unless HBase was unreachable
+                    else:
+                        # The actor died or is unavailable (it may still be running the unit), or a
+                        # system error (a lost object, a crashed worker) left it unusable.
+                        log.warning("%s during %s: %s; re-running the unit on a new actor",
+                                    type(exc).__name__, unit.key, _first_line(exc))
+                        renew(slot)
+                        why = f"{type(exc).__name__}: {_first_line(exc)}"
                     delay = self._requeue(unit, attempts, why)
                     seq += 1
                     heapq.heappush(waiting, (time.monotonic() + delay, seq, unit))
                     continue
-                if outage is not None:
-                    log.warning("HBase reachable again after %.0f s", time.monotonic() - outage.since)
-                    outage = None
-                    _say("")
+                idle.append(slot)
+                outage.ended()
+                start_failures.clear()
                 on_done(unit, result, actors)
                 self.stats.units_done += 1
 
@@ -222,6 +225,29 @@ class UnitRunner(Generic[U]):
             raise SeqStoreError(
                 f"unit {unit.key} failed {attempts[unit.key]} times (last: {why}); stopping. {RESUME_HINT}")
         return backoff_s(attempts[unit.key], base_s=BACKOFF_BASE_S, max_s=BACKOFF_MAX_S)
+
+
+def _unit_failed(unit: HasKey, exc: Any, outage: _Outage) -> str:
+    """The reason to retry ``unit``, whose worker raised (``exc``: Ray's RayTaskError) because HBase
+    was unreachable (an outage); raises :class:`SeqStoreError` naming the unit for any other error."""
+    # The worker's own exception: its text is one line, without Ray's remote traceback.
+    cause: BaseException = getattr(exc, "cause", None) or exc.as_instanceof_cause()
+    if not isinstance(cause, StoreUnavailableError):
+        raise SeqStoreError(f"unit {unit.key} failed: {_first_line(cause)}") from None
+    outage.hit(cause)
+    return str(cause)
+
+
+def _could_not_start(slot: int, error: BaseException, failures: int, outage: _Outage) -> float:
+    """A new actor's constructor raised ``error``. HBase unreachable is an outage: returns how long
+    to wait before building the slot's actor again (the outage's budget bounds the attempts). Any
+    other error would fail every actor alike, so the job stops with it (:class:`SeqStoreError`),
+    without a resume hint: re-running as is fails the same way."""
+    if not isinstance(error, StoreUnavailableError):
+        raise SeqStoreError(f"a worker could not be started: {_error_text(error)}; stopping") from None
+    outage.hit(error)
+    log.warning("worker %d could not start (%s); starting it again", slot, error)
+    return backoff_s(failures, base_s=BACKOFF_BASE_S, max_s=BACKOFF_MAX_S)
 
 
 class _Starting:
@@ -239,20 +265,28 @@ class _Starting:
     def __bool__(self) -> bool:
         return bool(self.pending)
 
-    def poll(self) -> tuple[list[int], list[int]]:
-        """``(started, given_up)`` slots since the last poll; both leave the pending set."""
+    def poll(self) -> tuple[list[int], list[int], list[tuple[int, BaseException]]]:
+        """``(started, given_up, failed)`` slots since the last poll; all leave the pending set.
+        ``failed`` pairs a slot with what its actor's constructor raised (:func:`_start_error`)."""
         if not self.pending:
-            return [], []
+            return [], [], []
         refs = {ref: slot for slot, (ref, _) in self.pending.items()}
         ready, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=0)
-        # Ready or failed: an actor whose creation failed fails its first unit with RayActorError,
-        # which the runner handles like any actor's death.
-        started: list[int] = [refs[ref] for ref in ready]
+        started: list[int] = []
         given_up: list[int] = []
+        failed: list[tuple[int, BaseException]] = []
         for ref in ready:
-            del self.pending[refs[ref]]
-            with contextlib.suppress(self.ray.exceptions.RayError):
+            slot = refs[ref]
+            del self.pending[slot]
+            try:
                 self.nodes.add(self.ray.get(ref))
+            except self.ray.exceptions.RayError as exc:
+                error = _start_error(self.ray, exc)
+                if error is not None:
+                    failed.append((slot, error))
+                    continue
+                # Died some other way (its node lost, say): its first unit finds out, and is re-run.
+            started.append(slot)
         now = time.monotonic()
         for slot, (_, deadline) in list(self.pending.items()):
             if now > deadline:
@@ -260,7 +294,23 @@ class _Starting:
                             "going on without it", slot, ACTOR_START_TIMEOUT_S)
                 given_up.append(slot)
                 del self.pending[slot]
-        return started, given_up
+        return started, given_up, failed
+
+
+def _start_error(ray: Any, exc: BaseException) -> BaseException | None:
+    """What a new actor's constructor raised, from ``exc``, the error of its first call
+    (:meth:`~ray_jobs.workers.JobWorker.node`), or None if it did not fail in its constructor.
+
+    The constructors of :func:`~ray_jobs.workers.worker_actor` classes keep their exception and
+    ``node()`` raises it: it arrives as itself (a RayTaskError's ``cause``). One Ray could not even
+    run (the class cannot be loaded on the node, say) arrives as a RayActorError with
+    ``actor_init_failed``, whose text ends with the error."""
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return exc if getattr(exc, "actor_init_failed", False) else None
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause: BaseException = getattr(exc, "cause", None) or exc.as_instanceof_cause()
+        return cause
+    return None
 
 
 class _StartGate:
@@ -281,11 +331,36 @@ class _StartGate:
         return not self.open
 
 
-@dataclass
 class _Outage:
-    since: float  # monotonic time of the first unit failed by it
-    budget_s: float  # how long units are retried before the job stops
-    last: str = ""
+    """Since when units (or starting actors) have been failing with HBase unreachable, and for how
+    long they are retried: the failing call's own budget (``Config.unavailable_after_ms``) again.
+    Tells the status listener while it lasts; ends when a unit succeeds."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.budget_s = 0.0
+        self.last = ""
+
+    def hit(self, error: StoreUnavailableError) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            self.budget_s = error.unavailable_after_s or _default_budget_s()
+            log.warning("HBase unreachable (%s); retrying units for up to %.0f s", error, self.budget_s)
+            _say(UNREACHABLE_STATUS)
+        self.last = str(error)
+
+    def check(self) -> None:
+        """Raises :class:`SeqStoreError` ("HBase unreachable: ...") once the budget is spent."""
+        if self.since is not None and time.monotonic() - self.since > self.budget_s:
+            raise SeqStoreError(
+                f"HBase unreachable: no unit succeeded in {time.monotonic() - self.since:.0f} s of retrying after a "
+                f"call gave up (last: {self.last}); stopping. {RESUME_HINT}")
+
+    def ended(self) -> None:
+        if self.since is not None:
+            log.warning("HBase reachable again after %.0f s", time.monotonic() - self.since)
+            self.since = None
+            _say("")
 
 
 def actor_config(config: Config, slot: int) -> Config:
@@ -307,6 +382,17 @@ def _kill(ray: Any, actor: Any) -> None:
         ray.kill(actor)
     except Exception as exc:  # noqa: BLE001 - a failed cleanup must not hide the job's outcome
         log.warning("could not kill an actor: %s", exc)
+
+
+def _error_text(error: BaseException) -> str:
+    """One line for ``error``: its message, after its type where the message alone may not say
+    what went wrong (``ModuleNotFoundError: No module named 'x'``); Ray's errors already end so."""
+    import ray
+
+    text = _first_line(error)
+    if isinstance(error, (SeqStoreError, ray.exceptions.RayError)):
+        return text
+    return f"{type(error).__name__}: {text}"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,21 +8,49 @@ from store import SequenceStore
 from store.config import Config
 
 
-def worker_actor(cls: type) -> Any:
-    """``cls`` as the Ray actor class of a job's workers: one CPU each, never restarted by Ray
-    (the runner replaces a dead actor and re-runs its unit), and spread over the cluster's nodes
-    — Ray's default packs actors onto one node until it is full."""
+def worker_actor(cls: type[JobWorker]) -> Any:
+    """``cls`` (a :class:`JobWorker`) as the Ray actor class of a job's workers: one CPU each,
+    never restarted by Ray (the runner replaces a dead actor and re-runs its unit), and spread
+    over the cluster's nodes — Ray's default packs actors onto one node until it is full.
+
+    An exception of ``cls``'s constructor does not kill the actor (Ray would keep only its
+    text): the actor keeps it, and its first call, :meth:`JobWorker.node`, raises it as itself,
+    so the runner can tell HBase unreachable (retried) from, say, a model module missing on
+    the node (the job stops with it)."""
     import ray
 
-    return ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(cls)
+    return ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD")(_keeping_start_error(cls))
+
+
+def _keeping_start_error(cls: type[JobWorker]) -> type:
+    """A subclass of ``cls`` with ``cls``'s name, whose constructor keeps its exception in
+    ``_start_error`` instead of raising it."""
+    init = cls.__init__
+
+    # Not functools.wraps: Ray unwraps an actor's methods to annotate their signatures, which
+    # fails on ``object.__init__``; Ray then checks no arguments here, and a wrong one is the
+    # constructor's error like any other.
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - raised again, as itself, by node()
+            self._start_error = exc
+
+    return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__,
+                                        "__doc__": cls.__doc__})
 
 
 class JobWorker:
     """Base of a job's actor bodies. The runner calls :meth:`node` first: its answer says the
     actor has started (it gets work only then) and on which node (``RunStats.nodes``)."""
 
+    _start_error: Exception | None = None
+
     def node(self) -> str:
-        """The Ray node this actor runs on (hex id)."""
+        """The Ray node this actor runs on (hex id). Raises what the actor's constructor raised,
+        if it did (see :func:`worker_actor`)."""
+        if self._start_error is not None:
+            raise self._start_error
         import ray
 
         return str(ray.get_runtime_context().get_node_id())
