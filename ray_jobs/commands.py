@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +249,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                               report_dir=args.report_dir, ray_address=args.ray_address, on_plan=_sized(bar),
                               on_progress=bar.update)
     bar.close()
-    compaction = _compact(args, show) if args.compact and report.completed else None
+    compaction = _compact_after_backfill(args, show) if args.compact and report.completed else None
 
     def human() -> None:
         state = "completed" if report.completed else "DID NOT COMPLETE"
@@ -261,7 +262,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"  report: {report.report_path}\n  quarantine: {report.quarantine_path}")
         if report.error:
             print(f"  error: {report.error}")
-        if compaction is not None:
+        if isinstance(compaction, _CompactionFailed):
+            print(f"compact DID NOT COMPLETE: {compaction.error}")
+        elif compaction is not None:
             _print_compaction(compaction)
 
     if compaction is None:
@@ -271,6 +274,27 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"seqstore: compaction after the backfill did not complete: {compaction.error}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+@dataclass(frozen=True)
+class _CompactionFailed:
+    """``backfill --compact``: the compaction raised before it had a report of its own (its table
+    gone, HBase unreachable...). Reported as the backfill report's ``compaction`` entry."""
+
+    error: str
+    completed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"completed": False, "error": self.error}
+
+
+def _compact_after_backfill(args: argparse.Namespace, show: bool) -> Any:
+    """The compaction's report, or :class:`_CompactionFailed` if it raised: the completed
+    backfill's report is printed either way (exit 1 then)."""
+    try:
+        return _compact(args, show)
+    except SeqStoreError as exc:
+        return _CompactionFailed(str(exc))
 
 
 def _compact(args: argparse.Namespace, show: bool, older_than_days: float | None = None) -> Any:
