@@ -103,7 +103,10 @@ def test_a_rerun_with_other_settings_refuses_then_overwrites(
     assert replaced.completed and replaced.units_skipped == 0 and replaced.scored == 2, replaced.error
     scores = dict(zip(*(pq.read_table(out).column(c).to_pylist() for c in ("user_id", "score")), strict=True))
     assert scores == {1003: 13.0, 1005: 15.0}  # the new model's output: the history length
-    same = run_score(str(req), OTHER_MODEL, out, int_table.name, max_len=50, workers=1, config=hbase_server.config())
+    # These requests have no as_of_ts: the same settings include the same "now" (a plain re-run
+    # after a complete one would score as of a new now, and refuse these parts).
+    same = run_score(str(req), OTHER_MODEL, out, int_table.name, max_len=50, workers=1, config=hbase_server.config(),
+                     now_ms=replaced.now_ms)
     assert same.completed and same.units_skipped == 2
 
 
