@@ -417,6 +417,14 @@ def init_ray(address: str | None, workers: int) -> None:
     ``RAY_gcs_server_port_wait_time_s`` (attempts) and ``RAY_py_gcs_connect_timeout_s`` (seconds
     per attempt), if set, are used instead. Ray's warnings while trying are logged at DEBUG, not
     printed. Raises :class:`SeqStoreError` ("cannot join the Ray cluster at ...") if joining fails.
+
+    Joining uses Ray's token authentication when ``RAY_AUTH_MODE`` is unset and this machine has
+    a Ray token (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, which any
+    local Ray creates): the rule Ray applies to a cluster it finds itself, but not to an address
+    it is given. ``ray start --head`` turns authentication on whenever that token exists, so
+    without it ``--ray-address`` would be refused ("InvalidAuthToken"); a cluster without
+    authentication accepts the token too. ``RAY_AUTH_MODE`` then stays ``token`` in this
+    process's environment, as Ray leaves it when it starts a local cluster.
     """
     import tempfile
 
@@ -447,6 +455,7 @@ def init_ray(address: str | None, workers: int) -> None:
             saved = os.dup(2)
             os.dup2(noise.fileno(), 2)
             try:
+                _token_auth_if_token_available()
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             except Exception as exc:  # noqa: BLE001 - whatever Ray raises, it is "could not join"
                 error = exc
@@ -466,3 +475,15 @@ def init_ray(address: str | None, workers: int) -> None:
             reason += f": {_first_line(error.__cause__).removeprefix('ray.exceptions.')}"
         raise SeqStoreError(f"cannot join the Ray cluster at {address!r}: {reason} "
                             f"(gave up after {time.monotonic() - t0:.0f} s)") from error
+
+
+def _token_auth_if_token_available() -> None:
+    """Ray's own rule for joining a cluster it found (see :func:`init_ray`): token authentication
+    when ``RAY_AUTH_MODE`` is unset and a token is available. Nothing on a Ray without tokens."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray from before token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
