@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-any-ts", action="store_true",
                        help="accept timestamps that look like seconds or microseconds (a deliberate far "
                             "past/future read)")
+        _option(p, "--now-ms", env="SEQSTORE_NOW_MS", type=_integer,
+                help="the job's 'now' (ms UTC): for requests without as_of_ts and the future-time check "
+                     "(default: the clock, or the stopped run's now on a resume)")
         common(p)
         p.set_defaults(output_dirs=("out",))
 
@@ -331,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", required=True, help="Parquet with user_id and optional as_of_ts")
     _option(p, "--model", env="SEQSTORE_MODEL", required=True,
             help="MODULE:FUNCTION, e.g. ray_jobs.examples.models:recency_similarity")
+    _option(p, "--model-version", env="SEQSTORE_MODEL_VERSION",
+            help="what identifies the model beyond its source (e.g. its weights' version): parts made "
+                 "with another are redone (default: the model's MODEL_VERSION attribute, if any)")
     read_job(p)
     p.set_defaults(func=cmd_score)
 

@@ -330,6 +330,9 @@ def _print_compaction(report: Any) -> None:
           f"{report.chunks_written} chunks ({report.chunks_replaced} replaced)")
     print(f"  units: {report.units_done} of {report.units_total} done, {report.units_retried} retried; "
           f"{report.retries} users redone after concurrent changes; {report.flags_kept} users keep raw events")
+    if report.users_skipped:
+        print(f"  {report.users_skipped} users kept changing on every attempt and were skipped (still readable; "
+              f"the next run compacts them): {', '.join(report.skipped[:5])}")
     print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers")
     if report.error:
         print(f"  error: {report.error}")
@@ -349,10 +352,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     def human() -> None:
         print(f"verify {'OK' if report.ok else 'MISMATCH'}: {report.users_checked} users, "
-              f"{report.events_expected} events expected, {report.events_found} found")
+              f"{report.events_expected} events expected, {report.events_found} returned by reads "
+              "(events, payloads, duplicates and unread raw cells checked)")
         if not report.ok:
             print(f"  {report.users_mismatched} users differ: {report.events_missing} events missing, "
-                  f"{report.events_extra} extra (e.g. {', '.join(report.mismatched_users[:5])})")
+                  f"{report.events_extra} extra, {report.payload_mismatched} with another payload, "
+                  f"{report.events_duplicated} duplicated, {report.raw_unread} raw cells reads never return "
+                  f"(e.g. {', '.join(report.mismatched_users[:5])})")
 
     _emit(args, report.to_json(), human)
     return 0 if report.ok else EXIT_FAILED
@@ -396,8 +402,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     report = _run_with_bar(args, "score", lambda on_plan, progress: run_score(
         args.requests, args.model, args.out, args.table, max_len=args.max_len,
         features=_features_arg(args.features), workers=args.workers, overwrite=args.overwrite,
-        allow_any_ts=args.allow_any_ts, ray_address=args.ray_address, on_plan=on_plan,
-        on_progress=progress))
+        allow_any_ts=args.allow_any_ts, ray_address=args.ray_address, now_ms=args.now_ms,
+        model_version=args.model_version, on_plan=on_plan, on_progress=progress))
 
     def human() -> None:
         print(f"score {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.scored} of "
@@ -413,7 +419,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     report = _run_with_bar(args, "export", lambda on_plan, progress: run_export(
         args.labels, args.out, args.table, max_len=args.max_len, features=_features_arg(args.features),
-        workers=args.workers, overwrite=args.overwrite, allow_any_ts=args.allow_any_ts,
+        workers=args.workers, overwrite=args.overwrite, allow_any_ts=args.allow_any_ts, now_ms=args.now_ms,
         ray_address=args.ray_address, on_plan=on_plan, on_progress=progress))
 
     def human() -> None:

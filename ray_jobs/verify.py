@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ray_jobs.backfill import JOB
+from ray_jobs.backfill import JOB, recorded_entry
 from ray_jobs.units import plan
 from store import SequenceTable, job_records, keys
 from store.compaction import salt_ranges
@@ -142,7 +142,7 @@ def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
     fs, units = plan(input_path)
     recorded = job_records.load(table.handle.pool, table.name, JOB)
     for unit in units:
-        entry = recorded.get(unit.key, {})
+        entry = recorded_entry(recorded, unit)
         now_ms = entry.get("now_ms") if entry.get("fingerprint") == unit.fingerprint else None
         with fs.open_input_file(unit.path) as handle:
             for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):

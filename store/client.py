@@ -188,9 +188,12 @@ class SequenceTable:
         """See :func:`store.features.write_features`."""
         return _features.write_features(self._handle, data)
 
-    def read_features(self, requests: Requests, names: Sequence[str], *, allow_any_ts: bool = False) -> pa.Table:
-        """See :func:`store.features.read_features`."""
-        return _features.read_features(self._handle, requests, names, allow_any_ts=allow_any_ts)
+    def read_features(self, requests: Requests, names: Sequence[str], *, inclusive: bool = False,
+                      allow_any_ts: bool = False) -> pa.Table:
+        """See :func:`store.features.read_features`: each feature's newest version with
+        ``valid_from < as_of`` (``<=`` with ``inclusive``), the events' time rule."""
+        return _features.read_features(self._handle, requests, names, inclusive=inclusive,
+                                       allow_any_ts=allow_any_ts)
 
     def feature_history(self, user_id: str | bytes | int, name: str) -> list[tuple[int, Any]]:
         """See :func:`store.features.feature_history`."""

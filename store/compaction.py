@@ -66,7 +66,10 @@ STEP_EVENTS = 65_536  # chunk events one step may rewrite besides its raw events
 CHUNK_BYTES = 4 * 1024 * 1024  # a piece's payload bytes, well under HBase's 10 MB cell limit
 BATCH_EVENTS = 65_536  # raw events held for a batch of users
 TTL_MARGIN_MS = 3_600_000  # compaction drops an expired event only this long after reads stop returning it
-SCAN_ROWS = 256
+# A scan call returns at most SCAN_RESULTS results of at most RAW_BATCH cells (a wide row comes
+# in several): 64k cells, whatever the rows' widths.
+RAW_BATCH = 256
+SCAN_RESULTS = 256
 GETS_PER_CALL = 1_000
 ATTEMPTS = 8  # a user changed by writes or another compaction meanwhile starts over, this often
 SKIPPED_NAMED = 20  # skipped users named in the stats, at most
@@ -167,15 +170,17 @@ def check_tiered(spec: TableSpec) -> None:
 
 def _raw_scan(start: bytes, stop: bytes, older_than_ms: int | None) -> Any:
     t = idl()
-    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=EVENTS)], maxVersions=1, batchSize=4096)
+    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=EVENTS)], maxVersions=1,
+                   batchSize=RAW_BATCH)
     if older_than_ms is not None:
         scan.timeRange = t.TTimeRange(minStamp=0, maxStamp=older_than_ms)
     return scan
 
 
-def _raw_cells(table: TableHandle, scan: Any) -> Iterator[tuple[bytes, tuple[bytes, Any]]]:
-    """``(user prefix, (row, cell))`` of every raw cell the scan finds, newest first per user."""
-    for result in scan_results(table.pool, table.name_bytes, scan, SCAN_ROWS):
+def _raw_cells(table: TableHandle, scan: Any, page: int = SCAN_RESULTS) -> Iterator[tuple[bytes, tuple[bytes, Any]]]:
+    """``(user prefix, (row, cell))`` of every raw cell the scan finds, newest first per user;
+    ``page``: results of the first call (growing to :data:`SCAN_RESULTS`)."""
+    for result in scan_results(table.pool, table.name_bytes, scan, page, max_page=SCAN_RESULTS):
         prefix = result.row[: -keys.BUCKET_LEN]
         for cv in result.columnValues:
             yield prefix, (result.row, cv)
@@ -215,7 +220,8 @@ def _window(table: TableHandle, prefix: bytes, after: tuple[bytes, bytes] | None
     first = keys.row_key(prefix, keys.MAX_U64) if after is None else after[0]
     cells: list[tuple[bytes, Any]] = []
     size = 0
-    for _, (row, cv) in _raw_cells(table, _raw_scan(first, keys.prefix_end(prefix), older_than_ms)):
+    pages = _raw_cells(table, _raw_scan(first, keys.prefix_end(prefix), older_than_ms), page=16)
+    for _, (row, cv) in pages:
         if after is not None and row == after[0] and cv.qualifier <= after[1]:
             continue
         if cells and (len(cells) >= WINDOW_EVENTS or size + len(cv.value) > WINDOW_BYTES):

@@ -61,7 +61,7 @@ class Reason(StrEnum):
 
 
 # The one shape of a quarantine record, wherever it is kept (``WriteResult.quarantine``, the
-# backfill's ``quarantine.parquet``, the Datasink's, which adds the ``row`` itself): where the
+# backfill's ``quarantine/<unit>.parquet`` files, the Datasink's, which adds the ``row`` itself): where the
 # row came from (``source``, e.g. its file, and its 0-based ``position`` there) and why it
 # was refused (the reason code, the field, a detail).
 QUARANTINE_SCHEMA = pa.schema([

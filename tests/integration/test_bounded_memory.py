@@ -1,8 +1,9 @@
-"""verify and export stream: their peak memory does not grow with the size of their input.
+"""verify, export and compaction stream: their peak memory does not grow with the size of their input.
 
 Each measurement runs in a fresh Python process (peak RSS is per process), against the real
 HBase: verify over inputs of 500k and 2M events, export of one row group of 1k and 10k labels
-(100 events each). Memory that grows with the input — every event held in the driver (the 1.5M
+(100 events each), compaction of one user's backlog of 2M raw events (F5 of the tier review:
+it held them all, twice, ~1.3 GB). Memory that grows with the input — every event held in the driver (the 1.5M
 more events' coordinates alone are over 40 MB), a whole row group's output held before writing —
 shows as tens of MB between the two sizes.
 
@@ -72,6 +73,19 @@ rows = worker.run(unit)["rows"]
 print(json.dumps({"rss_kb": peak_kb() - before, "rows": rows}))
 """
 
+COMPACT = PEAK + """
+import json, sys
+from store import SequenceStore
+from store.compaction import compact_range, salt_ranges
+with SequenceStore(pool_size=4) as store:
+    table = store.table(sys.argv[1])
+    before = status_kb("VmRSS")
+    (start, stop), = salt_ranges(table.spec)
+    stats = compact_range(table.handle, start, stop)
+print(json.dumps({"rss_kb": peak_kb() - before, "raw_events": stats.raw_events, "users": stats.users}))
+"""
+COMPACT_LIMIT_MB = 300
+
 
 def _peak(script: str, *args: str, runs: int = 3) -> dict[str, int]:
     """The run of ``script`` with the smallest working set, of ``runs``."""
@@ -117,3 +131,23 @@ def test_export_memory_does_not_grow_with_a_row_group(
         assert pq.read_table(tmp_path / f"out-{labels}").column("length").to_pylist() == [100] * labels
     growth_mb = (runs[10_000]["rss_kb"] - runs[1_000]["rss_kb"]) / 1024
     assert growth_mb < GROWTH_LIMIT_MB, runs
+
+
+def test_compaction_memory_is_bounded_by_a_window_not_a_users_backlog(
+    make_table: Callable[..., SequenceTable], hbase_server: HBaseServer
+) -> None:
+    """F5: one user with 2M raw events (10k per daily row) is compacted window by window."""
+    table = make_table(salt_buckets=1)
+    n = 2_000_000
+    start = NOW - 200 * 86_400_000
+    for offset in range(0, n, 500_000):
+        i = pa.array(range(offset, offset + 500_000), pa.int64())
+        table.write(pa.table({"user_id": pa.array(["heavy"] * 500_000), "event_ts": pa.compute.add(i, start),
+                              "event_type": pa.array(["view"] * 500_000), "item_id": i}), chunk_rows=50_000)
+    run = _peak(COMPACT, table.name, runs=1)
+    assert run["raw_events"] == n and run["users"] == 1
+    assert run["rss_kb"] / 1024 < COMPACT_LIMIT_MB, run
+    probe = table.read_sequences(pa.table({"user_id": ["heavy"] * 3, "as_of_ts": [NOW, start + n // 2, start + 10]}),
+                                 max_len=1_000, fields=["item_id"])
+    assert probe.column("length").to_pylist() == [1_000, 1_000, 10]
+    assert [s[0]["item_id"] for s in probe.column("sequence").to_pylist()] == [n - 1, n // 2 - 1, 9]
