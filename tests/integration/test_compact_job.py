@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -259,3 +260,44 @@ def test_cli_compact_backfill_compact_and_old_table(ray_local: None, hbase_serve
     missing = run("compact", "--table", f"{table_prefix}nope")
     assert missing.returncode == 2 and missing.stderr.startswith("seqstore: error")
     assert "Traceback" not in missing.stderr
+
+
+def test_seqstore_compact_completes_and_names_a_user_written_every_few_ms(
+        ray_local: None, make_table: Callable[..., SequenceTable], hbase_server: HBaseServer,
+        store: SequenceStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """F4: a bot written continuously while ``seqstore compact`` runs; the job completes, every
+    other user is compacted, and the bot is reported skipped (045efac: the unit failed on every
+    attempt and the job stopped)."""
+    table = make_table(salt_buckets=2, chunk_events=8)
+    now = int(time.time() * 1000)
+    users = [f"quiet{i}" for i in range(30)]
+    rows = [(u, now - 3_600_000 + k) for u in users for k in range(10)] + [("bot", now - 7_200_000 + k)
+                                                                           for k in range(2_000)]
+    table.write(pa.table({"user_id": [r[0] for r in rows], "event_ts": pa.array([r[1] for r in rows], pa.int64()),
+                          "event_type": ["view"] * len(rows), "item_id": pa.array(range(len(rows)), pa.int64())}))
+    stop = threading.Event()
+    written = [0]
+
+    def bot() -> None:
+        with SequenceStore(hbase_server.config(), pool_size=2) as other:
+            mine = other.table(table.name)
+            while not stop.is_set():
+                i = written[0]
+                mine.write(pa.table({"user_id": ["bot"], "event_ts": pa.array([now - 60_000 + i], pa.int64()),
+                                     "event_type": ["view"], "item_id": pa.array([10**6 + i], pa.int64())}))
+                written[0] = i + 1
+
+    thread = threading.Thread(target=bot)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        code = main(["compact", "--table", table.name, "--workers", "2", "--json"])
+    finally:
+        stop.set()
+        thread.join()
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["completed"], summary
+    assert summary["users_skipped"] == 1 and summary["skipped"] == ["bot"], summary
+    assert summary["users"] == len(users) and not _flagged(table, users)
+    got = table.read_sequences(pa.table({"user_id": ["bot"], "as_of_ts": [now]}), max_len=10_000)
+    assert got.column("length")[0].as_py() == 2_000 + written[0]

@@ -71,3 +71,23 @@ def test_backoff_is_capped_jittered_and_bounded() -> None:
     assert len(delays) == 6
     assert all(0 <= d <= 0.4 for d in delays)
     assert len({round(d, 6) for d in delays}) > 1
+
+
+def test_table_spec_refuses_chunks_that_could_pass_hbases_cell_limit() -> None:
+    """F9: chunk_events x max_payload_bytes must fit a cell (hbase.server.keyvalue.maxsize)."""
+    from store import TableSpec
+
+    TableSpec("ok", chunk_events=128, max_payload_bytes=64 * 1024)  # the defaults: 8 MiB
+    with pytest.raises(ConfigError, match=r"'chunk_events' x 'max_payload_bytes' \(256 x 65536\).*chunk_events <= 159"):
+        TableSpec("big", chunk_events=256, max_payload_bytes=64 * 1024)
+    TableSpec("no-chunks", chunk_events=None, max_payload_bytes=1024 * 1024)  # no chunk tier: no chunk cells
+
+
+def test_table_spec_refuses_a_ttl_hbase_cannot_hold() -> None:
+    """F9: HBase keeps a TTL in seconds as an i32 (about 24,855 days): a clear error, not an encoding failure."""
+    from store import TableSpec
+
+    TableSpec("ok", ttl_days=24_855)
+    for bad in (24_856, 1e9, 0, -1):
+        with pytest.raises(ConfigError, match=r"'ttl_days' must be in \(0, 24855\]"):
+            TableSpec("bad", ttl_days=bad)
