@@ -359,13 +359,14 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
     results = _get_multiple(table, gets)
     marks: dict[bytes, tuple[int, int] | None] = {}
     owned: dict[bytes, dict[ChunkKey | None, list[Event]]] = {}
+    taken: dict[bytes, list[tuple[bytes, Any]]] = {}
     value_gets = []
     for j, p in enumerate(users):
         mark_cells = results[2 * j].columnValues or []
         marks[p] = parse_watermark(mark_cells[0].value) if mark_cells else None
         chunks = [chunk_key(cv.qualifier, cv.timestamp) for cv in results[2 * j + 1].columnValues or []]
         owned[p], fit = _territories(chunks, raws[p])
-        windows[p] = windows[p][:fit]
+        taken[p] = windows[p][:fit]
         wanted = [k for k in owned[p] if k is not None]
         if wanted:
             value_gets.append(t.TGet(row=p, columns=[t.TColumn(CHUNKS, k.qualifier) for k in wanted], maxVersions=1))
@@ -388,7 +389,7 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
                 oldest = (ts[-1].as_py(), piece.column("event_id")[-1].as_py())
                 pieces.append((chunk_qualifier(oldest, piece.num_rows), encode_chunk(piece, table.codec.current),
                                ts[0].as_py()))
-        plans.append(_Plan(p, tokens[p], windows[p], [k for k in owned[p] if k is not None], pieces))
+        plans.append(_Plan(p, tokens[p], taken[p], [k for k in owned[p] if k is not None], pieces))
     return plans
 
 

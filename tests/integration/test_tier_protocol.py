@@ -345,3 +345,31 @@ def test_compaction_steps_and_chunks_are_bounded_by_bytes(make_table: Callable[.
     got = table.read_sequences(pa.table({"user_id": ["big"], "as_of_ts": [NOW]}), max_len=1_000,
                                fields=["event_type"]).column("sequence")[0].as_py()
     assert [e["event_type"][:4] for e in got] == [f"{k:04d}" for k in reversed(range(n))]
+
+
+def test_late_events_over_many_chunks_are_merged_in_bounded_steps(make_table: Callable[..., SequenceTable],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window whose late events fall in more chunks than one step may rewrite (STEP_EVENTS, made
+    small here) is cut short and finished in further steps, in the batched path as in the per-user
+    one; nothing is left unread meanwhile or after."""
+    from store import compaction
+
+    table = make_table(salt_buckets=1, chunk_events=4)
+    users = ["late0", "late1"]
+    events = {u: {k: (NOW - HOUR - k * 10_000, 100 * i + k) for k in range(40)} for i, u in enumerate(users)}
+    rows = [(u, *e) for u in users for e in events[u].values()]
+    table.write(_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+    _compact_all(table)  # 40 events each: 10+ chunks per user
+    late = [(u, NOW - HOUR - k * 10_000 - 5, 10_000 + 100 * i + k) for i, u in enumerate(users) for k in range(40)]
+    for u, ts, item in late:
+        events[u][("late", ts)] = (ts, item)
+    table.write(_rows([r[0] for r in late], [r[1] for r in late], [r[2] for r in late]))
+    monkeypatch.setattr(compaction, "STEP_EVENTS", 8)
+    stats = _compact_all(table)
+    assert stats.raw_events == len(late) and stats.users == len(users)
+    assert _raw_cells(table) == []
+    probe = [u for u in users for _ in range(3)]
+    as_of = [NOW, NOW - HOUR - 200_000, NOW - HOUR - 390_000 + 3] * len(users)
+    assert _read(table, probe, as_of) == _expected(events, probe, as_of)
+    for u, evs in _chunked(table).items():
+        assert evs == sorted(set(evs), reverse=True), u
