@@ -373,3 +373,57 @@ def test_late_events_over_many_chunks_are_merged_in_bounded_steps(make_table: Ca
     assert _read(table, probe, as_of) == _expected(events, probe, as_of)
     for u, evs in _chunked(table).items():
         assert evs == sorted(set(evs), reverse=True), u
+
+
+class _Crash(Exception):
+    """The process 'dies' here."""
+
+
+@pytest.mark.parametrize("step", ["claim:after", "commit:before", "commit:after", "delete_merged:before"])
+def test_a_compaction_stopped_at_any_step_leaves_reads_exact_and_a_rerun_finishes(
+        make_table: Callable[..., SequenceTable], monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """A crash before or after a protocol step (the first time it is reached): reads are exact
+    meanwhile, and the next compaction leaves no raw cell, no flag and no duplicate."""
+    table = make_table(salt_buckets=2, chunk_events=4)
+    users = [f"c{i}" for i in range(12)]
+    events = {u: {k: (NOW - HOUR - k * 1000, 100 * i + k) for k in range(10)} for i, u in enumerate(users)}
+    rows = [(u, *e) for u in users for e in events[u].values()]
+    table.write(_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]))
+    raw = _raw_cells(table)
+    _compact_all(table)
+    _put_back(table, raw[: len(raw) // 2])  # half the users: unflagged leftovers, so claims happen too
+    leftovers = {parse_row_key(row)[1].decode() for row, _ in raw[: len(raw) // 2]}
+    more = [(u, NOW - HOUR + 500 + i, 5_000 + i) for i, u in enumerate(users) if u not in leftovers]
+    for u, ts, item in more:
+        events[u][("more", ts)] = (ts, item)
+    table.write(_rows([r[0] for r in more], [r[1] for r in more], [r[2] for r in more]))
+
+    name, when = step.split(":")
+    real = getattr(user_meta, name)
+    first = threading.Lock()  # held from the first call on: compaction calls from several threads
+
+    def crashing(*args: Any, **kwargs: Any) -> Any:
+        crash = first.acquire(blocking=False)
+        if crash and when == "before":
+            raise _Crash(step)
+        result = real(*args, **kwargs)
+        if crash:
+            raise _Crash(step)
+        return result
+
+    monkeypatch.setattr(user_meta, name, crashing)
+    with pytest.raises(_Crash):
+        _compact_all(table)
+    monkeypatch.setattr(user_meta, name, real)
+    probe = [u for u in users for _ in range(2)]
+    as_of = [NOW, NOW - HOUR - 4_500] * len(users)
+    assert _read(table, probe, as_of) == _expected(events, probe, as_of)
+    _compact_all(table)
+    assert _raw_cells(table) == []
+    assert _read(table, probe, as_of) == _expected(events, probe, as_of)
+    for u, evs in _chunked(table).items():
+        assert evs == sorted(set(evs), reverse=True), u
+    t = idl()
+    flags = [r.columnValues[0].value for r in scan_results(table.handle.pool, table.handle.name_bytes, t.TScan(
+        columns=[t.TColumn(META, user_meta.RAW_FLAG)]), 100) if r.columnValues]
+    assert not any(flags)
