@@ -46,7 +46,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs.parts import publish, settings_digest, temp_path
+from ray_jobs.outputs import publish, temp_path
+from ray_jobs.parts import settings_digest
 from ray_jobs.report import JobReport
 from ray_jobs.runner import UnitRunner, actor_config, init_ray
 from ray_jobs.units import Unit, plan
@@ -80,7 +81,7 @@ def _recorded(done: Mapping[str, dict[str, Any]], unit: Unit) -> tuple[Any, Any]
 
 def keep_quarantine(directory: Path, unit: Unit, rows: pa.Table) -> None:
     """Make ``rows``, the quarantined rows of ``unit``, the file ``<directory>/<unit slug>.parquet``
-    (written to a hidden temporary file, then :func:`ray_jobs.parts.publish`), or remove that file
+    (written to a hidden temporary file, then :func:`ray_jobs.outputs.publish`), or remove that file
     when there are none: a re-done unit replaces what an earlier run kept for it, and never adds
     to it. Raises OSError; the unit's earlier file, if any, is then as it was."""
     target = directory / f"{unit.slug}.parquet"

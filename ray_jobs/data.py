@@ -71,7 +71,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from ray_jobs.assemble import model_inputs
 from ray_jobs.export import INCLUSIVE, LABEL_TS
-from ray_jobs.parts import publish, temp_path
+from ray_jobs.outputs import publish, temp_path
 from ray_jobs.runner import actor_config
 from store import Config, InvalidRequestError, SchemaError, SeqStoreError, SequenceStore
 from store.requests import check_times, request_table

@@ -7,7 +7,7 @@ call the model with a dict of padded numpy arrays plus ``lengths`` (see
 :func:`ray_jobs.assemble.model_inputs`), and write one Parquet part per unit to OUT with
 ``user_id``, ``as_of_ts`` and the model's output columns — exactly one row per request. An
 empty unit's part gets the columns of the others once the job is done, so reading OUT never
-loses them. One job at a time writes into OUT (:class:`ray_jobs.parts.OutputLock`).
+loses them. One job at a time writes into OUT (:class:`ray_jobs.outputs.OutputLock`).
 
 A model is ``MODULE:FUNCTION`` taking that dict and returning a dict of equal-length
 columns (or one array, named ``score``). A model that raises stops the job with an error
@@ -55,8 +55,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ray_jobs.assemble import feature_rule, model_inputs
+from ray_jobs.outputs import OutputLock
 from ray_jobs.parts import (
-    OutputLock,
     PartWriter,
     give_empty_parts_the_schema,
     job_settings,

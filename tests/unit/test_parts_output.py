@@ -56,7 +56,7 @@ def test_two_writers_of_one_part_each_publish_a_whole_file(tmp_path: Path) -> No
 HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from ray_jobs.parts import OutputLock
+    from ray_jobs.outputs import OutputLock
     with OutputLock(Path(sys.argv[1])):
         print("locked", flush=True)
         sys.stdin.read()
@@ -64,7 +64,7 @@ HOLDER = textwrap.dedent("""
 
 
 def test_a_second_job_on_the_same_output_is_refused_until_the_first_is_gone(tmp_path: Path) -> None:
-    from ray_jobs.parts import LOCK_NAME, OutputInUseError
+    from ray_jobs.outputs import LOCK_NAME, OutputInUseError
 
     units = _units(tmp_path)
     out = tmp_path / "out"
