@@ -59,7 +59,7 @@ print(json.dumps({"rss_kb": peak_kb() - before, "expected": report.events_expect
 """
 
 EXPORT = PEAK + """
-import json, sys
+import json, sys, time
 from pathlib import Path
 from ray_jobs.export import ExportWorker
 from ray_jobs.units import plan
@@ -67,7 +67,7 @@ from store import Config
 fs, (unit,) = plan(sys.argv[1])
 Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)
 worker = ExportWorker(Config.from_env(), sys.argv[2], fs, sys.argv[3], max_len=100, features=[], batch_rows=500,
-                      settings={})
+                      settings={}, now_ms=int(time.time() * 1000))
 before = status_kb("VmRSS")
 rows = worker.run(unit)["rows"]
 print(json.dumps({"rss_kb": peak_kb() - before, "rows": rows}))
