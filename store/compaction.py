@@ -296,7 +296,8 @@ def _compact_batch(table: TableHandle, ex: ThreadPoolExecutor, batch: dict[bytes
     keep = [older_than_ms is not None and _has_raw(table, plan.prefix, plan.cells) for plan in plans]
     results = list(ex.map(lambda pk: _apply(table, pk[0], keep_flag=pk[1]), zip(plans, keep, strict=True)))
     applied = [plan for plan, ok in zip(plans, results, strict=True) if ok]
-    stats.raw_kept += user_meta.delete_merged(table, _by_row([c for plan in applied for c in plan.cells]), row_tokens)
+    stats.raw_kept += user_meta.delete_merged(table, _by_row([c for plan in applied for c in plan.cells]), row_tokens,
+                                              executor=ex)
     for plan in applied:
         stats.add(plan.stats())
         stats.users += 1

@@ -53,6 +53,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,6 @@ ROW_TOKEN = b"w"
 UNFLAGGED = b""
 FLAGS_PER_CALL = 1_000  # flag puts (one small cell per user) per putMultiple
 DELETES_PER_CALL = 4_000  # raw cells per deleteMultiple
-GETS_PER_CALL = 1_000
 _MARK = struct.Struct(">QQ")
 
 
@@ -195,7 +195,8 @@ def commit(table: TableHandle, prefix: bytes, token: bytes, mutations: list[Any]
     return bool(applied), next_token
 
 
-def delete_merged(table: TableHandle, cells: Mapping[bytes, list[Any]], tokens: Mapping[bytes, bytes]) -> int:
+def delete_merged(table: TableHandle, cells: Mapping[bytes, list[Any]], tokens: Mapping[bytes, bytes], *,
+                  executor: Executor | None = None) -> int:
     """Rule 5: delete committed raw cells (``TColumnValue`` s by row key), exactly; returns the
     cells left in place (merged again next time, harmlessly).
 
@@ -204,10 +205,13 @@ def delete_merged(table: TableHandle, cells: Mapping[bytes, list[Any]], tokens: 
     identified events then (an explicit-id put carries a token); if it has a token now, an
     explicit-id write reached it since, possibly a correction of a cell read, so it is left
     alone; else its cells go in batched deletes (a content-identified re-write is the same event).
+    The conditional deletes run on ``executor`` if given (never one whose threads may be
+    waiting on this call).
     """
     t = idl()
     late = _rows_with_token(table, [row for row in cells if row not in tokens])
     plain: list[Any] = []
+    guarded: list[tuple[bytes, Any, bytes]] = []
     kept = 0
     for row, cvs in cells.items():
         columns = [t.TColumn(EVENTS, cv.qualifier, timestamp=cv.timestamp) for cv in cvs]
@@ -217,22 +221,31 @@ def delete_merged(table: TableHandle, cells: Mapping[bytes, list[Any]], tokens: 
             kept += len(cvs)
         elif token is None:
             plain.append(delete)
-        elif not table.pool.call("checkAndMutate", table.name_bytes, row, META, ROW_TOKEN, t.TCompareOp.EQUAL, token,
-                                 t.TRowMutations(row=row, mutations=[t.TMutation(deleteSingle=delete)])):
-            kept += len(cvs)
+        else:
+            guarded.append((row, delete, token))
+
+    def delete_if_unchanged(job: tuple[bytes, Any, bytes]) -> int:
+        row, delete, token = job
+        mutation = t.TRowMutations(row=row, mutations=[t.TMutation(deleteSingle=delete)])
+        applied = table.pool.call("checkAndMutate", table.name_bytes, row, META, ROW_TOKEN, t.TCompareOp.EQUAL,
+                                  token, mutation)
+        return 0 if applied else len(delete.columns)
+
+    kept += sum((executor.map if executor is not None else map)(delete_if_unchanged, guarded))
     for group in _delete_groups(plain):
         table.pool.call("deleteMultiple", table.name_bytes, group)
     return kept
 
 
 def _rows_with_token(table: TableHandle, rows: list[bytes]) -> set[bytes]:
+    """Which of ``rows`` have a write token now: one scan of the key range they span, which
+    returns only rows that have one (none, on a table written without explicit ids)."""
+    if not rows:
+        return set()
     t = idl()
-    found: set[bytes] = set()
-    column = [t.TColumn(META, ROW_TOKEN)]
-    for i in range(0, len(rows), GETS_PER_CALL):
-        gets = [t.TGet(row=r, columns=column) for r in rows[i : i + GETS_PER_CALL]]
-        found.update(r.row for r in table.pool.call("getMultiple", table.name_bytes, gets) if r.columnValues)
-    return found
+    scan = t.TScan(startRow=min(rows), stopRow=max(rows) + b"\x00", columns=[t.TColumn(META, ROW_TOKEN)])
+    wanted = set(rows)
+    return {r.row for r in scan_results(table.pool, table.name_bytes, scan, 10_000) if r.row in wanted}
 
 
 def _delete_groups(deletes: list[Any]) -> Iterator[list[Any]]:
