@@ -47,7 +47,8 @@ from ray_jobs.backfill import JOB, recorded_entry
 from ray_jobs.units import plan
 from store import SequenceTable, job_records, keys
 from store.compaction import salt_ranges
-from store.stored_events import COPIES, content_digests, resolve, stored_copies
+from store.digests import content_digests
+from store.stored_events import COPIES, resolve, stored_copies
 from store.writer import validated_cells
 
 PARTITION_EVENTS = 2_000_000  # events per spill partition (about 40 MB of Arrow)
@@ -152,7 +153,8 @@ def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
                     users.append(prefix)
                     eids.append(eid)
                     rows.append(i)
-                digests = content_digests([cells.identities[i] for i in rows])
+                digests = content_digests(cells.batch.take(pa.array(rows, pa.int64())),
+                                          table.handle.codec.current.payload)
                 spill.add(pa.table([pa.array(users, pa.binary()), pa.array(eids, pa.uint64()),
                                     pa.array(digests, pa.uint64())], schema=_EVENTS))
 

@@ -3,8 +3,8 @@
 :func:`stored_copies` streams every copy a table holds of the events of users whose rows lie in
 ``[start, stop)``: each raw cell (family ``e`` of the user's bucket rows) and each event of
 each chunk cell (family ``c`` of the user's own row), with its tier, the user's raw-tier flag
-and a digest of its content (:func:`content_digests`: the writer's content identity, the same
-whatever schema version encoded it). Copies a read never returns by rule are left out: those
+and a digest of its payload (:func:`store.digests.content_digests`: the same whatever schema
+version encoded it). Copies a read never returns by rule are left out: those
 below the user's trim watermark and those past the table's TTL (:meth:`TableSpec.ttl_floor`).
 
 :func:`resolve` then applies the read path's rules to all copies of some events — it needs
@@ -27,19 +27,19 @@ the two scans and be missed; beside writers, new events may or may not be seen.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from store import keys
-from store.chunks import decode_chunk
+from store.chunks import decode_chunks
 from store.connection import idl
+from store.digests import content_digests
 from store.raw_tier import events_table
 from store.scanning import scan_results
 from store.table import CHUNKS, EVENTS, META
@@ -52,6 +52,7 @@ RAW_CELLS_PER_RESULT = 1_000
 RAW_RESULTS_PER_CALL = 20  # at most 20k cells per call
 CHUNKS_PER_RESULT = 16
 CHUNK_RESULTS_PER_CALL = 16
+CHUNKS_PER_DECODE = 256
 RAW, CHUNK = 0, 1
 _MAX = np.uint64(keys.MAX_U64)
 COPIES = pa.schema([pa.field("user", pa.binary()), pa.field("eid", pa.uint64()), pa.field("digest", pa.uint64()),
@@ -74,13 +75,6 @@ class Copies(NamedTuple):
         return pa.table([pa.array([self.prefix] * n, pa.binary()), pa.array(self.event_id, pa.uint64()),
                          pa.array(self.digest, pa.uint64()), pa.array(np.full(n, self.tier, np.uint8)),
                          pa.array(np.full(n, self.flagged))], schema=COPIES)
-
-
-def content_digests(identities: list[bytes]) -> np.ndarray:
-    """64-bit digests of events' content identities (:meth:`PayloadCodec.encode`): equal for
-    equal content, whatever schema version encoded it."""
-    return np.fromiter((int.from_bytes(hashlib.blake2b(i, digest_size=8).digest(), "big") for i in identities),
-                       dtype=np.uint64, count=len(identities))
 
 
 def stored_copies(table: TableHandle, start: bytes, stop: bytes) -> Iterator[Copies]:
@@ -177,26 +171,43 @@ def _raw_blocks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[_Bloc
         ts = (_MAX - quals[:, 0].astype(np.uint64)).astype(np.int64)
         eid = _MAX - quals[:, 1].astype(np.uint64)
         events = events_table(table, [(0, 0, decode(cv.value)) for cv in cells])
-        yield result.row[: -keys.BUCKET_LEN], ts, eid, content_digests(table.codec.encode(_batch(events))[1])
+        yield result.row[: -keys.BUCKET_LEN], ts, eid, content_digests(events, table.codec.current.payload)
 
 
 def _chunk_blocks(table: TableHandle, start: bytes, stop: bytes) -> Iterator[_Block]:
+    """Each row's chunk events; chunks are decoded and digested :data:`CHUNKS_PER_DECODE` at a
+    time (one Arrow call each), so the cost per chunk is its bytes, not a fixed overhead."""
     t = idl()
-    versions = {s.version: s for s in table.versions}
-    current = table.codec.current
     scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(family=CHUNKS)], maxVersions=1,
                    batchSize=CHUNKS_PER_RESULT)
+    rows: list[bytes] = []
+    values: list[bytes] = []
     for result in scan_results(table.pool, table.name_bytes, scan, CHUNK_RESULTS_PER_CALL):
         for cv in result.columnValues or []:
-            batch = decode_chunk(cv.value, versions, current)
-            yield (result.row, np.asarray(batch.column("event_ts").to_numpy(), dtype=np.int64),
-                   np.asarray(batch.column("event_id").to_numpy(), dtype=np.uint64),
-                   content_digests(table.codec.encode(batch)[1]))
+            rows.append(result.row)
+            values.append(cv.value)
+        if len(values) >= CHUNKS_PER_DECODE:
+            yield from _decoded(table, rows, values)
+            rows, values = [], []
+    yield from _decoded(table, rows, values)
 
 
-def _batch(events: pa.Table) -> Any:
-    return events.combine_chunks().to_batches()[0] if events.num_rows else pa.RecordBatch.from_pylist(
-        [], schema=events.schema)
+def _decoded(table: TableHandle, rows: list[bytes], values: list[bytes]) -> Iterator[_Block]:
+    """The events of chunk ``values`` (of ``rows``, in row order), one block per row."""
+    if not values:
+        return
+    current = table.codec.current
+    events, counts = decode_chunks(values, {s.version: s for s in table.versions}, current)
+    ts = np.asarray(events.column("event_ts").to_numpy(), dtype=np.int64)
+    eid = np.asarray(events.column("event_id").to_numpy(), dtype=np.uint64)
+    digest = content_digests(events, current.payload)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    first = 0
+    for k in range(1, len(rows) + 1):
+        if k == len(rows) or rows[k] != rows[first]:
+            a, b = int(bounds[first]), int(bounds[k])
+            yield rows[first], ts[a:b], eid[a:b], digest[a:b]
+            first = k
 
 
 def _visible(copies: Copies, mark: tuple[int, int] | None, floor: int | None) -> Copies:
