@@ -143,7 +143,8 @@ def resolve(copies: pa.Table) -> Resolved:
 def _user_meta(table: TableHandle, start: bytes, stop: bytes) -> tuple[set[bytes], dict[bytes, tuple[int, int]]]:
     """The flagged users of the range and every user's watermark."""
     t = idl()
-    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, WATERMARK)])
+    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, WATERMARK)],
+                   filterString=b"ValueFilter(!=, 'binary:')")  # unflagged users' empty flags: not sent
     flags: set[bytes] = set()
     marks: dict[bytes, tuple[int, int]] = {}
     for result in scan_results(table.pool, table.name_bytes, scan, 10_000):

@@ -142,12 +142,13 @@ def stamp_rows(puts: Iterable[Any]) -> None:
 
 
 def scan_tokens(table: TableHandle, start: bytes, stop: bytes) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-    """The flag of every user and the write token of every raw row in ``[start, stop)``:
-    ``(flags by user prefix, tokens by bucket row key)``; flags include empty ones. Read this
-    before the raw cells it guards. Holds one small entry per flagged user and per row written
-    with explicit ids."""
+    """The token of every flagged user and of every raw row in ``[start, stop)``: ``(flags by
+    user prefix, tokens by bucket row key)``; unflagged users are left out (the server skips
+    empty flags). Read this before the raw cells it guards. Holds one small entry per flagged
+    user and per row written with explicit ids."""
     t = idl()
-    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, ROW_TOKEN)])
+    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, ROW_TOKEN)],
+                   filterString=b"ValueFilter(!=, 'binary:')")
     flags: dict[bytes, bytes] = {}
     tokens: dict[bytes, bytes] = {}
     for result in scan_results(table.pool, table.name_bytes, scan, 10_000):

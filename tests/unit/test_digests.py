@@ -13,17 +13,8 @@ from store.chunks import decode_chunk, encode_chunk
 from store.codec import PayloadCodec, payload_array
 from store.digests import content_digests
 from store.schema import EventSchema
+from tests.unit.test_codec_schema import RICH  # every payload type
 
-RICH = EventSchema.of([
-    pa.field("event_type", pa.string(), nullable=False),
-    pa.field("item_id", pa.int64(), nullable=False),
-    pa.field("dwell_ms", pa.int32()),
-    pa.field("score", pa.float32()),
-    pa.field("flag", pa.bool_()),
-    pa.field("raw", pa.binary()),
-    pa.field("emb", pa.list_(pa.float16(), 4)),
-    pa.field("q", pa.list_(pa.int8(), 3)),
-])
 LATER = EventSchema.of([*RICH.payload, pa.field("added", pa.string())], version=2)
 
 rows = st.fixed_dictionaries({
