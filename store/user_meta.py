@@ -96,12 +96,8 @@ def flagged(value: bytes | None) -> bool:
 class UserMeta:
     """What the ``m`` cells of one get say, by position of the get (:func:`parse_gets`)."""
 
-    flags: dict[int, bytes] = field(default_factory=dict)  # every flag cell found, empty ones too
+    flagged: set[int] = field(default_factory=set)  # the users whose flag is set
     marks: dict[int, tuple[int, int]] = field(default_factory=dict)
-
-    @property
-    def flagged(self) -> set[int]:
-        return {j for j, value in self.flags.items() if flagged(value)}
 
 
 def parse_gets(results: Iterable[Any]) -> UserMeta:
@@ -109,8 +105,8 @@ def parse_gets(results: Iterable[Any]) -> UserMeta:
     meta = UserMeta()
     for j, result in enumerate(results):
         for cv in result.columnValues or []:
-            if cv.family == META and cv.qualifier == RAW_FLAG:
-                meta.flags[j] = cv.value
+            if cv.family == META and cv.qualifier == RAW_FLAG and flagged(cv.value):
+                meta.flagged.add(j)
             elif cv.family == META and cv.qualifier == WATERMARK:
                 meta.marks[j] = parse_watermark(cv.value)
     return meta
