@@ -429,3 +429,24 @@ def test_a_compaction_stopped_at_any_step_leaves_reads_exact_and_a_rerun_finishe
     flags = [r.columnValues[0].value for r in scan_results(table.handle.pool, table.handle.name_bytes, t.TScan(
         columns=[t.TColumn(META, user_meta.RAW_FLAG)]), 100) if r.columnValues]
     assert not any(flags)
+
+
+def test_a_compactor_whose_clock_runs_ahead_deletes_no_event_reads_still_return(
+        make_table: Callable[..., SequenceTable], monkeypatch: pytest.MonkeyPatch) -> None:
+    """F10: one TTL rule; compaction drops an expired event only TTL_MARGIN_MS after reads stop
+    returning it, so a compactor clock 30 minutes ahead of the readers' deletes nothing they see."""
+    import types
+
+    from store import compaction
+
+    table = make_table(salt_buckets=1, chunk_events=4, ttl_days=1)
+    day = 86_400_000
+    now = int(time.time() * 1000)
+    ts = [now - day + 10 * 60_000, now - 1000]  # the first expires in 10 minutes
+    table.write(_rows(["old", "old"], ts, [1, 2]))
+    real_time = time.time
+    monkeypatch.setattr(compaction, "time", types.SimpleNamespace(time=lambda: real_time() + 1800,
+                                                                  sleep=time.sleep))
+    assert compact_users(table.handle, ["old"]).raw_events == 2
+    monkeypatch.undo()
+    assert _read(table, ["old"], [now + 1]) == [[(ts[1], 2), (ts[0], 1)]]
