@@ -16,7 +16,7 @@ already reached it, so rounds are few and memory stays bounded by what a request
 
 Cutting a request out of a run never loops over events: a run's events are sorted newest
 first (chunks are disjoint and each is sorted), so ``hi``, ``lo`` and the trim watermark
-are binary searches (:func:`cut`), an event-type filter one mask.
+are binary searches (:func:`store.visibility.cut`), an event-type filter one mask.
 """
 
 from __future__ import annotations
@@ -30,59 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from store.calls import columns_from, family_or, get_multiple
 from store.chunks import chunk_key, chunk_schema, decode_chunks, first_qualifier_before
 from store.connection import idl
 from store.table import CHUNKS, META
+from store.visibility import Columns, cut
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
 
 UNFILTERED_WITHIN_MS = 3_600_000
 GETS_PER_CALL = 256  # the reader's slices hold at most this many users: one call per round
-MAX_TS = 2**63 - 1
-_EMPTY = np.zeros(0, dtype=np.int64)
 _Run = tuple[int, int, int | None, bool]  # start, end, oldest_ts of the last chunk, end of the user's chunks
-
-
-@dataclass(slots=True)
-class Columns:
-    """The arrays a cut looks at, over a table of events sorted newest first per run."""
-
-    neg_ts: np.ndarray  # -event_ts (ascending within a run)
-    eid: np.ndarray
-    type_ok: np.ndarray | None  # event type wanted, or None for no filter
-
-    @classmethod
-    def of(cls, events: pa.Table, types: set[str] | None) -> Columns:
-        ts = np.asarray(events.column("event_ts").to_numpy(), dtype=np.int64)
-        eid = np.asarray(events.column("event_id").to_numpy(), dtype=np.uint64)
-        ok = None
-        if types is not None:
-            mask = pc.is_in(events.column("event_type"), value_set=pa.array(sorted(types), pa.string()))
-            ok = np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
-        return cls(-ts, eid, ok)
-
-
-def cut(cols: Columns, start: int, end: int, hi: int, lo: int, mark: tuple[int, int] | None,
-        max_len: int) -> np.ndarray:
-    """Indices (newest first) of the at most ``max_len`` newest events of rows ``[start, end)``
-    with ``lo <= event_ts < hi``, of a wanted type, not below ``mark`` (``lo >= mark[0]``)."""
-    if hi <= lo or end <= start:
-        return _EMPTY
-    neg = cols.neg_ts[start:end]
-    a = start + int(np.searchsorted(neg, -hi, "right"))
-    b = start + int(np.searchsorted(neg, -lo, "right"))
-    if mark is not None and mark[0] == lo:  # events at the watermark's time: only ids >= its id
-        c = max(a, start + int(np.searchsorted(neg, -lo, "left")))
-        if c < b:
-            b = c + int(np.count_nonzero(cols.eid[c:b] >= np.uint64(mark[1])))
-    if b <= a:
-        return _EMPTY
-    if cols.type_ok is None:
-        return np.arange(a, min(b, a + max_len), dtype=np.int64)
-    return a + np.flatnonzero(cols.type_ok[a:b])[:max_len].astype(np.int64)
 
 
 @dataclass(slots=True)
@@ -178,22 +138,15 @@ class ChunkRuns:
         t = self.t
         chunks = None
         if not first or hi < self.now_ms - UNFILTERED_WITHIN_MS:
-            start = first_qualifier_before(hi)
-            chunks = b"ColumnRangeFilter('" + start.replace(b"'", b"''") + b"', true, '', false)"
+            chunks = columns_from(first_qualifier_before(hi))
             if meta:  # the filter applies to every family: let the m cells through
-                chunks = b"(FamilyFilter(=, 'binary:m')) OR (" + chunks + b")"
+                chunks = family_or(META, chunks)
         return t.TGet(row=prefix, columns=[t.TColumn(family=CHUNKS), *(meta or [])], maxVersions=1,
                       storeLimit=max(limit, len(meta or [])), filterString=chunks)
 
     def _get_multiple(self, gets: list[Any]) -> list[Any]:
-        name = self.table.name_bytes
-        calls = [gets[i : i + GETS_PER_CALL] for i in range(0, len(gets), GETS_PER_CALL)]
-        if len(calls) == 1:
-            return list(self.table.pool.call("getMultiple", name, calls[0]))
-        out: list[Any] = []
-        for part in self.executor.map(lambda g: self.table.pool.call("getMultiple", name, g), calls):
-            out.extend(part)
-        return out
+        return get_multiple(self.table.pool, self.table.name_bytes, gets, per_call=GETS_PER_CALL,
+                            executor=self.executor)
 
     def _decode(self, results: list[Any], limits: list[int]) -> tuple[pa.Table, list[_Run]]:
         """All runs' events in one table, and per run ``(start, end, oldest_ts of its last

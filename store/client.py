@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from store import features as _features
+from store import keys, user_meta
 from store import reader as _reader
 from store import retention as _retention
 from store import table as _table
@@ -208,9 +209,11 @@ class SequenceTable:
 
         The watermark is the ``(event_ts, event_id)`` of the oldest event kept by
         ``max_events_per_user``; reads skip everything older. Users never trimmed are absent.
-        Reads only; see :mod:`store.retention`.
+        Reads only; see :mod:`store.retention` and :mod:`store.user_meta`.
 
         Raises:
             StoreUnavailableError, HBaseError: as raised by the connection.
         """
-        return _retention.watermarks(self._handle, users)
+        users = list(dict.fromkeys(users))
+        prefixes = [keys.user_prefix(u, self.spec.salt_buckets) for u in users]
+        return {users[j]: mark for j, mark in user_meta.watermarks(self._handle, prefixes).items()}

@@ -49,13 +49,15 @@ import numpy as np
 import pyarrow as pa
 
 from store import keys, user_meta
+from store.calls import KEY_ONLY, all_of, columns_from, get_multiple
 from store.chunks import ChunkKey, chunk_key, chunk_qualifier, decode_chunk, encode_chunk, first_qualifier_before
 from store.connection import idl
 from store.errors import TableNotFoundError
 from store.raw_tier import Event, events_table
 from store.scanning import scan_results
 from store.table import CHUNKS, EVENTS, META, TableSpec
-from store.user_meta import WATERMARK, flagged, parse_watermark
+from store.user_meta import WATERMARK, flagged
+from store.visibility import kept, newest_first_once
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
@@ -70,7 +72,6 @@ TTL_MARGIN_MS = 3_600_000  # compaction drops an expired event only this long af
 # in several): 64k cells, whatever the rows' widths.
 RAW_BATCH = 256
 SCAN_RESULTS = 256
-GETS_PER_CALL = 1_000
 ATTEMPTS = 8  # a user changed by writes or another compaction meanwhile starts over, this often
 SKIPPED_NAMED = 20  # skipped users named in the stats, at most
 
@@ -355,16 +356,14 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
         start = first_qualifier_before(max(e[0] for e in raw) + 1)
         gets.append(t.TGet(row=p, columns=[t.TColumn(META, WATERMARK)]))
         gets.append(t.TGet(row=p, columns=[t.TColumn(family=CHUNKS)], maxVersions=1,
-                           filterString=b"(KeyOnlyFilter()) AND (ColumnRangeFilter('" + start.replace(b"'", b"''")
-                           + b"', true, '', false))"))
-    results = _get_multiple(table, gets)
+                           filterString=all_of(KEY_ONLY, columns_from(start))))
+    results = get_multiple(table.pool, table.name_bytes, gets)
     marks: dict[bytes, tuple[int, int] | None] = {}
     owned: dict[bytes, dict[ChunkKey | None, list[Event]]] = {}
     taken: dict[bytes, list[tuple[bytes, Any]]] = {}
     value_gets = []
     for j, p in enumerate(users):
-        mark_cells = results[2 * j].columnValues or []
-        marks[p] = parse_watermark(mark_cells[0].value) if mark_cells else None
+        marks[p] = user_meta.parse_gets([results[2 * j]]).marks.get(0)
         chunks = [chunk_key(cv.qualifier, cv.timestamp) for cv in results[2 * j + 1].columnValues or []]
         owned[p], fit = _territories(chunks, raws[p])
         taken[p] = windows[p][:fit]
@@ -372,7 +371,7 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
         if wanted:
             value_gets.append(t.TGet(row=p, columns=[t.TColumn(CHUNKS, k.qualifier) for k in wanted], maxVersions=1))
     values: dict[bytes, dict[bytes, bytes]] = {}
-    for result in _get_multiple(table, value_gets):
+    for result in get_multiple(table.pool, table.name_bytes, value_gets):
         values[result.row] = {cv.qualifier: cv.value for cv in result.columnValues or []}
     spec = table.spec
     floor = spec.ttl_floor(int(time.time() * 1000))
@@ -402,13 +401,6 @@ def _apply(table: TableHandle, plan: _Plan, *, keep_flag: bool) -> bool:
     cells = [t.TColumnValue(CHUNKS, q, v, timestamp=ts) for q, v, ts in plan.pieces]
     applied, plan.next_token = user_meta.commit(table, plan.prefix, plan.token, mutations, cells, keep_flag=keep_flag)
     return applied
-
-
-def _get_multiple(table: TableHandle, gets: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for i in range(0, len(gets), GETS_PER_CALL):
-        out.extend(table.pool.call("getMultiple", table.name_bytes, gets[i : i + GETS_PER_CALL]))
-    return out
 
 
 def _territories(chunks: list[ChunkKey], raw: list[Event]) -> tuple[dict[ChunkKey | None, list[Event]], int]:
@@ -444,16 +436,11 @@ def _merged(table: TableHandle, raw: list[Event], chunk: bytes | None, mark: tup
         versions = {s.version: s for s in table.versions}
         parts.append(pa.Table.from_batches([decode_chunk(chunk, versions, table.codec.current)]))
     merged = pa.concat_tables(parts).combine_chunks()
-    merged = merged.sort_by([("event_ts", "descending"), ("event_id", "descending")])
     ts = np.asarray(merged.column("event_ts").to_numpy(), dtype=np.int64)
     eid = np.asarray(merged.column("event_id").to_numpy(), dtype=np.uint64)
-    keep = np.ones(len(ts), dtype=bool)
-    keep[1:] = (ts[1:] != ts[:-1]) | (eid[1:] != eid[:-1])
-    if mark is not None:
-        keep &= (ts > mark[0]) | ((ts == mark[0]) & (eid >= np.uint64(mark[1])))
-    if floor is not None:
-        keep &= ts >= floor
-    return merged.filter(pa.array(keep)) if not keep.all() else merged
+    order = newest_first_once(ts, eid)
+    order = order[kept(ts[order], eid[order], mark, floor)]
+    return merged.take(pa.array(order, pa.int64()))
 
 
 def _pieces(events: pa.Table, chunk_events: int) -> Iterator[pa.Table]:
@@ -473,7 +460,7 @@ def _has_raw(table: TableHandle, prefix: bytes, merged: list[tuple[bytes, Any]])
     t = idl()
     skip = {(row, cv.qualifier) for row, cv in merged}
     scan = t.TScan(startRow=keys.row_key(prefix, keys.MAX_U64), stopRow=keys.prefix_end(prefix),
-                   columns=[t.TColumn(family=EVENTS)], filterString=b"KeyOnlyFilter()", batchSize=1000)
+                   columns=[t.TColumn(family=EVENTS)], filterString=KEY_ONLY, batchSize=1000)
     for result in scan_results(table.pool, table.name_bytes, scan, 16):
         if any((result.row, cv.qualifier) not in skip for cv in result.columnValues):
             return True

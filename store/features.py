@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from store import keys
+from store.calls import GETS_PER_CALL, get_multiple, put_rows
 from store.codec import payload_array
 from store.connection import idl
 from store.errors import HBaseError, InvalidEventError, SchemaError
@@ -35,13 +36,11 @@ from store.schema import USER_ID
 from store.table import FEATURES
 from store.validate import MIN_PLAUSIBLE_MS, Verdicts, conform_user_ids, reject_null_vector_items
 from store.vectors import vector_array, vector_rows
-from store.writer import put_batches
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
 
 VALID_FROM = "valid_from_ts"
-GETS_PER_CALL = 1_000
 CELLS_PER_CALL = 20_000  # bounds a getMultiple reading many versions of each feature
 
 
@@ -95,8 +94,7 @@ def write_features(table: TableHandle, data: pa.Table) -> int:
             row = keys.user_prefix(users[i], table.spec.salt_buckets)
             per_row.setdefault(row, []).append(
                 t.TColumnValue(family=FEATURES, qualifier=qualifier, value=values[i], timestamp=int(ts[i])))
-    for puts in put_batches(per_row):
-        table.pool.call("putMultiple", table.name_bytes, puts)
+    put_rows(table.pool, table.name_bytes, per_row)
     return sum(len(columns) for columns in per_row.values())
 
 
@@ -157,13 +155,8 @@ def _versions(table: TableHandle, rows: list[bytes], names: Sequence[str],
     columns = [t.TColumn(family=FEATURES, qualifier=n.encode()) for n in names]
     gets = [t.TGet(row=row, columns=columns, maxVersions=versions) for row in rows]
     per_call = max(1, min(GETS_PER_CALL, CELLS_PER_CALL // (versions * max(1, len(names)))))
-    chunks = [gets[i : i + per_call] for i in range(0, len(gets), per_call)]
     with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
-        results = [r for chunk in ex.map(lambda c: table.pool.call("getMultiple", table.name_bytes, c), chunks)
-                   for r in chunk]
-    # getMultiple answers every get in order (an empty result for a missing row).
-    if len(results) != len(gets):
-        raise HBaseError(f"getMultiple returned {len(results)} results for {len(gets)} gets")
+        results = get_multiple(table.pool, table.name_bytes, gets, per_call=per_call, executor=ex)
     kept: dict[bytes, dict[str, list[tuple[int, bytes]]]] = {}
     for i, (row, result) in enumerate(zip(rows, results, strict=True)):
         if result.row not in (None, b"", row):

@@ -29,6 +29,7 @@ import zlib
 from store.errors import InvalidRequestError
 
 MAX_U64 = 2**64 - 1
+MAX_TS = 2**63 - 1  # HBase timestamps (and event times) are int64
 MAX_USER_BYTES = 1024
 _U64 = struct.Struct(">Q")
 _QUAL = struct.Struct(">QQ")

@@ -15,6 +15,8 @@ import copy
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from store.calls import columns_after
+
 if TYPE_CHECKING:
     from store.connection import ClientPool
 
@@ -59,11 +61,3 @@ def scan_results(pool: ClientPool, table: bytes, scan: Any, page: int, *, max_pa
             start, inside = last.row + b"\x00", None
         page = min(page * 4, max_page)
 
-
-def columns_after(qualifier: bytes, base_filter: bytes | None = None) -> bytes:
-    """A filter (HBase filter language) for the columns after ``qualifier``, and ``base_filter``.
-
-    Qualifiers are binary; inside a quoted filter argument only ``'`` needs escaping (doubled).
-    """
-    after = b"ColumnRangeFilter('" + qualifier.replace(b"'", b"''") + b"', false, '', false)"
-    return after if not base_filter else b"(" + base_filter + b") AND " + after

@@ -36,14 +36,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store import keys
+from store import keys, user_meta
 from store.chunks import decode_chunks
 from store.connection import idl
 from store.digests import content_digests
 from store.raw_tier import events_table
 from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS, META
-from store.user_meta import RAW_FLAG, WATERMARK, flagged, parse_watermark
+from store.table import CHUNKS, EVENTS
+from store.visibility import Mark, kept
 
 if TYPE_CHECKING:
     from store.handle import TableHandle
@@ -86,7 +86,7 @@ def stored_copies(table: TableHandle, start: bytes, stop: bytes) -> Iterator[Cop
         StoreUnavailableError, HBaseError: as raised by the connection. Reads only.
     """
     floor = table.spec.ttl_floor(int(time.time() * 1000))
-    flags, marks = _user_meta(table, start, stop)
+    flags, marks = user_meta.scan_meta(table, start, stop)
     for prefix, ts, eid, digest in _raw_blocks(table, start, stop):
         yield _visible(Copies(prefix, ts, eid, digest, RAW, prefix in flags), marks.get(prefix), floor)
     if table.spec.chunk_events is not None:
@@ -138,22 +138,6 @@ def resolve(copies: pa.Table) -> Resolved:
         raw_unread=int(unread.sum()),
         bad_users=pc.unique(users.take(pa.array(firsts[bad])).combine_chunks()) if bad.any()
         else pa.array([], pa.binary()))
-
-
-def _user_meta(table: TableHandle, start: bytes, stop: bytes) -> tuple[set[bytes], dict[bytes, tuple[int, int]]]:
-    """The flagged users of the range and every user's watermark."""
-    t = idl()
-    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, WATERMARK)],
-                   filterString=b"ValueFilter(!=, 'binary:')")  # unflagged users' empty flags: not sent
-    flags: set[bytes] = set()
-    marks: dict[bytes, tuple[int, int]] = {}
-    for result in scan_results(table.pool, table.name_bytes, scan, 10_000):
-        for cv in result.columnValues or []:
-            if cv.qualifier == RAW_FLAG and flagged(cv.value):
-                flags.add(result.row)
-            elif cv.qualifier == WATERMARK:
-                marks[result.row] = parse_watermark(cv.value)
-    return flags, marks
 
 
 _Block = tuple[bytes, np.ndarray, np.ndarray, np.ndarray]
@@ -211,14 +195,10 @@ def _decoded(table: TableHandle, rows: list[bytes], values: list[bytes]) -> Iter
             first = k
 
 
-def _visible(copies: Copies, mark: tuple[int, int] | None, floor: int | None) -> Copies:
+
+def _visible(copies: Copies, mark: Mark | None, floor: int | None) -> Copies:
     """``copies`` without those below the watermark or past the TTL floor."""
-    ts, eid = copies.event_ts, copies.event_id
     if mark is None and floor is None:
         return copies
-    keep = np.ones(len(ts), dtype=bool)
-    if mark is not None:
-        keep &= (ts > mark[0]) | ((ts == mark[0]) & (eid >= np.uint64(mark[1])))
-    if floor is not None:
-        keep &= ts >= floor
-    return copies._replace(event_ts=ts[keep], event_id=eid[keep], digest=copies.digest[keep])
+    keep = kept(copies.event_ts, copies.event_id, mark, floor)
+    return copies._replace(event_ts=copies.event_ts[keep], event_id=copies.event_id[keep], digest=copies.digest[keep])

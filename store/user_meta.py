@@ -1,14 +1,14 @@
 """The per-user metadata cells and the raw-flag protocol that keeps the two tiers consistent.
 
-This module is the one place the protocol is told and the only one that writes family ``m``
-of a user's rows (the trim watermark is written by :mod:`store.retention` through
-:func:`pack_watermark`).
+This module is the one place the protocol is told, and the only one that reads or writes
+family ``m`` of a user's rows.
 
 Cells:
 
 ==============  ==============================================================================
 user row ``m:trim``  the retention watermark: ``(event_ts, event_id)`` of the oldest event kept by
-                ``max_events_per_user`` (:mod:`store.retention`); reads skip everything older
+                ``max_events_per_user`` (:mod:`store.retention` decides it, :func:`put_watermark`
+                records it); reads skip everything older
 user row ``m:raw``   the raw-tier *flag*: a random 8-byte token while the user may have raw events
                 that are not in its chunks; empty (or absent) when it has none
 bucket row ``m:w``   the row's *write token*: a random 8-byte token put with every put of
@@ -52,12 +52,13 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from store import keys
+from store.calls import NOT_EMPTY, delete_multiple, get_multiple, put_rows
 from store.connection import idl
 from store.scanning import scan_results
 from store.table import EVENTS, META
@@ -69,8 +70,6 @@ WATERMARK = b"trim"
 RAW_FLAG = b"raw"
 ROW_TOKEN = b"w"
 UNFLAGGED = b""
-FLAGS_PER_CALL = 1_000  # flag puts (one small cell per user) per putMultiple
-DELETES_PER_CALL = 4_000  # raw cells per deleteMultiple
 _MARK = struct.Struct(">QQ")
 
 
@@ -112,6 +111,47 @@ def parse_gets(results: Iterable[Any]) -> UserMeta:
     return meta
 
 
+READ_CELLS = (RAW_FLAG, WATERMARK)  # what a read of a user row looks at besides its chunks
+
+
+def watermarks(table: TableHandle, prefixes: Sequence[bytes], *, executor: Executor | None = None
+               ) -> dict[int, tuple[int, int]]:
+    """The trim watermark of each user (by row prefix) that has one, by position in ``prefixes``."""
+    t = idl()
+    columns = [t.TColumn(META, WATERMARK)]
+    gets = [t.TGet(row=p, columns=columns) for p in prefixes]
+    return parse_gets(get_multiple(table.pool, table.name_bytes, gets, executor=executor)).marks
+
+
+def put_watermark(table: TableHandle, prefix: bytes, mark: tuple[int, int]) -> None:
+    """Record ``mark`` (``(event_ts, event_id)`` of the oldest kept event) for the user of ``prefix``.
+
+    The cell is stamped with the mark's event time: a concurrent trim that computed an older
+    watermark writes an older version, which HBase (``VERSIONS=1``) never returns, so the
+    watermark never moves back in time.
+    """
+    t = idl()
+    table.pool.call("put", table.name_bytes, t.TPut(row=prefix, columnValues=[
+        t.TColumnValue(META, WATERMARK, pack_watermark(mark), timestamp=mark[0])]))
+
+
+def scan_meta(table: TableHandle, start: bytes, stop: bytes) -> tuple[set[bytes], dict[bytes, tuple[int, int]]]:
+    """The flagged users (row prefixes) of ``[start, stop)`` and every user's watermark there:
+    one scan, which skips unflagged users' empty flags on the server."""
+    t = idl()
+    scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, WATERMARK)],
+                   filterString=NOT_EMPTY)
+    flags: set[bytes] = set()
+    marks: dict[bytes, tuple[int, int]] = {}
+    for result in scan_results(table.pool, table.name_bytes, scan, 10_000):
+        for cv in result.columnValues or []:
+            if cv.qualifier == RAW_FLAG and flagged(cv.value):
+                flags.add(result.row)
+            elif cv.qualifier == WATERMARK:
+                marks[result.row] = parse_watermark(cv.value)
+    return flags, marks
+
+
 # --- writers (rule 1, rule 5) ---
 
 
@@ -120,10 +160,7 @@ def flag_users(table: TableHandle, prefixes: Iterable[bytes]) -> int:
     raw cells were acknowledged; returns the calls made. Idempotent."""
     t = idl()
     token = new_token()
-    puts = [t.TPut(row=p, columnValues=[t.TColumnValue(META, RAW_FLAG, token)]) for p in prefixes]
-    for i in range(0, len(puts), FLAGS_PER_CALL):
-        table.pool.call("putMultiple", table.name_bytes, puts[i : i + FLAGS_PER_CALL])
-    return -(-len(puts) // FLAGS_PER_CALL)
+    return put_rows(table.pool, table.name_bytes, {p: [t.TColumnValue(META, RAW_FLAG, token)] for p in prefixes})
 
 
 def stamp_rows(puts: Iterable[Any]) -> None:
@@ -144,7 +181,7 @@ def scan_tokens(table: TableHandle, start: bytes, stop: bytes) -> tuple[dict[byt
     user and per row written with explicit ids."""
     t = idl()
     scan = t.TScan(startRow=start, stopRow=stop, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, ROW_TOKEN)],
-                   filterString=b"ValueFilter(!=, 'binary:')")
+                   filterString=NOT_EMPTY)
     flags: dict[bytes, bytes] = {}
     tokens: dict[bytes, bytes] = {}
     for result in scan_results(table.pool, table.name_bytes, scan, 10_000):
@@ -229,8 +266,7 @@ def delete_merged(table: TableHandle, cells: Mapping[bytes, list[Any]], tokens: 
         return 0 if applied else len(delete.columns)
 
     kept += sum((executor.map if executor is not None else map)(delete_if_unchanged, guarded))
-    for group in _delete_groups(plain):
-        table.pool.call("deleteMultiple", table.name_bytes, group)
+    delete_multiple(table.pool, table.name_bytes, plain)
     return kept
 
 
@@ -244,15 +280,3 @@ def _rows_with_token(table: TableHandle, rows: list[bytes]) -> set[bytes]:
     wanted = set(rows)
     return {r.row for r in scan_results(table.pool, table.name_bytes, scan, 10_000) if r.row in wanted}
 
-
-def _delete_groups(deletes: list[Any]) -> Iterator[list[Any]]:
-    group: list[Any] = []
-    size = 0
-    for d in deletes:
-        group.append(d)
-        size += len(d.columns)
-        if size >= DELETES_PER_CALL:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group

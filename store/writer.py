@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from store import keys, user_meta
+from store.calls import put_batches
 from store.connection import idl
 from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
 from store.retention import trim
@@ -52,19 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 10_000
-# Cells per putMultiple call: bounds the size of one Thrift request.
-PUT_CELLS_PER_CALL = 4_000
-# Estimated bytes per putMultiple call. The Thrift2 servers use unframed transport (no 2 MB
-# frame cap; our client does not frame), where libthrift caps a message at 100 MB; what binds
-# is the server's heap, which holds every in-flight request decoded (512 MB in our runtime,
-# with pool_size calls per worker in flight). 4 MiB is 64 cells at the default payload limit
-# and costs nothing in throughput: a call's fixed overhead is well under its transfer time.
-PUT_BYTES_PER_CALL = 4 * 1024 * 1024
-# Binary-protocol bytes around a cell's family/qualifier/value (field headers, lengths, the
-# timestamp: 33 measured) and around a put's row key (headers, list header: 16 measured),
-# with room for the optional fields: an upper bound.
-_CELL_OVERHEAD = 40
-_PUT_OVERHEAD = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,60 +328,6 @@ def last_of_each_cell(batch: pa.RecordBatch, valid: np.ndarray, event_ids: np.nd
     same_as_next = (u[1:] == u[:-1]) & (w[1:] == w[:-1]) & (e[1:] == e[:-1])
     keep[order[:-1][same_as_next]] = False
     return keep
-
-
-def put_batches(rows: dict[bytes, list[Any]], *, max_cells: int = PUT_CELLS_PER_CALL,
-                max_bytes: int = PUT_BYTES_PER_CALL) -> Iterator[list[Any]]:
-    """The ``TPut`` lists of one ``putMultiple`` call each: at most ``max_cells`` cells and
-    about ``max_bytes`` bytes per list.
-
-    Args:
-        rows: ``TColumnValue`` lists by row key. Rows keep their order and stay whole in one
-            call (one atomic mutation) unless they alone exceed a bound; then they are split
-            over several calls. A single cell larger than ``max_bytes`` goes alone.
-        max_cells: cells per call.
-        max_bytes: bytes per call, estimated from above: row keys, families, qualifiers,
-            values and the Thrift encoding around them.
-
-    Raises:
-        ValueError: a bound is not positive.
-    """
-    if max_cells <= 0:
-        raise ValueError("'max_cells' must be > 0")
-    if max_bytes <= 0:
-        raise ValueError("'max_bytes' must be > 0")
-    t = idl()
-    group: list[Any] = []
-    cells = size = 0
-    for row, columns in rows.items():
-        for part, part_size in _row_parts(row, columns, max_cells, max_bytes):
-            if group and (cells + len(part) > max_cells or size + part_size > max_bytes):
-                yield group
-                group, cells, size = [], 0, 0
-            group.append(t.TPut(row=row, columnValues=part))
-            cells += len(part)
-            size += part_size
-    if group:
-        yield group
-
-
-def _row_parts(row: bytes, columns: list[Any], max_cells: int, max_bytes: int) -> Iterator[tuple[list[Any], int]]:
-    """One row's cells in consecutive parts within both bounds, with each part's size."""
-    if not columns:
-        return
-    head = len(row) + _PUT_OVERHEAD
-    sizes = [len(cv.family) + len(cv.qualifier) + len(cv.value) + _CELL_OVERHEAD for cv in columns]
-    total = head + sum(sizes)
-    if len(columns) <= max_cells and total <= max_bytes:
-        yield columns, total  # the common case: the whole row at once
-        return
-    start, size = 0, head
-    for j, cell in enumerate(sizes):
-        if j > start and (j - start >= max_cells or size + cell > max_bytes):
-            yield columns[start:j], size
-            start, size = j, head
-        size += cell
-    yield columns[start:], size
 
 
 def _touched_users(batch: pa.RecordBatch, valid: np.ndarray) -> set[str]:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.export import run_export
-from store import SequenceTable, chunk_tier, keys, retention
+from store import SequenceTable, chunk_tier, keys, user_meta
 from store.connection import idl
 from store.table import EVENTS
 from tests.conftest import HBaseServer
@@ -64,7 +64,7 @@ def test_the_watermark_never_moves_back(make_table: Callable[..., SequenceTable]
     newer = table.watermarks(["u"])["u"]
     assert newer > older
     # A concurrent trim that computed the older watermark lands its put last: it must not win.
-    retention.put_watermark(table.handle, keys.user_prefix("u", table.spec.salt_buckets), older)
+    user_meta.put_watermark(table.handle, keys.user_prefix("u", table.spec.salt_buckets), older)
     assert table.watermarks(["u"])["u"] == newer
 
 
@@ -85,7 +85,7 @@ def test_a_read_racing_a_trim_returns_only_kept_events(
     def racing(self: Any, *args: Any) -> Any:
         meta = real(self, *args)
         if not calls:  # the trim runs right after the reader's first watermark read
-            retention.put_watermark(table.handle, prefix, stored[7])
+            user_meta.put_watermark(table.handle, prefix, stored[7])
             t = idl()
             ts, eid = stored[6]
             row = keys.row_key(prefix, keys.bucket_of(ts, table.spec.bucket_ms))

@@ -8,9 +8,9 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.chunk_tier import Columns, cut
 from store.chunks import QUALIFIER_LEN, chunk_key, chunk_qualifier, first_qualifier_before
 from store.compaction import _pieces
+from store.visibility import Columns, cut
 
 MAX_U64 = 2**64 - 1
 

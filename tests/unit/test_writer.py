@@ -9,11 +9,12 @@ import pytest
 from thriftpy2.utils import serialize
 
 from store import keys
+from store.calls import put_batches
 from store.codec import PayloadCodec
 from store.connection import idl
 from store.schema import DEFAULT_SCHEMA
 from store.validate import conform
-from store.writer import _group_puts, put_batches
+from store.writer import _group_puts
 
 NOW = 1_800_000_000_000
 
