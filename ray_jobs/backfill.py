@@ -49,9 +49,9 @@ import pyarrow.parquet as pq
 from ray_jobs.outputs import publish, temp_path
 from ray_jobs.parts import settings_digest
 from ray_jobs.report import JobReport
-from ray_jobs.runner import UnitRunner, actor_config, init_ray
+from ray_jobs.runner import UnitRunner, init_ray
 from ray_jobs.units import Unit, plan
-from ray_jobs.workers import StoreWorker, worker_actor
+from ray_jobs.workers import StoreWorker, actor_config, worker_actor
 from store import SequenceStore, SequenceTable, job_records
 from store.config import Config
 from store.errors import SeqStoreError

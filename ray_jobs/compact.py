@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ray_jobs.report import JobReport
-from ray_jobs.runner import UnitRunner, actor_config, init_ray
-from ray_jobs.workers import StoreWorker, worker_actor
+from ray_jobs.runner import UnitRunner, init_ray
+from ray_jobs.workers import StoreWorker, actor_config, worker_actor
 from store import SequenceStore, SequenceTable
 from store.compaction import SKIPPED_NAMED, CompactionStats, check_tiered, compact_range, salt_ranges
 from store.config import Config

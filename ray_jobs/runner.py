@@ -46,7 +46,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from store.backoff import backoff_s
@@ -361,16 +361,6 @@ class _Outage:
             log.warning("HBase reachable again after %.0f s", time.monotonic() - self.since)
             self.since = None
             _say("")
-
-
-def actor_config(config: Config, slot: int) -> Config:
-    """``config`` for the actor in ``slot``: its Thrift2 servers rotated by the slot, so a job's
-    actors spread over all of them (each still fails over to the others)."""
-    n = len(config.thrift2)
-    if n <= 1:
-        return config
-    k = slot % n
-    return replace(config, thrift2=config.thrift2[k:] + config.thrift2[:k])
 
 
 def _default_budget_s() -> float:

@@ -1,11 +1,23 @@
-"""The base of every job's Ray actors: where Ray places them, and their own store handle."""
+"""The base of every job's Ray actors: where Ray places them, which Thrift2 server each starts
+from, and their own store handle."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from store import SequenceStore
 from store.config import Config
+
+
+def actor_config(config: Config, slot: int) -> Config:
+    """``config`` for the actor in ``slot``: its Thrift2 servers rotated by the slot, so a job's
+    actors spread over all of them (each still fails over to the others)."""
+    n = len(config.thrift2)
+    if n <= 1:
+        return config
+    k = slot % n
+    return replace(config, thrift2=config.thrift2[k:] + config.thrift2[:k])
 
 
 def worker_actor(cls: type[JobWorker]) -> Any:

@@ -1,43 +1,5 @@
-"""Ray Data integration: write Datasets of events into a table, assemble sequences inside
-``map_batches``, and build point-in-time training Datasets. Needs ``ray[data]``.
-
-Writing: any Dataset of events — ``user_id``, ``event_ts`` (int64 ms UTC), the table's payload
-fields and optionally ``event_id`` — goes through the store's writer, bad rows quarantined::
-
-    import ray
-    from ray_jobs.data import SequenceDatasink
-
-    sink = SequenceDatasink("clicks", quarantine_dir="quarantine/")
-    ray.data.read_parquet("data/events").map_batches(clean).write_datasink(sink)
-    sink.result.written, sink.result.quarantined, sink.result.by_reason   # counts of the whole job
-
-Scoring: a callable class for ``map_batches``; each actor holds its own connection pool::
-
-    from ray_jobs.data import AssembleSequences
-
-    scores = (ray.data.read_parquet("requests/")          # user_id, as_of_ts
-              .map_batches(AssembleSequences, fn_constructor_kwargs={"table": "clicks", "max_len": 100},
-                           concurrency=4, batch_format="pyarrow")
-              .map_batches(Model, concurrency=2))
-
-Training: labels (``user_id``, ``ts`` and label columns) in, one row per label out, with the
-sequence and the feature versions strictly before ``ts``::
-
-    from ray_jobs.data import training_dataset
-
-    train = training_dataset("labels/", "clicks", max_len=100)
-    for batch in train.select_columns(["label", "lengths", "item_id"]).iter_torch_batches(batch_size=256):
-        ...
-
-How sequences travel in Ray blocks: the columns are those of
-:func:`ray_jobs.assemble.model_inputs` (what ``seqstore score`` hands a model): ``lengths``,
-``history_complete``, one column per event field, newest event first and padded, and the
-features. Numeric and boolean fields are tensor columns — ``[batch, max_len]`` arrays in numpy
-batches (``[batch, max_len, width]`` for vectors). Ray Data cannot carry 2-D arrays of Python
-objects, so string and binary fields are ``fixed_size_list<string>[max_len]`` columns (None
-padding kept): a numpy batch holds one array per row, ``np.stack(batch["event_type"])`` is
-the ``[batch, max_len]`` array. The request's own columns (``user_id``, the time, labels, ids)
-pass through unchanged, types included.
+"""Writing a Ray Dataset of events into a sequence table: :class:`SequenceDatasink`, a Ray Data
+sink on the store's writer, and :class:`SinkResult`, what one write did.
 
 Numpy batches (Ray's default ``batch_format``) turn a nullable integer column into floats
 with NaN. :class:`SequenceDatasink` reads a NaN in a column the schema declares integer or
@@ -53,35 +15,29 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray.data
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 from ray.data.datasource import WriteResult
-from ray.data.extensions import ArrowTensorArray
 
-from ray_jobs.assemble import model_inputs
-from ray_jobs.export import INCLUSIVE, LABEL_TS
 from ray_jobs.outputs import publish, temp_path
-from ray_jobs.runner import actor_config
-from store import Config, InvalidRequestError, SchemaError, SeqStoreError, SequenceStore
-from store.requests import check_times, request_table
+from ray_jobs.workers import actor_config
+from store import Config, InvalidRequestError, SeqStoreError, SequenceStore
 from store.validate import QUARANTINE_SCHEMA
 
-__all__ = ["AssembleSequences", "SequenceDatasink", "SinkResult", "training_dataset"]
+__all__ = ["SequenceDatasink", "SinkResult"]
 
 log = logging.getLogger(__name__)
 
-USER_ID, EVENT_TS, AS_OF = "user_id", "event_ts", "as_of_ts"
+EVENT_TS = "event_ts"
 # A quarantined row: the store's quarantine record (``source`` is null: a block has no file;
 # ``position`` is the row's place in its block), then the row itself as the
 # Datasink received it (``row``, a struct of the block's columns).
@@ -146,9 +102,10 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
     names its own quarantine files.
 
     Parallelism is Ray Data's: one write task per bundle of blocks of at least
-    ``rows_per_write`` rows, up to ``write_datasink(..., concurrency=N)`` at once. Ray 2.60's
-    Parquet reader made one block of a 1M-event log (53 MiB in 4 files), so one write task,
-    whatever ``override_num_blocks``; ``.repartition(n)`` before the write gives ``n`` blocks.
+    ``rows_per_write`` rows, up to ``write_datasink(..., concurrency=N)`` at once. Ray's Parquet
+    reader may make fewer blocks than the log has files (one block, so one write task, for a
+    whole log), whatever ``override_num_blocks``; ``.repartition(n)`` before the write gives ``n``
+    blocks (``benchmarks/datasink_vs_backfill.py`` measures both ways).
 
     Idempotent: an event's cell depends only on the event, so writing the same Dataset
     again, or Ray re-running a write task whose worker died, leaves the same cells. Failures:
@@ -327,142 +284,3 @@ def _quarantined_rows(events: pa.Table, quarantine: pa.Table) -> pa.Table:
     rows = events.take(quarantine.column("position"))
     struct = pa.StructArray.from_arrays([c.combine_chunks() for c in rows.columns], names=rows.column_names)
     return quarantine.append_column("row", struct)
-
-
-class AssembleSequences:
-    """A callable class for ``map_batches``: requests in, padded sequence columns out.
-
-    Each actor opens its own :class:`~store.SequenceStore` (a connection pool) in
-    ``__init__``. A batch holds ``user_id`` (any id type the writer accepts) and ``as_of_ts``
-    (int64 ms UTC), in any batch format Ray gives (pyarrow, pandas, numpy). The output has the
-    batch's own columns, unchanged, plus the columns of :func:`ray_jobs.assemble.model_inputs`
-    for the same requests — the sequences ``seqstore score`` gives a model — carried as the
-    module docstring says. One output row per request, in request order.
-
-    Args:
-        table: the table to read.
-        max_len: events per sequence (newest first).
-        features: feature columns to add, each as of the request's time.
-        config: where HBase is; default :meth:`Config.from_env` *in each actor* — on a
-            cluster whose nodes do not have the variables, pass it.
-        inclusive: see events and feature versions at ``as_of_ts`` too (default: strictly before;
-            one rule for both, :func:`ray_jobs.assemble.model_inputs`).
-        allow_any_ts: skip the units check of ``as_of_ts``.
-        pool_size: HBase connections per actor.
-
-    Raises (in the actor; the Dataset's consumption raises Ray Data's ``UserCodeException``
-    with this error's type and message in its text):
-        TableNotFoundError: no such table.
-        SchemaError: a column is missing, a user id or time is invalid, or a request column
-            has the name of an output column.
-        InvalidRequestError: an ``as_of_ts`` looks like seconds or microseconds.
-
-    Reads only; safe to retry.
-    """
-
-    def __init__(self, table: str, *, max_len: int, features: Sequence[str] = (), config: Config | None = None,
-                 inclusive: bool = False, allow_any_ts: bool = False, pool_size: int = 8) -> None:
-        if max_len <= 0:
-            raise InvalidRequestError("'max_len' must be > 0")
-        self._store = SequenceStore(config, pool_size=pool_size)
-        self._table = self._store.table(table)
-        self._max_len, self._features = max_len, list(features)
-        self._inclusive, self._allow_any_ts = inclusive, allow_any_ts
-        self._feature_types = {f.name: f.type for f in self._table.spec.features}
-
-    def __call__(self, batch: Any) -> pa.Table:
-        rows = BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).to_arrow()
-        inputs, seqs = model_inputs(self._table, self._requests(rows), max_len=self._max_len,
-                                    features=self._features, inclusive=self._inclusive,
-                                    allow_any_ts=self._allow_any_ts)
-        added = {name: values for name, values in inputs.items() if name not in (USER_ID, AS_OF)}
-        clash = sorted(set(added) & set(rows.column_names))
-        if clash:
-            raise SchemaError(f"request column(s) {clash} have the names of sequence columns; rename them")
-        events = seqs.schema.field("sequence").type.value_type
-        columns = {name: rows.column(name) for name in rows.column_names}
-        for name, values in added.items():
-            columns[name] = self._column(name, values, events)
-        return pa.table(columns)
-
-    def _requests(self, rows: pa.Table) -> pa.Table:
-        missing = sorted({USER_ID, AS_OF} - set(rows.column_names))
-        if missing:
-            raise SchemaError(f"requests need column(s) {missing}")
-        return request_table(rows.column(USER_ID), rows.column(AS_OF))
-
-    def _column(self, name: str, values: np.ndarray, events: pa.StructType) -> pa.Array:
-        if values.ndim == 1:
-            return pa.array(values, type=self._feature_types.get(name) if values.dtype == object else None)
-        if values.dtype == object:  # string/binary events: Ray Data cannot carry 2-D object arrays
-            kind = events.field(events.get_field_index(name)).type
-            return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=kind), values.shape[1])
-        return ArrowTensorArray.from_numpy(np.ascontiguousarray(values))
-
-
-class _TrainingRows(AssembleSequences):
-    """Labels (``user_id``, ``ts``) in: sequences and feature versions strictly before ``ts``."""
-
-    def __init__(self, table: str, *, max_len: int, features: Sequence[str], config: Config,
-                 allow_any_ts: bool, now_ms: int) -> None:
-        # export's no-leakage rule, for events and features alike; the label times are checked here, as export does.
-        super().__init__(table, max_len=max_len, features=features, config=config, inclusive=INCLUSIVE,
-                         allow_any_ts=True)
-        self._check_ts, self._now_ms = not allow_any_ts, now_ms
-
-    def _requests(self, rows: pa.Table) -> pa.Table:
-        missing = sorted({USER_ID, LABEL_TS} - set(rows.column_names))
-        if missing:
-            raise SchemaError(f"labels need column(s) {missing}")
-        requests = request_table(rows.column(USER_ID), rows.column(LABEL_TS), ts_column=LABEL_TS)
-        if self._check_ts:
-            # The job's "now", not this actor's clock: every actor judges alike.
-            check_times(requests.column(LABEL_TS).combine_chunks(), f"label {LABEL_TS}", now_ms=self._now_ms)
-        return requests.rename_columns([USER_ID, AS_OF])
-
-
-def training_dataset(labels: Any, table: str, *, max_len: int, features: Sequence[str] = (),
-                     config: Config | None = None, allow_any_ts: bool = False, now_ms: int | None = None,
-                     concurrency: int = 2, batch_size: int = 1024) -> Any:
-    """Point-in-time training rows as a lazy ``ray.data.Dataset``, one per label row.
-
-    The rule of ``seqstore export``: each row's sequence holds the user's events strictly
-    before the label's ``ts`` — an event at ``ts`` or later never appears — and the features
-    are the newest versions with ``valid_from < ts`` (a version stamped by the labelled event
-    itself never appears either). Columns: the label row's own (``user_id``
-    and ``ts`` with their types, label columns), then ``lengths``, ``history_complete``, one
-    column per event field (``[batch, max_len]`` tensors for numeric fields; see the module
-    docstring) and the features. ``iter_torch_batches`` makes a tensor of every column, so
-    select numeric ones first: ``ds.select_columns(["label", "lengths", "item_id"])``.
-
-    Args:
-        labels: a ``ray.data.Dataset`` or a Parquet path (file, directory, glob or URI) with
-            ``user_id``, ``ts`` (int64 ms UTC) and any label columns.
-        table: the table to read.
-        max_len: events per sequence (newest first).
-        features: feature columns to add, each its newest version before ``ts``.
-        config: where HBase is; default :meth:`Config.from_env` (read here, shipped to the actors).
-        allow_any_ts: skip the units check of ``ts`` (seconds or microseconds are refused:
-            microseconds would let every later event leak into the row).
-        now_ms: the "now" that check judges the future from, the same for every actor
-            (default: the clock, here).
-        concurrency: actors assembling sequences, each with its own connection pool.
-        batch_size: labels per call.
-
-    Raises:
-        TableNotFoundError: no such table (here, before anything runs).
-        SchemaError, InvalidRequestError: a label column is missing or named like an output
-            column, a ``ts`` is null or in the wrong unit (when the Dataset is consumed, inside
-            Ray Data's ``UserCodeException``; the message names the row within its batch).
-
-    Reads only; consuming the Dataset again reads again.
-    """
-    config = config or Config.from_env()
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    with SequenceStore(config, pool_size=1) as store:
-        store.table(table)
-    dataset = labels if isinstance(labels, ray.data.Dataset) else ray.data.read_parquet(os.fspath(labels))
-    return dataset.map_batches(
-        _TrainingRows, fn_constructor_kwargs={"table": table, "max_len": max_len, "features": list(features),
-                                              "config": config, "allow_any_ts": allow_any_ts, "now_ms": now_ms},
-        concurrency=concurrency, batch_size=batch_size, batch_format="pyarrow")

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-import ray_jobs.data
+import ray_jobs.data.sink
 from ray_jobs.data import SequenceDatasink
 from store import SequenceTable
 from tests.conftest import HBaseServer
@@ -37,7 +37,7 @@ def test_a_reused_sink_judges_each_write_by_its_own_now_and_keeps_every_quaranti
     table = make_table()
     quarantine = tmp_path / "quarantine"
     # The sink is made, and first used, two days ago (a long-lived pipeline object): its clock says so.
-    monkeypatch.setattr(ray_jobs.data, "time", types.SimpleNamespace(time=lambda: (NOW - 2 * DAY) / 1000))
+    monkeypatch.setattr(ray_jobs.data.sink, "time", types.SimpleNamespace(time=lambda: (NOW - 2 * DAY) / 1000))
     sink = SequenceDatasink(table.name, config=hbase_server.config(), quarantine_dir=quarantine)
     ray.data.from_arrow(_day("monday")).write_datasink(sink)
     assert sink.result is not None and sink.result.by_reason == {"future_timestamp": 1, "missing_user": 1}

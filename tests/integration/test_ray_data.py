@@ -1,4 +1,4 @@
-"""The Ray Data integration (``ray_jobs/data.py``) on real Ray and real HBase."""
+"""The Ray Data integration (``ray_jobs/data/``) on real Ray and real HBase."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 from ray.data.extensions import ArrowTensorArray
 
-from ray_jobs.data import _events
+from ray_jobs.data.sink import _events
 from store import EventSchema
 from store.validate import conform
 
