@@ -29,9 +29,10 @@ from benchmarks.common import machine_cpu_s, save
 from ray_jobs.backfill import run_backfill
 from ray_jobs.generate import generate
 from ray_jobs.runner import init_ray
-from store import SequenceStore, TableSpec, keys
-from store.codec import PayloadCodec
-from store.validate import conform
+from store import SequenceStore, TableSpec
+from store.format import keys
+from store.format.payload import PayloadCodec
+from store.inputs.rows import conform
 from store.writer import event_coordinates
 
 

@@ -21,7 +21,8 @@ import happybase
 import numpy as np
 import pyarrow as pa
 
-from store import SequenceStore, TableSpec, keys
+from store import SequenceStore, TableSpec
+from store.format import keys
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DAY = 86_400_000

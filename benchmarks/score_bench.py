@@ -35,7 +35,8 @@ from benchmarks.common import save
 from benchmarks.read_bench import make_events
 from ray_jobs.runner import init_ray
 from ray_jobs.score import run_score
-from store import SequenceStore, SequenceTable, TableSpec, keys
+from store import SequenceStore, SequenceTable, TableSpec
+from store.format import keys
 
 MODEL = "ray_jobs.examples.models:recency_similarity"
 

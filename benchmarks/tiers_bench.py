@@ -57,10 +57,10 @@ from benchmarks.read_bench import make_events
 from benchmarks.score_bench import build_feast_table, feast_multiget
 from hbase import datadir, state
 from store import SequenceStore, SequenceTable, TableSpec
-from store.compaction import CompactionStats, compact_range, salt_ranges
-from store.connection import idl
-from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS, FEATURES, META
+from store.format.keys import CHUNKS, EVENTS, FEATURES, META
+from store.io.connection import idl
+from store.io.scanning import scan_results
+from store.tiers.compaction import CompactionStats, compact_range
 
 MAX_LEN = 100
 LABELS_PER_USER = 20
@@ -319,7 +319,7 @@ def compact_all(table: SequenceTable) -> dict[str, Any]:
     """Compact the whole table, one salt range after another; rates over wall and machine CPU time."""
     stats = CompactionStats()
     t0, c0 = time.perf_counter(), machine_cpu_s()
-    for start, stop in salt_ranges(table.spec):
+    for start, stop in table.salt_ranges():
         stats.add(compact_range(table.handle, start, stop))
     wall, cpu = time.perf_counter() - t0, machine_cpu_s() - c0
     return {**asdict(stats), "wall_s": round(wall, 2), "machine_cpu_s": round(cpu, 2),

@@ -11,8 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from store import SequenceTable, to_numpy
-from store.features import read_features
-from store.vectors import vector_rows
+from store.format import vector_rows
 
 
 def feature_rule(features: Sequence[str], inclusive: bool) -> dict[str, str]:
@@ -26,7 +25,7 @@ def model_inputs(table: SequenceTable, requests: pa.Table, *, max_len: int, feat
     """The batch a model receives, and the Arrow sequences it was built from.
 
     ``requests`` is an explicit table of ``user_id`` (any id type the writer accepts) and
-    ``as_of_ts`` (:func:`store.requests.request_table`).
+    ``as_of_ts`` (:func:`store.inputs.requests.request_table`).
 
     Keys of the dict: ``user_id`` (object, the ids as given), ``as_of_ts`` (int64),
     ``lengths`` (int32), ``history_complete`` (bool), one ``[batch, max_len]`` array per event
@@ -47,7 +46,7 @@ def model_inputs(table: SequenceTable, requests: pa.Table, *, max_len: int, feat
         **arrays,
     }
     if features:
-        feats = read_features(table.handle, requests, list(features), inclusive=inclusive,
+        feats = table.read_features(requests, list(features), inclusive=inclusive,
                               allow_any_ts=allow_any_ts)
         for name in features:
             column = feats.column(name)

@@ -4,7 +4,7 @@ The input is split into units (one per Parquet row group). Ray actors — each w
 HBase connection pool, spread over the configured Thrift servers — stream their unit's
 record batches through the store's writer. The driver:
 
-* skips units the manifest (the ``backfill`` records of :mod:`store.job_records`, one per
+* skips units the manifest (the ``backfill`` records of :mod:`store.table.job_records`, one per
   completed unit, keyed by its file's canonical location, so however the input is spelled, in
   HBase) records as done from the same file as it is now and
   into a table with the same settings (a digest of its spec), unless ``force``, which redoes
@@ -18,7 +18,7 @@ record batches through the store's writer. The driver:
 * stops with a clear error when HBase stays unreachable past the retry budget; the
   manifest then holds exactly the completed units and a re-run resumes from there;
 * keeps every quarantined row (its file as ``source``, its row number in the file as
-  ``position``, reason, field, detail: :data:`store.validate.QUARANTINE_SCHEMA`) in the report
+  ``position``, reason, field, detail: :data:`store.inputs.rows.QUARANTINE_SCHEMA`) in the report
   directory's ``quarantine/``, one Parquet file per unit that had any (``<unit slug>.parquet``),
   written atomically *before* the unit is recorded. A re-done unit replaces its own file, so a
   report directory that re-runs share (``--report-dir``) holds every bad row of every unit done,
@@ -52,10 +52,10 @@ from ray_jobs.report import JobReport
 from ray_jobs.runner import UnitRunner, init_ray
 from ray_jobs.units import Unit, plan
 from ray_jobs.workers import StoreWorker, actor_config, worker_actor
-from store import SequenceStore, SequenceTable, job_records
+from store import SequenceStore, SequenceTable
 from store.config import Config
 from store.errors import SeqStoreError
-from store.validate import QUARANTINE_SCHEMA
+from store.inputs import QUARANTINE_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ QUARANTINE_DIR = "quarantine"  # in the report directory: one Parquet file per u
 
 
 def recorded_entry(done: Mapping[str, dict[str, Any]], unit: Unit) -> dict[str, Any]:
-    """The manifest's entry for ``unit`` among ``done`` (:func:`store.job_records.load` of
+    """The manifest's entry for ``unit`` among ``done`` (:func:`store.table.job_records.load` of
     :data:`JOB`), or ``{}``: the one under its key, else the one earlier versions recorded
     under its path as the input spelled it (:attr:`~ray_jobs.units.Unit.spelled_key`), so
     their manifests still resume. Callers check the entry's ``fingerprint`` before trusting it."""
@@ -212,11 +212,12 @@ def run_backfill(
                             quarantine_path=str(quarantine_dir),
                             report_path=str(report_dir / f"report-{stamp}-{uuid.uuid4().hex[:8]}.json"))
     with SequenceStore(config, pool_size=2) as store:
-        digest = table_digest(store.table(table))  # fails fast, with a clear message, if there is no table
+        target = store.table(table)
+        digest = table_digest(target)  # fails fast, with a clear message, if there is no table
         # --force redoes this input's units and lets record() replace their entries as they
         # complete; nothing is deleted, so other inputs' records (and this input's, if the run
         # stops early) stay as they were.
-        done = {} if force else job_records.load(store.pool, table, JOB)
+        done = {} if force else target.job_records(JOB)
         todo = [u for u in units if _recorded(done, u) != (u.fingerprint, digest)]
         report.units_skipped = len(units) - len(todo)
         if on_plan:
@@ -234,7 +235,7 @@ def run_backfill(
             # Kept before the unit is recorded: a recorded unit is never redone, so its rows
             # must already be on disk.
             keep_quarantine(quarantine_dir, unit, pa.ipc.open_stream(outcome.pop("quarantine")).read_all())
-            job_records.record(store.pool, table, JOB, unit.key, {
+            target.record_job(JOB, unit.key, {
                 "unit": unit.key, "fingerprint": unit.fingerprint, "table": digest, "now_ms": now_ms,
                 "rows_in": outcome["rows_in"],
                 "written": outcome["written"], "merged": outcome["merged"], "quarantined": outcome["quarantined"],

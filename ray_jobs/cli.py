@@ -41,7 +41,7 @@ from ray_jobs.commands import (
 )
 from ray_jobs.paths import check_writable_dir
 from store.errors import SeqStoreError
-from store.table import DAY_MS
+from store.format import DAY_MS
 
 EXIT_ERROR = 2
 

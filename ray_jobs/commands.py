@@ -21,7 +21,7 @@ from hbase import datadir, launcher
 from hbase.roles import role_key
 from store import DEFAULT_SCHEMA, EventSchema, SequenceStore, TableSpec
 from store.errors import SchemaError, SeqStoreError
-from store.schema import fields_from_json
+from store.format import fields_from_json
 
 EXIT_FAILED = 1
 
@@ -237,11 +237,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     from ray_jobs.backfill import run_backfill
     from ray_jobs.runner import reporting_status
-    from store.compaction import check_tiered
 
     if args.compact:  # before any event is written: a table that cannot be compacted is an error now
         with SequenceStore(pool_size=1) as store:
-            check_tiered(store.table(args.table).spec)
+            store.table(args.table).spec.check_tiered()
     show = sys.stderr.isatty() and not args.no_progress
     bar = tqdm(unit="ev", unit_scale=True, desc="backfill", disable=not show, file=sys.stderr)
     with reporting_status(_status_line(bar, "backfill")):
@@ -303,7 +302,7 @@ def _compact(args: argparse.Namespace, show: bool, older_than_days: float | None
 
     from ray_jobs.compact import run_compact
     from ray_jobs.runner import reporting_status
-    from store.compaction import CompactionStats
+    from store.tiers import CompactionStats
 
     bar = tqdm(unit="range", desc="compact", disable=not show, file=sys.stderr)
     events = 0

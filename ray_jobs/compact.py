@@ -1,8 +1,8 @@
 """``seqstore compact``: compaction of a table's raw tier into chunks, on Ray actors.
 
 The table's row space is split into units, one per salt value
-(:func:`store.compaction.salt_ranges`); each actor, with its own HBase connection pool,
-runs :func:`store.compaction.compact_range` over its unit. Units run through the jobs'
+(:meth:`store.SequenceTable.salt_ranges`); each actor, with its own HBase connection pool,
+runs :func:`store.tiers.compaction.compact_range` over its unit. Units run through the jobs'
 :class:`~ray_jobs.runner.UnitRunner`: an actor that dies is replaced and its unit re-run, a
 unit that failed because HBase was unreachable is retried after a backoff, and the job stops
 with a clear error when HBase stays unreachable past the retry budget.
@@ -11,7 +11,7 @@ No manifest: the compaction's state lives in HBase (users' raw-tier flags, raw c
 chunks), and every step of it is atomic per row and idempotent. A re-run — of a unit after a
 failure, or of the whole job after it stopped — therefore resumes where it left off, and a
 run after a completed one compacts nothing (``raw_events == 0``). It is safe beside running
-writers and readers (see :mod:`store.compaction`).
+writers and readers (see :mod:`store.tiers.compaction`).
 
 ``older_than_days`` compacts only raw events whose ``event_ts`` is older than that many days
 before the job's start (one cut-off for every unit, retries included); the users' newer raw
@@ -32,9 +32,9 @@ from ray_jobs.report import JobReport
 from ray_jobs.runner import UnitRunner, init_ray
 from ray_jobs.workers import StoreWorker, actor_config, worker_actor
 from store import SequenceStore, SequenceTable
-from store.compaction import SKIPPED_NAMED, CompactionStats, check_tiered, compact_range, salt_ranges
 from store.config import Config
-from store.table import DAY_MS
+from store.format import DAY_MS
+from store.tiers import SKIPPED_NAMED, CompactionStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class CompactUnit:
 
 def units_of(table: SequenceTable) -> list[CompactUnit]:
     """The compaction units of ``table``: one per salt range."""
-    return [CompactUnit(i, start, stop) for i, (start, stop) in enumerate(salt_ranges(table.spec))]
+    return [CompactUnit(i, start, stop) for i, (start, stop) in enumerate(table.salt_ranges())]
 
 
 class CompactWorker(StoreWorker):
@@ -63,7 +63,7 @@ class CompactWorker(StoreWorker):
         self.older_than_ms = older_than_ms
 
     def run(self, unit: CompactUnit) -> dict[str, Any]:
-        stats = compact_range(self.table.handle, unit.start, unit.stop, older_than_ms=self.older_than_ms)
+        stats = self.table.compact_range(unit.start, unit.stop, older_than_ms=self.older_than_ms)
         return {f.name: getattr(stats, f.name) for f in fields(stats)}
 
 
@@ -134,7 +134,7 @@ def run_compact(table: str, *, older_than_days: float | None = None, workers: in
     older_than_ms = (int(time.time() * 1000) - int(older_than_days * DAY_MS)) if older_than_days is not None else None
     with SequenceStore(config, pool_size=1) as store:
         spec_table = store.table(table)  # a clear TableNotFoundError before Ray starts
-        check_tiered(spec_table.spec)
+        spec_table.spec.check_tiered()
         units = units_of(spec_table)
     if on_plan:
         on_plan(units)

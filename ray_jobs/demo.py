@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from hbase import launcher
 from store import DEFAULT_SCHEMA, SeqStoreError, SequenceStore, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
-from store.validate import conform
+from store.inputs import conform
 
 DEMO_TABLE = "seqstore_demo"
 MODEL = "ray_jobs.examples.models:recency_similarity"

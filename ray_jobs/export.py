@@ -41,8 +41,7 @@ from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore, SequenceTable
 from store.config import Config
 from store.errors import SchemaError
-from store.features import read_features
-from store.requests import check_times, request_table
+from store.inputs import check_times, request_table
 
 LABEL_TS = "ts"
 SHARD_PREFIX = "shard"
@@ -114,7 +113,7 @@ class ExportWorker(StoreWorker):
         for field in flat.type:
             columns[f"hist_{field.name}"] = pa.ListArray.from_arrays(events.offsets, flat.field(field.name))
         if self.features:
-            feats = read_features(self.table.handle, requests, self.features, inclusive=INCLUSIVE,
+            feats = self.table.read_features(requests, self.features, inclusive=INCLUSIVE,
                                   allow_any_ts=True)
             for name in self.features:
                 columns[name] = feats.column(name)

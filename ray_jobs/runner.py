@@ -49,9 +49,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from store.backoff import backoff_s
 from store.config import Config
 from store.errors import SeqStoreError, StoreUnavailableError
+from store.io import backoff_s
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ from ray_jobs.workers import StoreWorker, worker_actor
 from store import SequenceStore
 from store.config import Config
 from store.errors import SchemaError, SeqStoreError
-from store.requests import check_times, request_table
+from store.inputs import check_times, request_table
 
 Model = Callable[[dict[str, np.ndarray]], Any]
 log = logging.getLogger(__name__)

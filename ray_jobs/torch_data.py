@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.padding import padded
+from store.arrays import padded
 
 try:
     import torch

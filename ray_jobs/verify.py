@@ -5,7 +5,7 @@ Every valid input row (judged and identified by the writer's own
 the future-timestamp check is the writer's rule, not verify's clock) and every stored event
 is reduced to ``(user prefix, event_id, content digest)``.
 The table side is what reads return: every stored copy of every event, from both tiers, is
-resolved by the read path's rules (:func:`store.stored_events.resolve`), so a table is checked
+resolved by the read path's rules (:func:`store.tiers.stored_events.resolve`), so a table is checked
 the same before and after compaction, and what reads would get wrong is found too:
 ``events_duplicated`` (an event held in two chunks: reads return it twice) and ``raw_unread``
 (raw cells of a user whose raw-tier flag is clear, that no chunk holds with the same content:
@@ -45,11 +45,9 @@ import pyarrow.parquet as pq
 
 from ray_jobs.backfill import JOB, recorded_entry
 from ray_jobs.units import plan
-from store import SequenceTable, job_records, keys
-from store.compaction import salt_ranges
-from store.digests import content_digests
-from store.stored_events import COPIES, resolve, stored_copies
-from store.writer import validated_cells
+from store import SequenceTable
+from store.format import content_digests, keys
+from store.tiers import COPIES, resolve
 
 PARTITION_EVENTS = 2_000_000  # events per spill partition (about 40 MB of Arrow)
 MAX_PARTITIONS = 256  # open spill files per side
@@ -141,20 +139,20 @@ class _Spill:
 def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
     """Spill every valid input row's coordinates, judged as the backfill judged its unit."""
     fs, units = plan(input_path)
-    recorded = job_records.load(table.handle.pool, table.name, JOB)
+    recorded = table.job_records(JOB)
     for unit in units:
         entry = recorded_entry(recorded, unit)
         now_ms = entry.get("now_ms") if entry.get("fingerprint") == unit.fingerprint else None
         with fs.open_input_file(unit.path) as handle:
             for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):
-                cells = validated_cells(table.handle, raw, now_ms=now_ms)
+                cells = table.validated_cells(raw, now_ms=now_ms)
                 users, eids, rows = [], [], []
                 for i, prefix, _, eid in cells.coordinates():
                     users.append(prefix)
                     eids.append(eid)
                     rows.append(i)
                 digests = content_digests(cells.batch.take(pa.array(rows, pa.int64())),
-                                          table.handle.codec.current.payload)
+                                          table.spec.schema.payload)
                 spill.add(pa.table([pa.array(users, pa.binary()), pa.array(eids, pa.uint64()),
                                     pa.array(digests, pa.uint64())], schema=_EVENTS))
 
@@ -163,7 +161,7 @@ def _spill_table(table: SequenceTable, spill: _Side) -> None:
     def one(span: tuple[bytes, bytes]) -> None:
         held: list[pa.Table] = []
         rows = 0
-        for copies in stored_copies(table.handle, *span):
+        for copies in table.stored_copies(*span):
             held.append(copies.table())
             rows += len(copies.event_id)
             if rows >= BATCH_ROWS:
@@ -172,8 +170,8 @@ def _spill_table(table: SequenceTable, spill: _Side) -> None:
         if held:
             spill.add(pa.concat_tables(held))
 
-    with ThreadPoolExecutor(max_workers=table.handle.pool.size) as ex:
-        list(ex.map(one, salt_ranges(table.spec)))
+    with ThreadPoolExecutor(max_workers=table.concurrency) as ex:
+        list(ex.map(one, table.salt_ranges()))
 
 
 def _compare_events(expected: pa.Table, copies: pa.Table, report: VerifyReport, bad_users: _Spill) -> None:

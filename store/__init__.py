@@ -3,6 +3,7 @@
 Importing this package opens no socket. The public names are listed in ``__all__``.
 """
 
+from store.arrays import to_numpy
 from store.client import SequenceStore, SequenceTable
 from store.config import Config, Endpoint
 from store.errors import (
@@ -14,12 +15,12 @@ from store.errors import (
     SeqStoreError,
     StoreClosedError,
     StoreUnavailableError,
+    TableExistsError,
     TableNotFoundError,
 )
-from store.reader import to_numpy
-from store.schema import DEFAULT_SCHEMA, EventSchema
-from store.table import TableSpec
-from store.validate import Reason
+from store.format.schema import DEFAULT_SCHEMA, EventSchema
+from store.inputs.rows import Reason
+from store.table.spec import TableSpec
 from store.writer import WriteResult
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "SequenceTable",
     "StoreClosedError",
     "StoreUnavailableError",
+    "TableExistsError",
     "TableNotFoundError",
     "TableSpec",
     "WriteResult",

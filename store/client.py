@@ -14,23 +14,29 @@ Example (against a running ``seqstore hbase start``)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from store import features as _features
-from store import keys, user_meta
 from store import reader as _reader
-from store import retention as _retention
-from store import table as _table
 from store import writer as _writer
 from store.config import Config
-from store.connection import ClientPool
-from store.handle import TableHandle
-from store.requests import Requests
-from store.schema import EventSchema
-from store.table import TableSpec
+from store.format import keys
+from store.format.schema import EventSchema
+from store.inputs.requests import Requests
+from store.io.connection import ClientPool
+from store.table import job_records as _job_records
+from store.table import registry as _table
+from store.table.handle import TableHandle
+from store.table.spec import TableSpec
+from store.tiers import compaction as _compaction
+from store.tiers import retention as _retention
+from store.tiers import stored_events as _stored_events
+from store.tiers import user_meta
+from store.tiers.compaction import CompactionStats
+from store.tiers.stored_events import Copies
 
 
 class SequenceStore:
@@ -60,7 +66,7 @@ class SequenceStore:
         self.pool.close()
 
     def create_table(self, spec: TableSpec) -> SequenceTable:
-        """Create and register a table (see :func:`store.table.create_table`)."""
+        """Create and register a table (see :func:`store.table.registry.create_table`)."""
         _table.create_table(self.pool, spec)
         return self.table(spec.name)
 
@@ -138,9 +144,13 @@ class SequenceTable:
 
     @property
     def handle(self) -> TableHandle:
-        """The narrow handle the store's modules take (:mod:`store.compaction`,
-        :mod:`store.stored_events`, :mod:`store.jobs`...): for jobs and tools built on them."""
+        """The narrow handle the store's own modules take; jobs use the methods below instead."""
         return self._handle
+
+    @property
+    def concurrency(self) -> int:
+        """How many HBase calls of this table's store run at once (its connection pool size)."""
+        return self._handle.pool.size
 
     def write(
         self,
@@ -201,7 +211,7 @@ class SequenceTable:
         return _features.feature_history(self._handle, user_id, name)
 
     def trim(self, users: Iterable[str | bytes]) -> int:
-        """Apply ``max_events_per_user`` to these users; see :mod:`store.retention`."""
+        """Apply ``max_events_per_user`` to these users; see :mod:`store.tiers.retention`."""
         return _retention.trim(self._handle, users)
 
     def watermarks(self, users: Iterable[str | bytes]) -> dict[str | bytes, tuple[int, int]]:
@@ -209,7 +219,7 @@ class SequenceTable:
 
         The watermark is the ``(event_ts, event_id)`` of the oldest event kept by
         ``max_events_per_user``; reads skip everything older. Users never trimmed are absent.
-        Reads only; see :mod:`store.retention` and :mod:`store.user_meta`.
+        Reads only; see :mod:`store.tiers.retention` and :mod:`store.tiers.user_meta`.
 
         Raises:
             StoreUnavailableError, HBaseError: as raised by the connection.
@@ -217,3 +227,36 @@ class SequenceTable:
         users = list(dict.fromkeys(users))
         prefixes = [keys.user_prefix(u, self.spec.salt_buckets) for u in users]
         return {users[j]: mark for j, mark in user_meta.watermarks(self._handle, prefixes).items()}
+
+    # --- what jobs build on: compaction, the audit, job records ---
+
+    def salt_ranges(self) -> list[tuple[bytes, bytes]]:
+        """``(start, stop)`` row ranges, one per salt value: the units of parallel work."""
+        return keys.salt_ranges(self.spec.salt_buckets)
+
+    def compact_range(self, start: bytes, stop: bytes, *, older_than_ms: int | None = None,
+                      on_progress: Callable[[CompactionStats], None] | None = None) -> CompactionStats:
+        """Compact the users whose rows lie in ``[start, stop)``; see :func:`store.tiers.compaction.compact_range`."""
+        return _compaction.compact_range(self._handle, start, stop, older_than_ms=older_than_ms,
+                                         on_progress=on_progress)
+
+    def compact_users(self, users: Iterable[str | bytes], *, older_than_ms: int | None = None) -> CompactionStats:
+        """Compact these users; see :func:`store.tiers.compaction.compact_users`."""
+        return _compaction.compact_users(self._handle, list(users), older_than_ms=older_than_ms)
+
+    def stored_copies(self, start: bytes, stop: bytes) -> Iterator[Copies]:
+        """Every stored copy of the events of the users in ``[start, stop)``, for an audit; see
+        :func:`store.tiers.stored_events.stored_copies` and :func:`store.tiers.stored_events.resolve`."""
+        return _stored_events.stored_copies(self._handle, start, stop)
+
+    def validated_cells(self, batch: pa.RecordBatch, *, now_ms: int | None = None) -> _writer.ValidatedCells:
+        """Judge and encode one batch of input as :meth:`write` does, writing nothing."""
+        return _writer.validated_cells(self._handle, batch, now_ms=now_ms)
+
+    def job_records(self, job: str) -> dict[str, dict[str, Any]]:
+        """Every record ``job`` kept about this table: key -> entry (:mod:`store.table.job_records`)."""
+        return _job_records.load(self._handle.pool, self.name, job)
+
+    def record_job(self, job: str, key: str, entry: dict[str, Any]) -> None:
+        """Write (or replace) the record ``key`` of ``job`` about this table. Idempotent."""
+        _job_records.record(self._handle.pool, self.name, job, key, entry)

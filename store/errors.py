@@ -49,8 +49,12 @@ class TableNotFoundError(SeqStoreError, LookupError):
     """The table (or its registration in the metadata table) does not exist."""
 
 
+class TableExistsError(SeqStoreError, ValueError):
+    """A table of that name exists already (drop it first, or pick another name)."""
+
+
 class InvalidEventError(SeqStoreError, ValueError):
-    """One input row was rejected. ``reason`` is a :class:`~store.validate.Reason` code."""
+    """One input row was rejected. ``reason`` is a :class:`~store.inputs.rows.Reason` code."""
 
     def __init__(self, reason: str, field: str, position: int, detail: str = "") -> None:
         super().__init__(reason, field, position, detail)

@@ -26,19 +26,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from store import keys
-from store.calls import GETS_PER_CALL, get_multiple, put_rows
-from store.codec import payload_array
-from store.connection import idl
 from store.errors import HBaseError, InvalidEventError, SchemaError
-from store.requests import Requests, normalize, user_ids
-from store.schema import USER_ID
-from store.table import FEATURES
-from store.validate import MIN_PLAUSIBLE_MS, Verdicts, conform_user_ids, reject_null_vector_items
-from store.vectors import vector_array, vector_rows
+from store.format import keys
+from store.format.keys import FEATURES
+from store.format.payload import payload_array
+from store.format.schema import USER_ID
+from store.format.vectors import vector_array, vector_rows
+from store.inputs.requests import Requests, normalize, user_ids
+from store.inputs.rows import MIN_PLAUSIBLE_MS, Verdicts, conform_user_ids, reject_null_vector_items
+from store.io.calls import GETS_PER_CALL, get_multiple, put_rows
+from store.io.connection import idl
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 VALID_FROM = "valid_from_ts"
 CELLS_PER_CALL = 20_000  # bounds a getMultiple reading many versions of each feature
@@ -50,7 +50,7 @@ def write_features(table: TableHandle, data: pa.Table) -> int:
     ``data`` has ``user_id``, ``valid_from_ts`` (int64 ms UTC) and one column per feature
     to set (a subset of the table's features). Null values are skipped (not written).
     User ids are converted and checked exactly as for events
-    (:func:`store.validate.conform_user_ids`): the integer ``5`` is user ``"5"``.
+    (:func:`store.inputs.rows.conform_user_ids`): the integer ``5`` is user ``"5"``.
 
     Raises:
         SchemaError: unknown feature columns, missing key columns, a bad timestamp or type.
@@ -108,7 +108,7 @@ def read_features(table: TableHandle, requests: Requests, names: Sequence[str], 
 
     Only the ``feature_versions`` newest versions count — those :func:`feature_history`
     lists —, so the answer does not change when HBase compacts away older ones.
-    ``requests`` takes the shapes of :func:`store.requests.normalize`; user ids are converted
+    ``requests`` takes the shapes of :func:`store.inputs.requests.normalize`; user ids are converted
     as on writes, so a feature written for ``5`` reads back for ``5`` and ``"5"``.
     Returns ``user_id`` (as given, with its type), ``as_of_ts`` and one column per name, in
     request order. ``allow_any_ts`` skips the timestamp units check.

@@ -14,7 +14,7 @@ watermark, or ``now - ttl``); trimmed events are always older than every kept on
 sequence (``length == max_len``) is never affected.
 
 What a read sees of the two tiers, and why a read racing a compaction or a trim sees each
-event once, is :mod:`store.view`'s; the rules that decide it are :mod:`store.visibility`'s.
+event once, is :mod:`store.tiers.view`'s; the rules that decide it are :mod:`store.format.visibility`'s.
 
 Requests are grouped by user: one chunk run serves every request of a user it covers (a
 training export's labels). Requests run in slices of whole users (:data:`SLICE_USERS`,
@@ -32,12 +32,11 @@ import numpy as np
 import pyarrow as pa
 
 from store.errors import InvalidRequestError
-from store.padding import padded
-from store.requests import Requests, normalize
-from store.view import Gathered, TierView
+from store.inputs.requests import Requests, normalize
+from store.tiers.view import Gathered, TierView
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 SLICE_REQUESTS = 4_096
 SLICE_USERS = 256  # users per slice: one getMultiple per round
@@ -188,21 +187,3 @@ def _history_complete(view: TierView, users: list[str], as_of: list[int], length
         if (mark is not None and lo <= mark[0]) or (floor is not None and lo < floor):
             out[i] = False
     return out
-
-def to_numpy(sequences: pa.Table, *, max_len: int, fields: Sequence[str] | None = None,
-             pad: int | float = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Padded numpy arrays from :func:`read_sequences` output.
-
-    Returns ``(arrays, lengths)``: ``arrays[name]`` has shape ``[batch, max_len]`` (plus the
-    vector width for fixed-size-list fields), position 0 holding the first event of the
-    sequence's order; slots past ``lengths[i]`` hold ``pad`` (None for strings).
-    ``event_ts`` and ``event_id`` are always included.
-    """
-    seq = sequences.column("sequence").combine_chunks()
-    events = seq.flatten()
-    lengths = np.minimum(np.asarray(sequences.column("length").to_numpy(), dtype=np.int64), max_len)
-    starts = np.asarray(seq.offsets.to_numpy()[:-1], dtype=np.int64)
-    names = ["event_ts", "event_id", *(fields if fields is not None else
-                                       [f.name for f in events.type if f.name not in ("event_ts", "event_id")])]
-    out = {name: padded(events.field(name), starts, lengths, max_len, pad) for name in names}
-    return out, lengths.astype(np.int32)

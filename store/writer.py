@@ -17,7 +17,7 @@ Guarantees (see :func:`write_events`):
   as written again (the writer keeps no memory across chunks).
 * Visibility: after a chunk of rows is acknowledged, its users' raw-tier flags are set, and
   puts of explicitly identified events carry their row's write token (rules 1 and 5 of
-  :mod:`store.user_meta`); reads look at the raw tier of flagged users only. A call that
+  :mod:`store.tiers.user_meta`); reads look at the raw tier of flagged users only. A call that
   fails may leave events of its last chunk unread until it is run again (which is safe) or a
   compaction finds them.
 * Bounded memory: input is consumed ``chunk_rows`` rows at a time; at most ``pool.size``
@@ -38,17 +38,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store import keys, user_meta
-from store.calls import put_batches
-from store.connection import idl
 from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
-from store.retention import trim
-from store.schema import EVENT_ID, EVENT_TS, USER_ID
-from store.table import EVENTS
-from store.validate import QUARANTINE_SCHEMA, Reason, Verdicts, conform
+from store.format import keys
+from store.format.keys import EVENTS
+from store.format.schema import EVENT_ID, EVENT_TS, USER_ID
+from store.inputs.rows import QUARANTINE_SCHEMA, Reason, Verdicts, conform
+from store.io.calls import put_batches
+from store.io.connection import idl
+from store.tiers import user_meta
+from store.tiers.retention import trim
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list
 
     The event id hashes the user, the time and either the explicit ``event_id`` column or
     the event's content identity (see :meth:`PayloadCodec.encode`). ``batch`` and ``valid``
-    come from :func:`~store.validate.conform`, which rejects null explicit ids, so a valid
+    come from :func:`~store.inputs.rows.conform`, which rejects null explicit ids, so a valid
     row never falls back to its content.
     """
     users = batch.column(USER_ID).to_pylist()

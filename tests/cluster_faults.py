@@ -21,7 +21,7 @@ from hbase import jars, jvm, state
 from hbase.errors import HBaseRuntimeError
 from hbase.processes import owned_alive, wait_gone
 from store import Endpoint
-from store.connection import idl
+from store.io.connection import idl
 
 ADMIN_TOOL = Path(__file__).resolve().parent / "hbase_admin" / "HBaseAdminTool.java"
 

@@ -24,7 +24,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from ray_jobs.assemble import model_inputs
 from store import Config, InvalidRequestError, SchemaError, SequenceStore
-from store.requests import request_table
+from store.inputs import request_table
 
 __all__ = ["AssembleSequences"]
 

@@ -31,7 +31,7 @@ from ray.data.datasource import WriteResult
 from ray_jobs.outputs import publish, temp_path
 from ray_jobs.workers import actor_config
 from store import Config, InvalidRequestError, SeqStoreError, SequenceStore
-from store.validate import QUARANTINE_SCHEMA
+from store.inputs import QUARANTINE_SCHEMA
 
 __all__ = ["SequenceDatasink", "SinkResult"]
 

@@ -14,7 +14,7 @@ import ray.data
 from ray_jobs.data.assemble import AS_OF, USER_ID, AssembleSequences
 from ray_jobs.export import INCLUSIVE, LABEL_TS
 from store import Config, SchemaError, SequenceStore
-from store.requests import check_times, request_table
+from store.inputs import check_times, request_table
 
 __all__ = ["training_dataset"]
 

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.backfill import JOB, BackfillReport, run_backfill, table_digest
-from store import SequenceTable, job_records
+from store import SequenceTable
+from store.table import job_records
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

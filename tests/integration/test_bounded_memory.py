@@ -76,11 +76,11 @@ print(json.dumps({"rss_kb": peak_kb() - before, "rows": rows}))
 COMPACT = PEAK + """
 import json, sys
 from store import SequenceStore
-from store.compaction import compact_range, salt_ranges
+from store.tiers.compaction import compact_range
 with SequenceStore(pool_size=4) as store:
     table = store.table(sys.argv[1])
     before = status_kb("VmRSS")
-    (start, stop), = salt_ranges(table.spec)
+    (start, stop), = table.salt_ranges()
     stats = compact_range(table.handle, start, stop)
 print(json.dumps({"rss_kb": peak_kb() - before, "raw_events": stats.raw_events, "users": stats.users}))
 """

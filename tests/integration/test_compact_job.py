@@ -26,12 +26,13 @@ from ray_jobs.cli import main
 from ray_jobs.compact import run_compact
 from ray_jobs.generate import generate
 from ray_jobs.verify import verify
-from store import SequenceStore, SequenceTable, TableSpec, keys
-from store.chunks import chunk_qualifier, chunk_schema, encode_chunk
-from store.connection import idl
-from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS, META
-from store.user_meta import RAW_FLAG, flagged
+from store import SequenceStore, SequenceTable, TableSpec
+from store.format import keys
+from store.format.chunk import chunk_qualifier, chunk_schema, encode_chunk
+from store.format.keys import CHUNKS, EVENTS, META
+from store.io.connection import idl
+from store.io.scanning import scan_results
+from store.tiers.user_meta import RAW_FLAG, flagged
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

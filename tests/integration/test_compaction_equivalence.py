@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from store import SequenceStore, SequenceTable, TableSpec
-from store.compaction import CompactionStats, compact_range, compact_users, salt_ranges
+from store.tiers.compaction import CompactionStats, compact_range, compact_users
 
 pytestmark = pytest.mark.integration
 
@@ -110,12 +110,12 @@ def _compact(data: st.DataObject, t: Tables, users: list[str]) -> None:
         elif how == "users":
             stats = compact_users(table.handle, data.draw(st.lists(st.sampled_from(users), min_size=1, unique=True)))
         elif how == "ranges":
-            ranges = salt_ranges(table.spec)
+            ranges = table.salt_ranges()
             for start, stop in data.draw(st.lists(st.sampled_from(ranges), min_size=1, unique=True)):
                 stats.add(compact_range(table.handle, start, stop))
         elif how in ("all", "older_than"):
             older = t.ts_of(data.draw(st.integers(0, SLOTS))) if how == "older_than" else None
-            for start, stop in salt_ranges(table.spec):
+            for start, stop in table.salt_ranges():
                 stats.add(compact_range(table.handle, start, stop, older_than_ms=older))
         t.seen["chunks"] += stats.chunks_written
 
@@ -284,7 +284,7 @@ def test_an_event_rewritten_after_compaction_reads_its_latest_payload(tables: Ca
 
 def test_recent_reads_skip_the_filter_and_still_reach_older_events(tables: Callable[..., Tables]) -> None:
     """A read as of a recent time takes the user's newest chunks unfiltered in its first get
-    (store.chunk_tier); when newer events fill them all, the next round must find the older ones."""
+    (store.tiers.chunk_runs); when newer events fill them all, the next round must find the older ones."""
     now = int(time.time() * 1000)
     t = tables([4], _plain_ts)
     ts = [now - 40 * 60_000 - i * 1_000 for i in range(30)] + [now - 60_000 + i * 100 for i in range(200)]

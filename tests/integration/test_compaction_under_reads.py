@@ -1,6 +1,6 @@
 """Compaction beside readers: a read racing a compaction sees every event exactly once (never
 in neither tier, never twice), and two compactions of one table racing each other leave the
-same events in disjoint chunks (the flag token's check-and-mutate, store.user_meta)."""
+same events in disjoint chunks (the flag token's check-and-mutate, store.tiers.user_meta)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from store import SequenceTable, compaction
-from store.chunks import chunk_key, decode_chunk
-from store.compaction import CompactionStats, compact_range, salt_ranges
-from store.connection import idl
-from store.keys import user_prefix
-from store.table import CHUNKS
+from store import SequenceTable
+from store.format.chunk import chunk_key, decode_chunk
+from store.format.keys import CHUNKS, user_prefix
+from store.io.connection import idl
+from store.tiers import compaction
+from store.tiers.compaction import CompactionStats, compact_range
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ class Reader:
 
 def _compact_all(table: SequenceTable, reader: Reader | None = None) -> CompactionStats:
     stats = CompactionStats()
-    for start, stop in salt_ranges(table.spec):
+    for start, stop in table.salt_ranges():
         stats.add(compact_range(table.handle, start, stop))
         if reader is not None and reader.error is not None:
             break  # the reader saw a wrong read: stop early, the reader reports it

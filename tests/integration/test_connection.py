@@ -11,8 +11,8 @@ import pytest
 
 from store import SequenceTable
 from store.config import Endpoint
-from store.connection import ClientPool, idl
 from store.errors import HBaseError, InvalidRequestError, TableNotFoundError
+from store.io.connection import ClientPool, idl
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from hbase import launcher, probe, state
 from hbase.processes import owned_alive
 from store import Config, SequenceStore, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV
-from store.connection import ClientPool, idl
+from store.io.connection import ClientPool, idl
 from tests.cluster_faults import kill_role, region_servers
 from tests.conftest import CLUSTER_REGIONSERVERS, HBaseServer
 from tests.ray_cluster import seqstore

@@ -17,8 +17,9 @@ from ray_jobs.runner import UnitRunner
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
 from ray_jobs.workers import JobWorker
-from store import SequenceTable, job_records
+from store import SequenceTable
 from store.errors import SeqStoreError
+from store.table import job_records
 from tests.conftest import HBaseServer, plan_units
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from ray_jobs.generate import generate
 from store import SequenceStore, SequenceTable, TableSpec
-from store.table import DAY_MS
+from store.format import DAY_MS
 from tests.conftest import HBaseServer
 from tests.ray_cluster import RayCluster, seqstore
 

@@ -20,8 +20,8 @@ from ray_jobs.data import AssembleSequences, SequenceDatasink, training_dataset
 from ray_jobs.examples.models import recency_similarity
 from ray_jobs.verify import verify
 from store import SequenceTable, TableNotFoundError
-from store.requests import request_table
-from store.validate import QUARANTINE_SCHEMA
+from store.inputs.requests import request_table
+from store.inputs.rows import QUARANTINE_SCHEMA
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

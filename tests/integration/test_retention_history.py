@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.export import run_export
-from store import SequenceTable, chunk_tier, keys, user_meta
-from store.connection import idl
-from store.table import EVENTS
+from store import SequenceTable
+from store.format import keys
+from store.format.keys import EVENTS
+from store.io.connection import idl
+from store.tiers import chunk_runs, user_meta
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration
@@ -76,7 +78,7 @@ def test_a_read_racing_a_trim_returns_only_kept_events(
     recorded its watermark (at item 7) and deleted item 6, but not yet item 5."""
     table = make_table(max_events_per_user=5, bucket_ms=1_000)
     table.write(_events("u", [T0 + i * 1_000 for i in range(10)]))  # keeps items 5..9
-    real = chunk_tier.ChunkRuns.first_gets
+    real = chunk_runs.ChunkRuns.first_gets
     prefix = keys.user_prefix("u", table.spec.salt_buckets)
     stored = {e["item_id"]: (e["event_ts"], e["event_id"])
               for e in table.read_sequences([("u", NOW)], max_len=10).column("sequence")[0].as_py()}
@@ -95,7 +97,7 @@ def test_a_read_racing_a_trim_returns_only_kept_events(
         calls.append(args)
         return meta
 
-    monkeypatch.setattr(chunk_tier.ChunkRuns, "first_gets", racing)
+    monkeypatch.setattr(chunk_runs.ChunkRuns, "first_gets", racing)
     assert _read(table, NOW, 10) == ([9, 8, 7], False)  # never [9, 8, 7, 5]
 
 

@@ -1,4 +1,4 @@
-"""Stateless paged scans (store.scanning) against real HBase: wide rows split across pages,
+"""Stateless paged scans (store.io.scanning) against real HBase: wide rows split across pages,
 filters combined with the resume filter, and a Thrift2 restart between two pages."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 
 from hbase import launcher
 from store import SequenceTable
-from store.connection import idl
-from store.scanning import scan_results
+from store.io.connection import idl
+from store.io.scanning import scan_results
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration

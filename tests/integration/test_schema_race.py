@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from store import DEFAULT_SCHEMA, EventSchema, SchemaError, SequenceStore, SequenceTable
-from store import table as _table
+from store.table import registry as _table
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration

@@ -160,8 +160,8 @@ def test_max_events_per_user_trims_and_never_returns_trimmed(
 def test_a_recreated_table_inherits_nothing_from_an_interrupted_drop(
     make_table: Callable[..., SequenceTable], store: SequenceStore, hbase_server: Any
 ) -> None:
-    from store.connection import idl
-    from store.table import META, META_TABLE
+    from store.format.keys import META, META_TABLE
+    from store.io.connection import idl
 
     t = idl()
     old = make_table(salt_buckets=2)

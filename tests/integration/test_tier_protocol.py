@@ -1,4 +1,4 @@
-"""The raw-flag protocol (:mod:`store.user_meta`) under concurrency, on the real HBase: the
+"""The raw-flag protocol (:mod:`store.tiers.user_meta`) under concurrency, on the real HBase: the
 findings F1-F4 of the tier-protocol review, each run as the race it describes.
 
 * F1: two compactions of users whose raw cells have no flag (what a compaction stopped between
@@ -20,13 +20,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from store import SequenceStore, SequenceTable, user_meta
-from store.chunks import decode_chunk
-from store.compaction import CompactionStats, compact_range, compact_users, salt_ranges
-from store.connection import idl
-from store.keys import parse_row_key
-from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS, META
+from store import SequenceStore, SequenceTable
+from store.format.chunk import decode_chunk
+from store.format.keys import CHUNKS, EVENTS, META, parse_row_key
+from store.io.connection import idl
+from store.io.scanning import scan_results
+from store.tiers import user_meta
+from store.tiers.compaction import CompactionStats, compact_range, compact_users
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def _rows(user: list[str], ts: list[int], item: list[int], event_id: list[str] |
 
 def _compact_all(table: SequenceTable) -> CompactionStats:
     stats = CompactionStats()
-    for start, stop in salt_ranges(table.spec):
+    for start, stop in table.salt_ranges():
         stats.add(compact_range(table.handle, start, stop))
     return stats
 
@@ -158,7 +158,7 @@ def test_two_compactions_of_unflagged_users_commit_each_event_once(
 
 
 def test_hbase_delete_marker_hides_a_put_of_the_same_millisecond(make_table: Callable[..., SequenceTable]) -> None:
-    """Why the flag is cleared by a put (rule 3 of store.user_meta): on this HBase a put right
+    """Why the flag is cleared by a put (rule 3 of store.tiers.user_meta): on this HBase a put right
     after a delete of its column, in the same millisecond, is hidden; after a put it never is."""
     table = make_table(salt_buckets=1)
     t = idl()
@@ -329,7 +329,7 @@ def test_a_user_written_continuously_is_skipped_and_the_range_completes(
 def test_compaction_steps_and_chunks_are_bounded_by_bytes(make_table: Callable[..., SequenceTable],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """F9: large payloads cut windows and chunks by bytes, not only by count (bounds made small here)."""
-    from store import compaction
+    from store.tiers import compaction
 
     monkeypatch.setattr(compaction, "WINDOW_BYTES", 40_000)
     monkeypatch.setattr(compaction, "CHUNK_BYTES", 10_000)
@@ -354,7 +354,7 @@ def test_late_events_over_many_chunks_are_merged_in_bounded_steps(make_table: Ca
     """A window whose late events fall in more chunks than one step may rewrite (STEP_EVENTS, made
     small here) is cut short and finished in further steps, in the batched path as in the per-user
     one; nothing is left unread meanwhile or after."""
-    from store import compaction
+    from store.tiers import compaction
 
     table = make_table(salt_buckets=1, chunk_events=4)
     users = ["late0", "late1"]
@@ -437,7 +437,7 @@ def test_a_compactor_whose_clock_runs_ahead_deletes_no_event_reads_still_return(
     returning it, so a compactor clock 30 minutes ahead of the readers' deletes nothing they see."""
     import types
 
-    from store import compaction
+    from store.tiers import compaction
 
     table = make_table(salt_buckets=1, chunk_events=4, ttl_days=1)
     day = 86_400_000

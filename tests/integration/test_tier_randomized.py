@@ -26,7 +26,7 @@ import pytest
 
 from ray_jobs.verify import verify
 from store import SequenceStore, SequenceTable
-from store.compaction import CompactionStats, compact_range, salt_ranges
+from store.tiers.compaction import CompactionStats, compact_range
 from store.writer import validated_cells
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -142,7 +142,7 @@ def test_concurrent_writers_compactions_and_trims_match_brute_force(
         mine = client.table(table.name)
 
         def once() -> None:
-            for start, end in salt_ranges(mine.spec):
+            for start, end in mine.salt_ranges():
                 stats.add(compact_range(mine.handle, start, end))
         return once
 
@@ -177,7 +177,7 @@ def test_concurrent_writers_compactions_and_trims_match_brute_force(
     assert not errors, errors[0]
     assert stats.users > 0 and counts["reads"] > 0 and counts["trims"] > 0
 
-    for start, end in salt_ranges(table.spec):  # and once more at rest
+    for start, end in table.salt_ranges():  # and once more at rest
         compact_range(table.handle, start, end)
     marks = table.watermarks(USERS) if keep is not None else {}
     kept = {k: v for k, v in ack.events.items() if k[0] not in marks or (v[0], k[1]) >= marks[k[0]]}

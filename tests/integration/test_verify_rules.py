@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from ray_jobs.backfill import JOB
 from ray_jobs.units import plan
 from ray_jobs.verify import verify
-from store import SequenceStore, TableSpec, job_records
-from store.validate import DEFAULT_MAX_FUTURE_MS
+from store import SequenceStore, TableSpec
+from store.inputs.rows import DEFAULT_MAX_FUTURE_MS
+from store.table import job_records
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,11 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.verify import verify
-from store import SequenceTable, user_meta
-from store.compaction import compact_users
-from store.connection import idl
-from store.scanning import scan_results
-from store.table import CHUNKS
+from store import SequenceTable
+from store.format.keys import CHUNKS
+from store.io.connection import idl
+from store.io.scanning import scan_results
+from store.tiers import user_meta
+from store.tiers.compaction import compact_users
 
 pytestmark = pytest.mark.integration
 

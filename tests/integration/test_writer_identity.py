@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.backfill import JOB, run_backfill
-from store import SequenceStore, SequenceTable, job_records
+from store import SequenceStore, SequenceTable
+from store.table import job_records
 from tests.conftest import HBaseServer
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ from hbase import launcher
 from ray_jobs.backfill import JOB, run_backfill
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
-from store import SequenceTable, job_records
+from store import SequenceTable
+from store.table import job_records
 from tests.cluster_faults import kill_role
 from tests.conftest import HBaseServer
 

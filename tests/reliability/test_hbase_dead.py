@@ -23,8 +23,9 @@ from ray_jobs.runner import UNREACHABLE_STATUS, UnitRunner, reporting_status
 from ray_jobs.units import Unit
 from ray_jobs.verify import verify
 from ray_jobs.workers import JobWorker
-from store import Config, Endpoint, SequenceStore, TableSpec, job_records
+from store import Config, Endpoint, SequenceStore, TableSpec
 from store.errors import SeqStoreError, StoreUnavailableError
+from store.table import job_records
 from tests.cluster_faults import kill_role
 from tests.conftest import plan_units
 

@@ -20,8 +20,9 @@ import pytest
 from ray_jobs.backfill import JOB
 from ray_jobs.generate import generate
 from ray_jobs.verify import verify
-from store import SequenceStore, SequenceTable, job_records
-from store.table import DAY_MS
+from store import SequenceStore, SequenceTable
+from store.format import DAY_MS
+from store.table import job_records
 from tests.ray_cluster import REPO, WORKER_NODES, RayCluster, seqstore_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]

@@ -38,8 +38,8 @@ import pytest
 from hbase import launcher
 from hbase.state import Runtime
 from store.config import Config, Endpoint
-from store.connection import Thrift2Client, idl
 from store.errors import SeqStoreError
+from store.io.connection import Thrift2Client, idl
 from tests.cluster_faults import kill_role
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]

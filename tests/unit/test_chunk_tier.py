@@ -8,9 +8,9 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.chunks import QUALIFIER_LEN, chunk_key, chunk_qualifier, first_qualifier_before
-from store.compaction import _pieces
-from store.visibility import Columns, cut
+from store.format.chunk import QUALIFIER_LEN, chunk_key, chunk_qualifier, first_qualifier_before
+from store.format.visibility import Columns, cut
+from store.tiers.compaction import _pieces
 
 MAX_U64 = 2**64 - 1
 

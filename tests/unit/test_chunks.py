@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.chunks import decode_chunk, encode_chunk, is_chunk
-from store.codec import PayloadCodec
 from store.errors import SchemaError
-from store.schema import EventSchema
+from store.format.chunk import decode_chunk, encode_chunk, is_chunk
+from store.format.payload import PayloadCodec
+from store.format.schema import EventSchema
 
 SCHEMA = EventSchema.of([
     pa.field("event_type", pa.string(), nullable=False),

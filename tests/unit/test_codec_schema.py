@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from store.codec import PayloadCodec
 from store.errors import SchemaError
-from store.schema import DEFAULT_SCHEMA, EventSchema
+from store.format.payload import PayloadCodec
+from store.format.schema import DEFAULT_SCHEMA, EventSchema
 
 RICH = EventSchema.of([
     pa.field("event_type", pa.string(), nullable=False),

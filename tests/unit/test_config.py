@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from store.config import Config, Endpoint
-from store.connection import backoff_delays
 from store.errors import ConfigError
+from store.io.connection import backoff_delays
 
 
 def test_endpoint_parse() -> None:

@@ -12,7 +12,10 @@ CHECK = """
 import sys
 import store
 from store import SequenceStore, TableSpec, to_numpy
-from store import compaction, job_records, stored_events, writer
+from store import writer
+from store.tiers import compaction
+from store.table import job_records
+from store.tiers import stored_events
 heavy = sorted(m for m in ("ray", "tqdm", "happybase", "hbase") if m in sys.modules)
 print(",".join(heavy))
 """

@@ -1,4 +1,4 @@
-"""Content digests (store.digests) agree on the three forms an event's payload takes — the
+"""Content digests (store.format.digests) agree on the three forms an event's payload takes — the
 writer's Arrow input, a raw cell decoded, a chunk decoded — on random payloads of every
 type, survive a schema version that adds a field, and tell different payloads apart."""
 
@@ -9,10 +9,10 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.chunks import decode_chunk, encode_chunk
-from store.codec import PayloadCodec, payload_array
-from store.digests import content_digests
-from store.schema import EventSchema
+from store.format.chunk import decode_chunk, encode_chunk
+from store.format.digests import content_digests
+from store.format.payload import PayloadCodec, payload_array
+from store.format.schema import EventSchema
 from tests.unit.test_codec_schema import RICH  # every payload type
 
 LATER = EventSchema.of([*RICH.payload, pa.field("added", pa.string())], version=2)

@@ -46,18 +46,19 @@ def test_errors_catch_as_library_root_or_builtin() -> None:
 
 
 def _fake_table() -> Any:
-    from store.codec import PayloadCodec
-    from store.schema import DEFAULT_SCHEMA
-    from store.table import TableSpec
+    from store.format.payload import PayloadCodec
+    from store.format.schema import DEFAULT_SCHEMA
+    from store.table.spec import TableSpec
 
     return SimpleNamespace(spec=TableSpec("t"), codec=PayloadCodec([DEFAULT_SCHEMA], table="t"), name_bytes=b"t",
                            feature_codecs={}, pool=None)
 
 
 def _public_calls() -> list[tuple[str, Callable[[], object]]]:
-    from store import codec, features, keys, reader, vectors, writer
-    from store.codec import PayloadCodec
-    from store.schema import DEFAULT_SCHEMA
+    from store import features, reader, writer
+    from store.format import keys, payload, vectors
+    from store.format.payload import PayloadCodec
+    from store.format.schema import DEFAULT_SCHEMA
 
     t = _fake_table()
     ok = [("u", 1_700_000_000_000)]
@@ -69,7 +70,7 @@ def _public_calls() -> list[tuple[str, Callable[[], object]]]:
         ("reader unit", lambda: reader.read_sequences(t, [("u", 1_700_000_000)], max_len=5)),
         ("features unknown", lambda: features.read_features(t, ok, ["nope"])),
         ("codec corrupt", lambda: PayloadCodec([DEFAULT_SCHEMA]).decode(b"\x09\x01")),
-        ("codec empty versions", lambda: codec.PayloadCodec([])),
+        ("codec empty versions", lambda: payload.PayloadCodec([])),
         ("vector size", lambda: vectors.vector_array([b"\x00"], pa.list_(pa.float32(), 2))),
         ("key too long", lambda: keys.user_prefix("x" * 5000, 4)),
         ("writer chunk_rows", lambda: writer.write_events(t, pa.table({"a": [1]}), chunk_rows=0)),
@@ -87,7 +88,7 @@ def test_public_store_calls_raise_only_seqstore_errors(name: str, call: Callable
 
 def test_a_bad_pool_size_is_a_config_error() -> None:
     from store.config import Config, Endpoint
-    from store.connection import ClientPool
+    from store.io.connection import ClientPool
 
     with pytest.raises(ConfigError, match="'pool_size' must be > 0"):
         ClientPool(Config(thrift2=(Endpoint("127.0.0.1", 1),)), 0)

@@ -11,12 +11,14 @@ from typing import Any, cast
 import pyarrow as pa
 import pytest
 
-from store import features, keys
-from store.connection import idl
+from store import features
 from store.errors import InvalidEventError, SchemaError
-from store.handle import TableHandle
-from store.schema import DEFAULT_SCHEMA
-from store.table import Registration, TableSpec
+from store.format import keys
+from store.format.schema import DEFAULT_SCHEMA
+from store.io.connection import idl
+from store.table.handle import TableHandle
+from store.table.registry import Registration
+from store.table.spec import TableSpec
 
 T = 1_700_000_000_000
 FEATURES = pa.schema([pa.field("clicks", pa.int64()), pa.field("emb", pa.list_(pa.float32(), 2))])

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 
 from ray_jobs.generate import generate
 from store import DEFAULT_SCHEMA, TableSpec
-from store.codec import PayloadCodec
-from store.validate import conform
+from store.format.payload import PayloadCodec
+from store.inputs.rows import conform
 
 
 def test_generate_is_reproducible_and_has_every_ingredient(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from ray_jobs.parts import part_rows, run_into_parts, write_part
 from ray_jobs.runner import BACKOFF_BASE_S, BACKOFF_MAX_S
 from ray_jobs.score import ModelError, load_model, part_name
 from ray_jobs.units import Unit, plan
-from store.backoff import backoff_s
 from store.errors import SeqStoreError
+from store.io.backoff import backoff_s
 
 
 def _write(path: Path, rows: int, *, row_group_size: int = 4, letter: str = "u") -> Path:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store import keys
+from store.format import keys
 
 user_ids = st.one_of(st.text(min_size=1, max_size=40), st.binary(min_size=1, max_size=40))
 timestamps = st.integers(min_value=0, max_value=2**62)

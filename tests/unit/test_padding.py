@@ -1,4 +1,4 @@
-"""store.padding.padded against a plain loop, on random list columns (sliced, with nulls)."""
+"""store.arrays.padded against a plain loop, on random list columns (sliced, with nulls)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.padding import padded
+from store.arrays import padded
 
 ROWS = st.lists(st.lists(st.one_of(st.none(), st.integers(-(2**40), 2**40)), max_size=12), max_size=9)
 

@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from store.config import Config, Endpoint
-from store.connection import ClientPool, Thrift2Client
 from store.errors import StoreClosedError
+from store.io.connection import ClientPool, Thrift2Client
 
 
 @pytest.fixture

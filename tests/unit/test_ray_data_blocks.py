@@ -8,7 +8,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from ray_jobs.data.sink import _events
 from store import EventSchema
-from store.validate import conform
+from store.inputs.rows import conform
 
 SCHEMA = EventSchema.of([pa.field("item_id", pa.int64(), nullable=False), pa.field("dwell_ms", pa.int32()),
                          pa.field("score", pa.float32()), pa.field("emb", pa.list_(pa.float16(), 2))])

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from store.errors import InvalidRequestError, SchemaError
-from store.requests import check_times, normalize, request_table, user_ids
-from store.schema import DEFAULT_SCHEMA
-from store.validate import DEFAULT_MAX_FUTURE_MS, MIN_PLAUSIBLE_MS, conform
+from store.format.schema import DEFAULT_SCHEMA
+from store.inputs.requests import check_times, normalize, request_table, user_ids
+from store.inputs.rows import DEFAULT_MAX_FUTURE_MS, MIN_PLAUSIBLE_MS, conform
 
 T = 1_700_000_000_000
 EXPECTED = (["u1", "u2"], [T, T + 1])

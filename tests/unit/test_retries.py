@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from thriftpy2.transport import TTransportException
 
-from store import connection
 from store.config import Config, Endpoint
-from store.connection import Thrift2Client, idl, socket_family
 from store.errors import HBaseError, InvalidRequestError, StoreUnavailableError
+from store.io import connection
+from store.io.connection import Thrift2Client, idl, socket_family
 
 
 class Flaky:

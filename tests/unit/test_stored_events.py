@@ -1,4 +1,4 @@
-"""What reads return of stored copies (store.stored_events.resolve), against a plain loop over
+"""What reads return of stored copies (store.tiers.stored_events.resolve), against a plain loop over
 the read path's rules, on random copies: raw and chunk copies, flagged and unflagged users,
 equal and different contents, events in several chunks."""
 
@@ -11,7 +11,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.stored_events import CHUNK, COPIES, RAW, resolve
+from store.tiers.stored_events import CHUNK, COPIES, RAW, resolve
 
 Copy = tuple[bytes, int, int, int]  # user, eid, digest, tier
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hbase import jars, probe
-from store.connection import IDL_PATH, idl
+from store.io.connection import IDL_PATH, idl
 
 
 def test_the_vendored_idl_is_the_one_in_the_pinned_hbase_thrift_jar() -> None:

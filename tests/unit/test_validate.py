@@ -6,8 +6,9 @@ import pyarrow as pa
 import pytest
 
 from store.errors import SchemaError
-from store.schema import DEFAULT_SCHEMA, EventSchema
-from store.validate import Reason, conform, null_vector_items
+from store.format.schema import DEFAULT_SCHEMA, EventSchema
+from store.format.vectors import null_vector_items
+from store.inputs.rows import Reason, conform
 
 NOW = 1_800_000_000_000
 

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from store.codec import PayloadCodec, payload_array
-from store.reader import to_numpy
-from store.schema import EventSchema
-from store.vectors import vector_array, vector_rows
+from store.arrays import to_numpy
+from store.format.payload import PayloadCodec, payload_array
+from store.format.schema import EventSchema
+from store.format.vectors import vector_array, vector_rows
 
 EMB = pa.list_(pa.float16(), 3)
 Q = pa.list_(pa.int8(), 2)

@@ -8,12 +8,12 @@ import pyarrow as pa
 import pytest
 from thriftpy2.utils import serialize
 
-from store import keys
-from store.calls import put_batches
-from store.codec import PayloadCodec
-from store.connection import idl
-from store.schema import DEFAULT_SCHEMA
-from store.validate import conform
+from store.format import keys
+from store.format.payload import PayloadCodec
+from store.format.schema import DEFAULT_SCHEMA
+from store.inputs.rows import conform
+from store.io.calls import put_batches
+from store.io.connection import idl
 from store.writer import _group_puts
 
 NOW = 1_800_000_000_000

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 
 from store import DEFAULT_SCHEMA, TableSpec
-from store.calls import PUT_CELLS_PER_CALL
 from store.errors import StoreUnavailableError
-from store.handle import TableHandle
-from store.table import Registration
+from store.io.calls import PUT_CELLS_PER_CALL
+from store.table.handle import TableHandle
+from store.table.registry import Registration
 from store.writer import write_events
 
 T0 = 1_700_000_000_000

@@ -7,7 +7,7 @@ Cells:
 
 ==============  ==============================================================================
 user row ``m:trim``  the retention watermark: ``(event_ts, event_id)`` of the oldest event kept by
-                ``max_events_per_user`` (:mod:`store.retention` decides it, :func:`put_watermark`
+                ``max_events_per_user`` (:mod:`store.tiers.retention` decides it, :func:`put_watermark`
                 records it); reads skip everything older
 user row ``m:raw``   the raw-tier *flag*: a random 8-byte token while the user may have raw events
                 that are not in its chunks; empty (or absent) when it has none
@@ -57,14 +57,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from store import keys
-from store.calls import NOT_EMPTY, delete_multiple, get_multiple, put_rows
-from store.connection import idl
-from store.scanning import scan_results
-from store.table import EVENTS, META
+from store.format import keys
+from store.format.keys import EVENTS, META
+from store.io.calls import NOT_EMPTY, delete_multiple, get_multiple, put_rows
+from store.io.connection import idl
+from store.io.scanning import scan_results
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 WATERMARK = b"trim"
 RAW_FLAG = b"raw"

@@ -1,6 +1,6 @@
 """The one backoff policy: capped exponential delays with "equal jitter".
 
-Used by the connection between retries of a call (:func:`store.connection.backoff_delays`)
+Used by the connection between retries of a call (:func:`store.io.connection.backoff_delays`)
 and by the jobs' runner before re-running a failed unit.
 """
 

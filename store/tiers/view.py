@@ -1,10 +1,10 @@
 """The tier view: what reads see of a table's two tiers, for a batch of requests.
 
 A user's compacted events are columnar chunks in the user's own row, read for many users per
-``getMultiple`` (:mod:`store.chunk_tier`) and cut on arrays; events written since the user's
-last compaction are per-event cells, scanned per request (:mod:`store.raw_tier`) only for
+``getMultiple`` (:mod:`store.tiers.chunk_runs`) and cut on arrays; events written since the user's
+last compaction are per-event cells, scanned per request (:mod:`store.tiers.raw_scans`) only for
 users whose raw-tier flag is set. :meth:`TierView.gather` merges the two, each event once by
-the rules of :mod:`store.visibility`. The phases, per user:
+the rules of :mod:`store.format.visibility`. The phases, per user:
 
 1. one row-atomic get of the user's row: its raw-tier flag, its watermark and its newest
    chunks before ``as_of`` (for many users per ``getMultiple``);
@@ -13,14 +13,14 @@ the rules of :mod:`store.visibility`. The phases, per user:
 4. on tables with ``max_events_per_user``: the watermarks read again.
 
 A read racing a compaction finds each event raw (flag set, step 3), compacted, or both
-(deduplicated, the raw copy winning), never neither — by the protocol of :mod:`store.user_meta`
+(deduplicated, the raw copy winning), never neither — by the protocol of :mod:`store.tiers.user_meta`
 (chunks and flag change together; raw cells go only after) and this order of reads: an
 unflagged user's chunks in step 1 hold everything compacted before; a flagged user's chunks in
 step 3 are read after its raw cells. A read racing a trim returns the kept events only: the
 watermark is read again after the scan (a trim records it before deleting).
 
 The reader (:mod:`store.reader`) shapes what the view gathers into sequences; retention
-(:mod:`store.retention`) trims below what it gathers, so trimming removes exactly what reads
+(:mod:`store.tiers.retention`) trims below what it gathers, so trimming removes exactly what reads
 would otherwise return.
 """
 
@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from store import keys, user_meta
-from store.chunk_tier import ChunkRuns, Request
-from store.raw_tier import RawScans, events_table
-from store.visibility import Columns, Mark, bounds, kept, newest_first_once
+from store.format import keys
+from store.format.visibility import Columns, Mark, bounds, kept, newest_first_once
+from store.tiers import user_meta
+from store.tiers.chunk_runs import ChunkRuns, Request
+from store.tiers.raw_scans import RawScans, events_table
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 
 @dataclass

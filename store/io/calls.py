@@ -10,7 +10,7 @@ its reason, and a filter's quoting is written once:
 * the filters: :func:`columns_from` / :func:`columns_after` (``ColumnRangeFilter``, qualifiers
   quoted), :data:`KEY_ONLY`, :data:`NOT_EMPTY`, :func:`all_of`.
 
-Scans page through :func:`store.scanning.scan_results`.
+Scans page through :func:`store.io.scanning.scan_results`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
-from store.connection import idl
 from store.errors import HBaseError
+from store.io.connection import idl
 
 if TYPE_CHECKING:
-    from store.connection import ClientPool
+    from store.io.connection import ClientPool
 
 # Gets per getMultiple of small rows (metadata cells, key-only chunk lists). Callers reading
 # many cells per get pass a smaller ``per_call`` that bounds the reply's size instead.

@@ -34,7 +34,6 @@ from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.thrift import TApplicationException, TClient, TDecodeException, TException
 from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
 
-from store.backoff import backoff_s
 from store.config import Config, Endpoint
 from store.errors import (
     ConfigError,
@@ -44,6 +43,7 @@ from store.errors import (
     StoreUnavailableError,
     TableNotFoundError,
 )
+from store.io.backoff import backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ MIN_ATTEMPT_TIMEOUT_MS = 1_000
 
 # HBase's Thrift2 IDL, vendored from the pinned hbase-thrift jar (a test checks it is the jar's),
 # so a client of a remote HBase needs no jars.
-IDL_PATH = Path(__file__).resolve().parent / "idl" / "hbase2.thrift"
+IDL_PATH = Path(__file__).resolve().parents[1] / "idl" / "hbase2.thrift"
 
 
 @functools.cache
@@ -72,7 +72,7 @@ def idl() -> ModuleType:
 
 def backoff_delays(config: Config) -> Iterator[float]:
     """Retry delays in seconds: exponential from ``backoff_ms``, capped at ``max_backoff_ms``,
-    jittered (:func:`store.backoff.backoff_s`)."""
+    jittered (:func:`store.io.backoff.backoff_s`)."""
     for attempt in range(config.retries):
         yield backoff_s(attempt, base_s=config.backoff_ms / 1000, max_s=config.max_backoff_ms / 1000)
 

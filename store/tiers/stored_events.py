@@ -3,13 +3,13 @@
 :func:`stored_copies` streams every copy a table holds of the events of users whose rows lie in
 ``[start, stop)``: each raw cell (family ``e`` of the user's bucket rows) and each event of
 each chunk cell (family ``c`` of the user's own row), with its tier, the user's raw-tier flag
-and a digest of its payload (:func:`store.digests.content_digests`: the same whatever schema
+and a digest of its payload (:func:`store.format.digests.content_digests`: the same whatever schema
 version encoded it). Copies a read never returns by rule are left out: those
 below the user's trim watermark and those past the table's TTL (:meth:`TableSpec.ttl_floor`).
 
 :func:`resolve` then applies the read path's rules to all copies of some events — it needs
 every copy of an event together, which a partition by event gives — and says what reads
-return and what is wrong, by the protocol of :mod:`store.user_meta`:
+return and what is wrong, by the protocol of :mod:`store.tiers.user_meta`:
 
 * a flagged user's event: its raw copy if it has one (the raw copy wins), else its chunk copy;
 * an unflagged user's event: its chunk copies only. A raw copy of it that no chunk copy with
@@ -36,17 +36,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store import keys, user_meta
-from store.chunks import decode_chunks
-from store.connection import idl
-from store.digests import content_digests
-from store.raw_tier import events_table
-from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS
-from store.visibility import Mark, kept
+from store.format import keys
+from store.format.chunk import decode_chunks
+from store.format.digests import content_digests
+from store.format.keys import CHUNKS, EVENTS
+from store.format.visibility import Mark, kept
+from store.io.connection import idl
+from store.io.scanning import scan_results
+from store.tiers import user_meta
+from store.tiers.raw_scans import events_table
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 RAW_CELLS_PER_RESULT = 1_000
 RAW_RESULTS_PER_CALL = 20  # at most 20k cells per call

@@ -7,7 +7,7 @@ columns. Like the writer's content identity it does not depend on the schema ver
 field's hash is mixed with its name and the fields are summed, so field order does not matter,
 and a null field adds nothing — a field added later (null in old events) changes no digest.
 
-Used by the audit (:mod:`store.stored_events`, ``seqstore verify``) to compare payloads; not an
+Used by the audit (:mod:`store.tiers.stored_events`, ``seqstore verify``) to compare payloads; not an
 identity (event ids stay the writer's), and not cryptographic.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.vectors import item_dtype
+from store.format.vectors import item_dtype
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

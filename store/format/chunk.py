@@ -29,7 +29,7 @@ nonce makes every chunk a cell never written before, so deleting a replaced chun
 mask a new one (an HBase delete marker hides every later put of the same cell and timestamp).
 
 The user's metadata cells beside them (the raw-tier flag, the watermark) and the protocol
-that changes chunks are in :mod:`store.user_meta`.
+that changes chunks are in :mod:`store.tiers.user_meta`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.codec import read_uvarint, uvarint
 from store.errors import SchemaError
-from store.schema import EVENT_ID, EVENT_TS, EventSchema
+from store.format.payload import read_uvarint, uvarint
+from store.format.schema import EVENT_ID, EVENT_TS, EventSchema
 
 FORMAT = 2
 _MAX_U64 = 2**64 - 1

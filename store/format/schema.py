@@ -4,7 +4,7 @@ Every event has ``user_id`` (string) and ``event_ts`` (int64, milliseconds UTC);
 in the row key and the qualifier. The other fields form the event's payload. An optional
 input column ``event_id`` (string, UTF-8 binary or integer; an integer is its decimal
 string) names events explicitly; without it an event is identified by its content (see
-:mod:`store.keys`). When the column is given it must name every row: a null id is
+:mod:`store.format.keys`). When the column is given it must name every row: a null id is
 quarantined as ``missing_event_id`` (never identified by content instead), an empty or
 non-UTF-8 one as ``invalid_event_id``.
 

@@ -16,9 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store import keys
 from store.errors import SchemaError
-from store.schema import EVENT_ID, EVENT_TS, USER_ID, EventSchema
+from store.format import keys
+from store.format.schema import EVENT_ID, EVENT_TS, USER_ID, EventSchema
+from store.format.vectors import null_vector_items
 
 # A millisecond timestamp below this (1973-03-03) is almost surely seconds (5138 AD as seconds).
 MIN_PLAUSIBLE_MS = 100_000_000_000
@@ -199,22 +200,6 @@ def conform_event_ids(col: pa.Array | pa.ChunkedArray, v: Verdicts) -> pa.Array:
              "event_id is null; an event_id column must name every event")
     v.reject(_mask(pc.equal(pc.binary_length(ids), 0)), Reason.INVALID_EVENT_ID, EVENT_ID, "event_id is empty")
     return ids
-
-
-def null_vector_items(col: pa.Array) -> np.ndarray:
-    """Per row of a fixed-size-list column: the index of the first null item of a non-null
-    vector, else -1. (A null *vector* is fine in a nullable field; a null *item* has no
-    encoding: it would be written as 0 or NaN.)"""
-    n, width = len(col), col.type.list_size
-    first = np.full(n, -1, dtype=np.int64)
-    items = col.values.slice(col.offset * width, n * width)  # .values ignores the slice offset
-    if n == 0 or width == 0 or items.null_count == 0:
-        return first
-    nulls = np.asarray(items.is_null().to_numpy(zero_copy_only=False), dtype=bool).reshape(n, width)
-    nulls &= np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)[:, None]
-    bad = nulls.any(axis=1)
-    first[bad] = nulls[bad].argmax(axis=1)
-    return first
 
 
 def reject_null_vector_items(col: pa.Array, name: str, v: Verdicts) -> pa.Array:

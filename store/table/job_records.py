@@ -2,7 +2,7 @@
 
 A job's records of table ``T`` are the rows ``T|<job>|<key>`` (e.g. the backfill's completed
 units, ``T|backfill|<unit key>``), each holding one JSON entry. They sit under the table's own
-prefix (:func:`store.table.owned_prefix`), so dropping the table forgets them too. A record is
+prefix (:func:`store.table.registry.owned_prefix`), so dropping the table forgets them too. A record is
 only ever replaced, one at a time (a job redoing a unit overwrites that unit's entry): jobs on
 other inputs of the same table keep theirs.
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from store.connection import ClientPool, idl
-from store.keys import prefix_end
-from store.scanning import scan_results
-from store.table import META, META_TABLE, ensure_meta_table, owned_prefix
+from store.format.keys import META, META_TABLE, prefix_end
+from store.io.connection import ClientPool, idl
+from store.io.scanning import scan_results
+from store.table.registry import ensure_meta_table, owned_prefix
 
 _ENTRY = b"unit"  # the qualifier of a record's entry (named when records were only backfill units)
 

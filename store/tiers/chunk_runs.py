@@ -2,7 +2,7 @@
 
 A *run* is what one get of a user's row returns: the user's chunks from the one that may hold
 events before ``hi`` back in time (a ``ColumnRangeFilter`` from
-:func:`~store.chunks.first_qualifier_before`), at most ``limit`` of them (``storeLimit``).
+:func:`~store.format.chunk.first_qualifier_before`), at most ``limit`` of them (``storeLimit``).
 Gets of many users go in one ``getMultiple``; a user with several requests (e.g. a training
 export's labels) is served by one run from its newest request while that run covers the
 others. The first get of a user also returns its metadata cells (raw-tier flag, watermark):
@@ -16,7 +16,7 @@ already reached it, so rounds are few and memory stays bounded by what a request
 
 Cutting a request out of a run never loops over events: a run's events are sorted newest
 first (chunks are disjoint and each is sorted), so ``hi``, ``lo`` and the trim watermark
-are binary searches (:func:`store.visibility.cut`), an event-type filter one mask.
+are binary searches (:func:`store.format.visibility.cut`), an event-type filter one mask.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from store.calls import columns_from, family_or, get_multiple
-from store.chunks import chunk_key, chunk_schema, decode_chunks, first_qualifier_before
-from store.connection import idl
-from store.table import CHUNKS, META
-from store.visibility import Columns, cut
+from store.format.chunk import chunk_key, chunk_schema, decode_chunks, first_qualifier_before
+from store.format.keys import CHUNKS, META
+from store.format.visibility import Columns, cut
+from store.io.calls import columns_from, family_or, get_multiple
+from store.io.connection import idl
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 UNFILTERED_WITHIN_MS = 3_600_000
 GETS_PER_CALL = 256  # the reader's slices hold at most this many users: one call per round

@@ -1,11 +1,11 @@
 """Compaction: moving users' raw-tier events into columnar chunks, atomically per row.
 
-The layout (see :mod:`store.chunks`): a user's compacted events are chunk cells in family
+The layout (see :mod:`store.format.chunk`): a user's compacted events are chunk cells in family
 ``c`` of the user's own row, holding disjoint, contiguous ranges of ``(event_ts, event_id)``;
 events written since are raw cells in the user's bucket rows, and the user's flag is set. The
 protocol that keeps the tiers consistent under concurrent writers, readers and compactions —
 who may change a user's chunks, on which token, and when raw cells may go — is told once, in
-:mod:`store.user_meta`; this module follows it.
+:mod:`store.tiers.user_meta`; this module follows it.
 
 Compacting a user (a batch of users at a time; one *window* of the user's newest raw events
 per step, at most :data:`WINDOW_EVENTS` events and :data:`WINDOW_BYTES` bytes, so memory never
@@ -22,13 +22,13 @@ holds a heavy user's whole backlog):
    :meth:`TableSpec.ttl_floor` with :data:`TTL_MARGIN_MS` to spare dropped) and split into
    pieces of at most ``chunk_events`` events and :data:`CHUNK_BYTES` bytes, of near-equal
    size. A new piece is a cell never written before (its qualifier has a nonce).
-4. :func:`store.user_meta.commit`: one ``checkAndMutate`` of the user row on the token of 1
+4. :func:`store.tiers.user_meta.commit`: one ``checkAndMutate`` of the user row on the token of 1
    deletes the replaced chunks, puts the new pieces and clears the flag (or, while raw events
    remain, renews it with a token of its own for the next window). If the check fails (a write
    or another compaction came in), nothing is written and the user starts again, at most
    :data:`ATTEMPTS` times; a user that keeps changing is *skipped* (left flagged, readable,
    counted and named in the stats), never an error.
-5. :func:`store.user_meta.delete_merged` deletes the merged raw cells.
+5. :func:`store.tiers.user_meta.delete_merged` deletes the merged raw cells.
 
 A compaction that stops anywhere leaves a readable table; running it again finishes the job
 (idempotent: events already in chunks merge with themselves).
@@ -48,19 +48,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from store import keys, user_meta
-from store.calls import KEY_ONLY, all_of, columns_from, get_multiple
-from store.chunks import ChunkKey, chunk_key, chunk_qualifier, decode_chunk, encode_chunk, first_qualifier_before
-from store.connection import idl
-from store.errors import TableNotFoundError
-from store.raw_tier import Event, events_table
-from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS, META, TableSpec
-from store.user_meta import WATERMARK, flagged
-from store.visibility import kept, newest_first_once
+from store.format import keys
+from store.format.chunk import ChunkKey, chunk_key, chunk_qualifier, decode_chunk, encode_chunk, first_qualifier_before
+from store.format.keys import CHUNKS, EVENTS, META
+from store.format.visibility import kept, newest_first_once
+from store.io.calls import KEY_ONLY, all_of, columns_from, get_multiple
+from store.io.connection import idl
+from store.io.scanning import scan_results
+from store.tiers import user_meta
+from store.tiers.raw_scans import Event, events_table
+from store.tiers.user_meta import WATERMARK, flagged
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 WINDOW_EVENTS = 16_384  # raw events merged per atomic step of one user
 WINDOW_BYTES = 16 * 1024 * 1024  # ... and their payload bytes
@@ -97,12 +97,6 @@ class CompactionStats:
         self.skipped = (self.skipped + other.skipped)[:SKIPPED_NAMED]
 
 
-def salt_ranges(spec: TableSpec) -> list[tuple[bytes, bytes]]:
-    """``(start, stop)`` row ranges, one per salt value: units of parallel compaction."""
-    n = spec.salt_buckets
-    return [(bytes((s,)), bytes((s + 1,)) if s < 255 else b"") for s in range(n)]
-
-
 def compact_range(table: TableHandle, start: bytes, stop: bytes, *, older_than_ms: int | None = None,
                   on_progress: Callable[[CompactionStats], None] | None = None) -> CompactionStats:
     """Compact every user whose row key lies in ``[start, stop)``: the tokens are read first,
@@ -111,11 +105,11 @@ def compact_range(table: TableHandle, start: bytes, stop: bytes, *, older_than_m
     kept changing is skipped (``users_skipped``), not an error.
 
     Raises:
-        TableNotFoundError: the table has no chunk tier (created before seqstore had one).
+        InvalidRequestError: the table has no chunk tier (:meth:`TableSpec.check_tiered`).
         StoreUnavailableError, HBaseError: as raised by the connection; running it again
             resumes (users already compacted have no raw events left).
     """
-    check_tiered(table.spec)
+    table.spec.check_tiered()
     # Before the raw scan: a write after this point changes the token, so its flag stays.
     flags, row_tokens = user_meta.scan_tokens(table, start, stop)
     stats = CompactionStats()
@@ -151,22 +145,13 @@ def compact_range(table: TableHandle, start: bytes, stop: bytes, *, older_than_m
 def compact_users(table: TableHandle, users: list[str | bytes], *,
                   older_than_ms: int | None = None) -> CompactionStats:
     """Compact the given users (see :func:`compact_range`)."""
-    check_tiered(table.spec)
+    table.spec.check_tiered()
     stats = CompactionStats()
     prefixes = [keys.user_prefix(u, table.spec.salt_buckets) for u in dict.fromkeys(users)]
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-compact") as ex:
         for part in ex.map(lambda p: _compact_user(table, p, older_than_ms), prefixes):
             stats.add(part)
     return stats
-
-
-def check_tiered(spec: TableSpec) -> None:
-    """Raise :class:`TableNotFoundError` if the table has no chunk tier (it cannot be compacted)."""
-    if spec.chunk_events is None:
-        raise TableNotFoundError(
-            f"table {spec.name!r} has no chunk tier (it was created before seqstore compacted tables), "
-            "so it cannot be compacted; it is read from its raw tier only. Recreate it and backfill again "
-            "to compact it")
 
 
 def _raw_scan(start: bytes, stop: bytes, older_than_ms: int | None) -> Any:

@@ -15,10 +15,10 @@ import copy
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from store.calls import columns_after
+from store.io.calls import columns_after
 
 if TYPE_CHECKING:
-    from store.connection import ClientPool
+    from store.io.connection import ClientPool
 
 
 def scan_results(pool: ClientPool, table: bytes, scan: Any, page: int, *, max_page: int | None = None) -> Iterator[Any]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from store.codec import PayloadCodec, feature_codecs
-from store.connection import ClientPool
-from store.schema import EventSchema
-from store.table import Registration, TableSpec
+from store.format.payload import PayloadCodec, feature_codecs
+from store.format.schema import EventSchema
+from store.io.connection import ClientPool
+from store.table.registry import Registration
+from store.table.spec import TableSpec
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ import zlib
 from store.errors import InvalidRequestError
 
 MAX_U64 = 2**64 - 1
+META_TABLE = b"seqstore_meta"  # the registry of tables (:mod:`store.table.registry`)
+EVENTS, CHUNKS, FEATURES, META = b"e", b"c", b"f", b"m"  # a sequence table's column families
+DAY_MS = 86_400_000  # the default bucket_ms: one wide row per user and day
 MAX_TS = 2**63 - 1  # HBase timestamps (and event times) are int64
 MAX_USER_BYTES = 1024
 _U64 = struct.Struct(">Q")
@@ -43,7 +46,7 @@ def user_bytes(user_id: str | bytes) -> bytes:
 
     Raises:
         TypeError: ``user_id`` is neither (``bytes(5)`` would be five zero bytes: another
-            user's row). Convert other ids first, as :func:`store.requests.user_ids` does.
+            user's row). Convert other ids first, as :func:`store.inputs.requests.user_ids` does.
     """
     if isinstance(user_id, str):
         return user_id.encode("utf-8")
@@ -114,6 +117,12 @@ def event_id(user: bytes, ts_ms: int, identity: bytes) -> int:
     h.update(_U64.pack(ts_ms))
     h.update(identity)
     return int.from_bytes(h.digest(), "big")
+
+
+def salt_ranges(salt_buckets: int) -> list[tuple[bytes, bytes]]:
+    """``(start, stop)`` row ranges, one per salt value: a table's units of parallel work."""
+    n = salt_buckets
+    return [(bytes((s,)), bytes((s + 1,)) if s < 255 else b"") for s in range(n)]
 
 
 def split_keys(salt_buckets: int) -> list[bytes]:

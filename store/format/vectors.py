@@ -1,7 +1,7 @@
 """Fixed-size vectors (embeddings): from cell bytes to Arrow, and from Arrow to numpy.
 
 A vector field has type ``fixed_size_list<item, width>``; its cell bytes are the ``width``
-items, little-endian, back to back (see :mod:`store.codec`).
+items, little-endian, back to back (see :mod:`store.format.payload`).
 """
 
 from __future__ import annotations
@@ -58,3 +58,19 @@ def vector_rows(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     rows = items.to_numpy(zero_copy_only=False).reshape(-1, width)
     valid = column.is_valid().to_numpy(zero_copy_only=False)
     return rows, valid
+
+
+def null_vector_items(col: pa.Array) -> np.ndarray:
+    """Per row of a fixed-size-list column: the index of the first null item of a non-null
+    vector, else -1. (A null *vector* is fine in a nullable field; a null *item* has no
+    encoding: it would be written as 0 or NaN.)"""
+    n, width = len(col), col.type.list_size
+    first = np.full(n, -1, dtype=np.int64)
+    items = col.values.slice(col.offset * width, n * width)  # .values ignores the slice offset
+    if n == 0 or width == 0 or items.null_count == 0:
+        return first
+    nulls = np.asarray(items.is_null().to_numpy(zero_copy_only=False), dtype=bool).reshape(n, width)
+    nulls &= np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)[:, None]
+    bad = nulls.any(axis=1)
+    first[bad] = nulls[bad].argmax(axis=1)
+    return first

@@ -24,9 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from store.errors import SchemaError
-from store.schema import EventSchema
-from store.validate import null_vector_items
-from store.vectors import item_dtype, vector_array
+from store.format.schema import EventSchema
+from store.format.vectors import item_dtype, null_vector_items, vector_array
 
 FORMAT = 1
 _FIXED = {
@@ -90,7 +89,7 @@ def _pieces(column: pa.Array, field: pa.Field) -> list[bytes]:
         if (first_null >= 0).any():
             row = int(np.argmax(first_null >= 0))
             raise SchemaError(f"field {field.name!r}, row {row}: item {int(first_null[row])} of the vector is null "
-                             "and has no encoding; validate rows first (store.validate.conform)")
+                             "and has no encoding; validate rows first (store.inputs.rows.conform)")
         size = item_dtype(t).itemsize * t.list_size
         flat = column.fill_null([0] * t.list_size) if column.null_count else column
         raw = np.asarray(flat.flatten().to_numpy(zero_copy_only=False)).astype(item_dtype(t), copy=False).tobytes()
@@ -216,7 +215,7 @@ def payload_array(values: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
     """One field's decoded values (as :meth:`PayloadCodec.decode` returns them) as an Arrow array.
 
     None is null. Vectors, decoded as their stored bytes, become a ``fixed_size_list``
-    array without a Python object per item (:func:`store.vectors.vector_array`).
+    array without a Python object per item (:func:`store.format.vectors.vector_array`).
     """
     if pa.types.is_fixed_size_list(arrow_type):
         return vector_array(values, arrow_type)

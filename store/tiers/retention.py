@@ -22,17 +22,18 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from store import keys, user_meta
-from store.calls import KEY_ONLY, all_of, columns_from, delete_multiple
-from store.chunks import chunk_key, first_qualifier_before
-from store.connection import idl
-from store.scanning import scan_results
-from store.table import CHUNKS, EVENTS
-from store.view import TierView
-from store.visibility import Mark, below
+from store.format import keys
+from store.format.chunk import chunk_key, first_qualifier_before
+from store.format.keys import CHUNKS, EVENTS
+from store.format.visibility import Mark, below
+from store.io.calls import KEY_ONLY, all_of, columns_from, delete_multiple
+from store.io.connection import idl
+from store.io.scanning import scan_results
+from store.tiers import user_meta
+from store.tiers.view import TierView
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 SCAN_ROWS = 64
 TRIM_USERS = 256  # users gathered at a time: bounds memory to TRIM_USERS x max_events_per_user events
@@ -41,7 +42,7 @@ TRIM_USERS = 256  # users gathered at a time: bounds memory to TRIM_USERS x max_
 def trim(table: TableHandle, users: Iterable[str | bytes]) -> int:
     """Trim each user to the table's ``max_events_per_user``; returns events deleted.
 
-    The tier view (:class:`store.view.TierView`, what reads see) finds each user's
+    The tier view (:class:`store.tiers.view.TierView`, what reads see) finds each user's
     ``keep``-th newest event, for :data:`TRIM_USERS` users at a time;
     where older events exist, its ``(event_ts, event_id)`` becomes the watermark, then the raw
     cells below it and the chunks wholly below it are deleted. A chunk straddling it keeps its

@@ -5,7 +5,7 @@ these, so they agree on which events exist:
 
 * **Time**: a request ``(user, as_of)`` sees ``lo <= event_ts < hi`` (:func:`bounds`): ``hi`` is
   ``as_of`` (``as_of + 1`` with ``inclusive``), ``lo`` the window's start, the TTL floor
-  (:meth:`store.table.TableSpec.ttl_floor`, the one TTL rule) and the trim watermark's time.
+  (:meth:`store.table.spec.TableSpec.ttl_floor`, the one TTL rule) and the trim watermark's time.
 * **Trim watermark** ``mark = (event_ts, event_id)`` of a user's oldest kept event: events
   ordered below it (by ``(event_ts, event_id)``) are trimmed (:func:`kept`, :func:`below`).
 * **Once**: an event is identified by ``(event_ts, event_id)``; of several copies (raw and
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.keys import MAX_TS
+from store.format.keys import MAX_TS
 
 Mark = tuple[int, int]  # (event_ts, event_id) of a user's oldest kept event
 _EMPTY = np.zeros(0, dtype=np.int64)

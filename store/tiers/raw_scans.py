@@ -4,7 +4,7 @@ A request is one Thrift2 ``getScannerResults`` call in the common case: a scan f
 user's bucket of ``hi`` back in time, the server filtering on the cell timestamp (= event
 time) and returning at most ``max_len`` cells per row. Continuations fetch geometrically more
 rows for users whose recent buckets are sparse, resuming inside a wide row where an
-``event_types`` filter rejected most of it (see :mod:`store.scanning`). Memory per request
+``event_types`` filter rejected most of it (see :mod:`store.io.scanning`). Memory per request
 is bounded by ``max_len`` times a small constant, whatever the user's history length.
 
 The reader (:mod:`store.reader`) scans the raw tier only for users whose raw-tier flag is
@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from store import keys
-from store.chunks import chunk_schema
-from store.codec import payload_array
-from store.connection import idl
-from store.scanning import scan_results
-from store.table import EVENTS
+from store.format import keys
+from store.format.chunk import chunk_schema
+from store.format.keys import EVENTS
+from store.format.payload import payload_array
+from store.io.connection import idl
+from store.io.scanning import scan_results
 
 if TYPE_CHECKING:
-    from store.handle import TableHandle
+    from store.table.handle import TableHandle
 
 FIRST_ROWS = 2
 Event = tuple[int, int, list[Any]]  # (event_ts, event_id, payload values)

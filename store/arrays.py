@@ -1,15 +1,17 @@
-"""The one padding helper: variable-length runs of an Arrow array as a ``[rows, max_len]`` array.
-
-Used by :func:`store.reader.to_numpy` (sequences from the reader, hence by scoring, export
-and Ray Data) and by the PyTorch dataset over export shards.
+"""Sequences as padded numpy arrays: :func:`to_numpy` for the reader's output, and the one
+padding helper under it, :func:`padded` (also used by the PyTorch dataset over export shards).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
-from store.vectors import vector_rows
+from store.format.vectors import vector_rows
+
+__all__ = ["padded", "to_numpy"]
 
 
 def padded(values: pa.Array, starts: np.ndarray, lengths: np.ndarray, max_len: int,
@@ -38,3 +40,22 @@ def padded(values: pa.Array, starts: np.ndarray, lengths: np.ndarray, max_len: i
     out = np.full((rows_n, max_len), pad, dtype=flat.dtype)
     out[row, col] = flat[src]
     return out
+
+
+def to_numpy(sequences: pa.Table, *, max_len: int, fields: Sequence[str] | None = None,
+             pad: int | float = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Padded numpy arrays from :func:`store.reader.read_sequences` output.
+
+    Returns ``(arrays, lengths)``: ``arrays[name]`` has shape ``[batch, max_len]`` (plus the
+    vector width for fixed-size-list fields), position 0 holding the first event of the
+    sequence's order; slots past ``lengths[i]`` hold ``pad`` (None for strings).
+    ``event_ts`` and ``event_id`` are always included.
+    """
+    seq = sequences.column("sequence").combine_chunks()
+    events = seq.flatten()
+    lengths = np.minimum(np.asarray(sequences.column("length").to_numpy(), dtype=np.int64), max_len)
+    starts = np.asarray(seq.offsets.to_numpy()[:-1], dtype=np.int64)
+    names = ["event_ts", "event_id", *(fields if fields is not None else
+                                       [f.name for f in events.type if f.name not in ("event_ts", "event_id")])]
+    out = {name: padded(events.field(name), starts, lengths, max_len, pad) for name in names}
+    return out, lengths.astype(np.int32)

@@ -16,7 +16,7 @@ they are keyed exactly as the event writer keys them (the integer ``5`` is user 
 and outputs carry them back with the caller's type (:attr:`RequestBatch.ids`).
 
 Timestamps are int64 milliseconds UTC and are checked with the writer's rule
-(:func:`store.validate.implausible_times`): seconds, microseconds and negative values are an
+(:func:`store.inputs.rows.implausible_times`): seconds, microseconds and negative values are an
 :class:`~store.errors.InvalidRequestError` naming the column and the row, unless the caller
 passes ``allow_any_ts=True`` for a deliberate far-past or far-future read.
 """
@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow as pa
 
 from store.errors import InvalidRequestError, SchemaError
-from store.schema import USER_ID
-from store.validate import Verdicts, conform_user_ids, implausible_times
+from store.format.schema import USER_ID
+from store.inputs.rows import Verdicts, conform_user_ids, implausible_times
 
 Requests: TypeAlias = (
     "pa.Table | pa.RecordBatch | Mapping[str, Any] | tuple[Sequence[Any], Sequence[int]] | Iterable[tuple[Any, int]]"
@@ -110,7 +110,7 @@ def normalize(requests: Requests, *, ts_column: str = AS_OF, allow_any_ts: bool 
 
 
 def user_ids(values: Sequence[Any] | np.ndarray | pa.Array | pa.ChunkedArray) -> list[str]:
-    """User ids as the event writer keys them (:func:`store.validate.conform_user_ids`).
+    """User ids as the event writer keys them (:func:`store.inputs.rows.conform_user_ids`).
 
     Raises:
         SchemaError: the ids mix types other than strings and integers, or one is null,
