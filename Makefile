@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(EXTRAS)
-PYTEST_ARGS ?=
 # Optional extras to install with the package. CI adds `torch` (about 5 GB with its CUDA wheels,
 # ~1 min from PyPI) so the PyTorch dataset test runs too: `make test EXTRAS=jobs,test,dev,torch`.
 EXTRAS ?= jobs,test,dev
+STAMP  := $(VENV)/.installed-$(EXTRAS)
+PYTEST_ARGS ?=
 
 .PHONY: install jars test lint unit demo bench bench-scaleout docker-engine docker-engine-stop test-docker clean
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields, replace
 from store.endpoint_file import read_local_hbase
 from store.errors import ConfigError
 
+__all__ = ["HBASE_ENV", "HBASE_THRIFT2_ENV", "Config", "Endpoint"]
+
 HBASE_ENV = "SEQSTORE_HBASE"
 HBASE_THRIFT2_ENV = "SEQSTORE_HBASE_THRIFT2"
 

@@ -7,6 +7,19 @@ exceptions between processes).
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "HBaseError",
+    "InvalidEventError",
+    "InvalidRequestError",
+    "SchemaError",
+    "SeqStoreError",
+    "StoreClosedError",
+    "StoreUnavailableError",
+    "TableExistsError",
+    "TableNotFoundError",
+]
+
 
 class SeqStoreError(Exception):
     """Root of every error seqstore raises."""

@@ -43,7 +43,7 @@ from store.format import keys
 from store.format.keys import EVENTS
 from store.format.schema import EVENT_ID, EVENT_TS, USER_ID
 from store.inputs.rows import QUARANTINE_SCHEMA, Reason, Verdicts, conform
-from store.io.calls import put_batches
+from store.io.calls import put_batches, put_multiple
 from store.io.connection import idl
 from store.tiers import user_meta
 from store.tiers.retention import trim
@@ -165,7 +165,7 @@ def write_events(
                 chunk_cells += sum(len(p.columnValues) for p in group)
                 if stamp:
                     user_meta.stamp_rows(group)
-                in_flight.add(executor.submit(table.pool.call, "putMultiple", table.name_bytes, group))
+                in_flight.add(executor.submit(put_multiple, table.pool, table.name_bytes, group))
                 # pool.size calls run; as many more wait queued, so no worker idles while one is awaited.
                 if len(in_flight) >= table.pool.size * 2:
                     in_flight = _settle(in_flight, FIRST_COMPLETED)

@@ -5,7 +5,8 @@ its reason, and a filter's quoting is written once:
 
 * :func:`get_multiple`: ``getMultiple`` in calls of at most ``per_call`` gets (on an executor
   when given), results in the order of the gets, checked to be one per get;
-* :func:`put_batches` / :func:`put_rows`: ``putMultiple`` calls bounded in cells and bytes;
+* :func:`put_batches` / :func:`put_multiple` / :func:`put_rows`: ``putMultiple`` calls bounded
+  in cells and bytes;
 * :func:`delete_multiple`: ``deleteMultiple`` calls bounded in cells;
 * the filters: :func:`columns_from` / :func:`columns_after` (``ColumnRangeFilter``, qualifiers
   quoted), :data:`KEY_ONLY`, :data:`NOT_EMPTY`, :func:`all_of`.
@@ -68,11 +69,16 @@ def get_multiple(pool: ClientPool, table: bytes, gets: Sequence[Any], *, per_cal
     return [r for part in parts for r in part]
 
 
+def put_multiple(pool: ClientPool, table: bytes, group: list[Any]) -> None:
+    """Send one :func:`put_batches` group in one ``putMultiple`` call."""
+    pool.call("putMultiple", table, group)
+
+
 def put_rows(pool: ClientPool, table: bytes, rows: Mapping[bytes, list[Any]]) -> int:
     """Put ``TColumnValue`` lists by row key in :func:`put_batches` calls; returns the calls."""
     calls = 0
     for group in put_batches(rows):
-        pool.call("putMultiple", table, group)
+        put_multiple(pool, table, group)
         calls += 1
     return calls
 
