@@ -17,7 +17,7 @@ bucket row ``m:w``   the row's *write token*: a random 8-byte token put with eve
 
 The invariant: **every event a writer had acknowledged is readable, once, from the user's
 chunks or — when the flag is set — from its raw cells.** Readers read the raw tier of flagged
-users only (:mod:`store.reader`). The rules that keep it:
+users only (:mod:`store.tiers.view`). The rules that keep it:
 
 1. A writer sets the flag to a fresh token after its raw cells were acknowledged
    (:func:`flag_users`). A write call that fails before that leaves raw cells under an empty
