@@ -284,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="join this Ray cluster instead of starting a local one")
     p.add_argument("--force", action="store_true",
                    help="re-run every unit of this input, ignoring (then replacing) its records in the manifest")
+    p.add_argument("--into", choices=("auto", "chunks", "raw"), default="auto",
+                   help="chunks: group by user and write straight into the chunk tier (read-ready, nothing to "
+                        "compact); raw: one raw cell per event, for a later `seqstore compact`; auto (default): "
+                        "chunks if the table has a chunk tier")
+    _option(p, "--partition-events", env="SEQSTORE_PARTITION_EVENTS", type=_positive, default=1_000_000,
+            help="into chunks: input rows per group of users, about (what one worker holds at once)")
     _option(p, "--report-dir", env="SEQSTORE_REPORT_DIR", type=Path,
             help="where the run's report-<time>-<id>.json and quarantine/ (one Parquet file per unit with bad "
                  "rows) go; re-runs may share one (default: seqstore-reports/backfill-<table>-<time>)")

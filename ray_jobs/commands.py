@@ -245,8 +245,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     bar = tqdm(unit="ev", unit_scale=True, desc="backfill", disable=not show, file=sys.stderr)
     with reporting_status(_status_line(bar, "backfill")):
         report = run_backfill(args.input, args.table, workers=args.workers, force=args.force,
-                              report_dir=args.report_dir, ray_address=args.ray_address, on_plan=_sized(bar),
-                              on_progress=bar.update)
+                              report_dir=args.report_dir, into=args.into, partition_events=args.partition_events,
+                              ray_address=args.ray_address, on_plan=_sized(bar), on_progress=bar.update)
     bar.close()
     compaction = _compact_after_backfill(args, show) if args.compact and report.completed else None
 
@@ -254,9 +254,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         state = "completed" if report.completed else "DID NOT COMPLETE"
         print(f"backfill {state}: {report.events_in} events in, {report.events_written} written, "
               f"{report.events_merged} merged, {report.events_quarantined} quarantined {report.quarantine_by_reason}")
-        print(f"  units: {report.units_done} done, {report.units_skipped} skipped (already done), "
+        kind = "groups of users" if report.into == "chunks" else "row groups"
+        print(f"  units ({kind}): {report.units_done} done, {report.units_skipped} skipped (already done), "
               f"{report.units_retried} retried, of {report.units_total}")
-        print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s with {report.workers} workers "
+        ready = "read-ready (into chunks, nothing to compact)" if report.into == "chunks" else "into raw cells"
+        print(f"  {report.wall_s} s, {report.events_per_s:.0f} events/s {ready} with {report.workers} workers "
               f"on {report.nodes} Ray node(s)")
         print(f"  report: {report.report_path}\n  quarantine: {report.quarantine_path}")
         if report.error:

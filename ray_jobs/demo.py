@@ -2,11 +2,11 @@
 
 1. start the local HBase if needed (or use ``SEQSTORE_HBASE_THRIFT2``);
 2. generate a realistic behaviour log (~1M events of 10k users, 0.1% malformed);
-3. create the demo table and backfill the log into it with Ray;
-4. compact the table with Ray: every user's raw events into columnar chunks;
-5. verify that HBase holds exactly the log's valid events (both tiers);
-6. score every user as of now with the example numpy model (reading the chunks);
-7. export point-in-time training rows for a sample of labelled events;
+3. create the demo table and backfill the log into it with Ray, grouped by user and written
+   straight into columnar chunks: read-ready as it lands, nothing to compact;
+4. verify that HBase holds exactly the log's valid events (both tiers);
+5. score every user as of now with the example numpy model (reading the chunks);
+6. export point-in-time training rows for a sample of labelled events;
 
 then print a table of rows, time and throughput per stage, and where the outputs are.
 The demo's table is re-created on every run; its files go under ``--work-dir``.
@@ -48,7 +48,6 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
     """Run the demo; returns the process exit code. With ``as_json`` the summary goes to
     ``json_out`` (default stdout)."""
     from ray_jobs.backfill import run_backfill
-    from ray_jobs.compact import run_compact
     from ray_jobs.export import run_export
     from ray_jobs.generate import generate
     from ray_jobs.runner import init_ray
@@ -70,21 +69,22 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
     t0 = time.monotonic()
     external = bool(os.environ.get(HBASE_THRIFT2_ENV) or os.environ.get(HBASE_ENV))
     if external:
-        say(f"[1/7] HBase: using {os.environ.get(HBASE_THRIFT2_ENV) or os.environ[HBASE_ENV]}")
+        say(f"[1/6] HBase: using {os.environ.get(HBASE_THRIFT2_ENV) or os.environ[HBASE_ENV]}")
         stage("hbase", t0, 0, state="external")
     else:
-        say("[1/7] HBase: starting the embedded standalone HBase (if not running)")
+        say("[1/6] HBase: starting the embedded standalone HBase (if not running)")
         rt, already = launcher.start(data_dir, on_progress=lambda m: say(f"  {m}"))
         stage("hbase", t0, 0, state="already running" if already else "started", data_dir=rt.data_dir)
 
-    say(f"[2/7] generate: {events:,} events of {users:,} users -> {work_dir / 'events'}")
+    say(f"[2/6] generate: {events:,} events of {users:,} users -> {work_dir / 'events'}")
     t0 = time.monotonic()
     log = generate(work_dir / "events", users=users, events=events, seed=7, bad_fraction=0.001)
     stage("generate", t0, log.events, files=len(log.files))
 
     init_ray(None, workers)
     with SequenceStore() as store:
-        say(f"[3/7] backfill into table {DEMO_TABLE} with {workers} Ray workers")
+        say(f"[3/6] backfill into table {DEMO_TABLE} with {workers} Ray workers: grouped by user, straight into "
+            "columnar chunks")
         t0 = time.monotonic()
         store.drop_table(DEMO_TABLE)  # the demo's own table: every run starts from scratch
         table = store.create_table(TableSpec(DEMO_TABLE, salt_buckets=8))
@@ -95,25 +95,16 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
         if not backfill.completed:
             raise SeqStoreError(f"backfill did not complete: {backfill.error}")
         stage("backfill", t0, backfill.events_in, written=backfill.events_written,
-              quarantined=backfill.events_quarantined)
+              quarantined=backfill.events_quarantined, into=backfill.into, units=backfill.units_total)
 
-        say(f"[4/7] compact: raw events into columnar chunks with {workers} Ray workers")
-        t0 = time.monotonic()
-        bar = _bar(table.spec.salt_buckets, "compact", as_json)
-        compaction = run_compact(DEMO_TABLE, workers=workers, on_progress=lambda _s: bar.update(1))
-        bar.close()
-        if not compaction.completed:
-            raise SeqStoreError(f"compaction did not complete: {compaction.error}")
-        stage("compact", t0, compaction.raw_events, users=compaction.users, chunks=compaction.chunks_written)
-
-        say("[5/7] verify: recount every user's events from the log and from HBase (raw tier and chunks)")
+        say("[4/6] verify: recount every user's events from the log and from HBase (raw tier and chunks)")
         t0 = time.monotonic()
         check = verify(str(work_dir / "events"), table)
         stage("verify", t0, check.events_found, users=check.users_checked, mismatched=check.users_mismatched)
         if not check.ok:
             raise SeqStoreError(f"verify found {check.users_mismatched} mismatched users")
 
-        say(f"[6/7] score: every user as of now with {MODEL}")
+        say(f"[5/6] score: every user as of now with {MODEL}")
         t0 = time.monotonic()
         requests = work_dir / "requests" / "all-users.parquet"
         requests.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +119,7 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
             raise SeqStoreError(f"score did not complete: {score.error}")
         stage("score", t0, score.scored, max_len=50)
 
-        say("[7/7] export: training rows strictly before each label's time")
+        say("[6/6] export: training rows strictly before each label's time")
         t0 = time.monotonic()
         # Labels come from the log's valid events (the ones the backfill wrote), picked at random.
         batch, verdicts = conform(pq.read_table(log.files).combine_chunks().to_batches()[0], DEFAULT_SCHEMA)
@@ -161,8 +152,8 @@ def run(*, data_dir: Path | None, as_json: bool, work_dir: Path = Path("seqstore
     print()
     for name, path in outputs.items():
         print(f"{name:<16} {path}")
-    print(f"\ncompaction: {compaction.raw_events:,} events of {compaction.users:,} users into "
-          f"{compaction.chunks_written:,} chunks in {compaction.wall_s:.1f} s; score and export read them")
+    print(f"\nbackfill: {backfill.events_written:,} events read-ready in chunks in {backfill.wall_s:.1f} s "
+          f"({backfill.events_per_s:,.0f} events/s from Parquet, nothing to compact); score and export read them")
     scored = pq.read_table(score.out)
     print(f"scores: {scored.num_rows:,} users, mean {pa.compute.mean(scored['score']).as_py():.3f}; "
           f"training rows: {export.rows_written:,} in {export.shards} shards")

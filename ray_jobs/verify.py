@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ray_jobs.backfill import JOB, recorded_entry
+from ray_jobs.backfill import JOB, recorded_now
 from ray_jobs.units import plan
 from store import SequenceTable
 from store.format import content_digests, keys
@@ -139,10 +139,9 @@ class _Spill:
 def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
     """Spill every valid input row's coordinates, judged as the backfill judged its unit."""
     fs, units = plan(input_path)
-    recorded = table.job_records(JOB)
+    nows = recorded_now(table.job_records(JOB), units)
     for unit in units:
-        entry = recorded_entry(recorded, unit)
-        now_ms = entry.get("now_ms") if entry.get("fingerprint") == unit.fingerprint else None
+        now_ms = nows[unit.key]
         with fs.open_input_file(unit.path) as handle:
             for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):
                 cells = table.validated_cells(raw, now_ms=now_ms)

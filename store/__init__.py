@@ -21,9 +21,10 @@ from store.errors import (
 from store.format.schema import DEFAULT_SCHEMA, EventSchema
 from store.inputs.rows import Reason
 from store.table.spec import TableSpec
-from store.writer import WriteResult
+from store.writer import ChunkLoad, WriteResult
 
 __all__ = [
+    "ChunkLoad",
     "DEFAULT_SCHEMA",
     "Config",
     "ConfigError",

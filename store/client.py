@@ -172,6 +172,27 @@ class SequenceTable:
         return _writer.write_events(self._handle, data, source=source, start_position=start_position,
                                     chunk_rows=chunk_rows, on_invalid=on_invalid, now_ms=now_ms)
 
+    def write_chunks(
+        self,
+        data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch],
+        *,
+        source: str | None = None,
+        start_position: int = 0,
+        on_invalid: str = "quarantine",
+        now_ms: int | None = None,
+    ) -> _writer.WriteResult:
+        """Write events straight into the chunk tier, merged with what each user holds: no raw
+        cell, nothing to compact. For bulk loads of whole histories (all of ``data`` is held
+        until merged); live writes of a few events per user belong in :meth:`write`. Same
+        validation, quarantine and identity as :meth:`write` (:func:`store.writer.write_chunks`)."""
+        return _writer.write_chunks(self._handle, data, source=source, start_position=start_position,
+                                    on_invalid=on_invalid, now_ms=now_ms)
+
+    def chunk_load(self, *, now_ms: int | None = None, on_invalid: str = "quarantine") -> _writer.ChunkLoad:
+        """A bulk load built up from several parts (:class:`store.writer.ChunkLoad`): ``add`` them,
+        then ``commit``. What a backfill's reducer uses for a group of users."""
+        return _writer.ChunkLoad(self._handle, now_ms=now_ms, on_invalid=on_invalid)
+
     def read_sequences(
         self,
         requests: Requests,

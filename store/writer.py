@@ -40,12 +40,13 @@ import pyarrow.compute as pc
 
 from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
 from store.format import keys
+from store.format.chunk import chunk_schema
 from store.format.keys import EVENTS
 from store.format.schema import EVENT_ID, EVENT_TS, USER_ID
 from store.inputs.rows import QUARANTINE_SCHEMA, Reason, Verdicts, conform
 from store.io.calls import put_batches, put_multiple
 from store.io.connection import idl
-from store.tiers import user_meta
+from store.tiers import bulk, user_meta
 from store.tiers.retention import trim
 
 if TYPE_CHECKING:
@@ -334,3 +335,130 @@ def last_of_each_cell(batch: pa.RecordBatch, valid: np.ndarray, event_ids: np.nd
 def _touched_users(batch: pa.RecordBatch, valid: np.ndarray) -> set[str]:
     users = batch.column(USER_ID).to_pylist()
     return {users[i] for i in np.flatnonzero(valid).tolist()}
+
+
+class ChunkLoad:
+    """A bulk load: events judged and identified exactly as :func:`write_events` does, then
+    merged straight into the chunk tier (:func:`store.tiers.bulk.merge`), no raw cell written.
+
+    :meth:`add` validates input (quarantining bad rows with the writer's reasons) and holds
+    the valid events; :meth:`commit` merges them all, one step per user (a heavy user in
+    steps), so the events a load holds decide its memory: hand it whole users' histories, a
+    group of users at a time. Rows of the whole load with the same cell coordinates (user,
+    ``event_ts``, event id) are one event, the last added winning, counted as ``merged``.
+    Idempotent: loading the same events again stores nothing twice.
+    """
+
+    def __init__(self, table: TableHandle, *, now_ms: int | None = None, on_invalid: str = "quarantine",
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+        if chunk_rows <= 0:
+            raise InvalidRequestError("'chunk_rows' must be > 0")
+        if on_invalid not in ("quarantine", "raise"):
+            raise InvalidRequestError("'on_invalid' must be 'quarantine' or 'raise'")
+        table.spec.check_tiered()
+        self.table = table
+        self.now_ms = now_ms
+        self.on_invalid = on_invalid
+        self.chunk_rows = chunk_rows
+        self.rows_in = 0
+        self._events: list[pa.Table] = []
+        self._quarantines: list[pa.Table] = []
+
+    def add(self, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch], *, source: str | None = None,
+            start_position: int = 0, positions: np.ndarray | None = None) -> None:
+        """Judge ``data`` (the columns :func:`write_events` takes) and hold its valid events.
+
+        ``positions``: each row's position in ``source`` (default ``start_position`` on), for
+        rows gathered from several places of one source.
+
+        Raises:
+            SchemaError: the columns do not fit the table's schema.
+            InvalidEventError: ``on_invalid="raise"`` and a row is invalid (nothing of it held).
+        """
+        target = chunk_schema(self.table.codec.current)
+        offset = 0
+        for raw in _batches(data, self.chunk_rows):
+            cells = validated_cells(self.table, raw, now_ms=self.now_ms)
+            n = cells.batch.num_rows
+            if positions is not None:
+                where = np.asarray(positions[offset : offset + n], dtype=np.int64)
+            else:
+                where = np.arange(start_position + offset, start_position + offset + n, dtype=np.int64)
+            valid = cells.verdicts.valid
+            if self.on_invalid == "raise" and not valid.all():
+                i = int(np.argmin(valid))
+                v = cells.verdicts
+                raise InvalidEventError(v.reason[i], v.field[i], int(where[i]), v.detail[i])
+            coords = list(cells.coordinates())
+            rows = pa.array([c[0] for c in coords], pa.int64())
+            batch = cells.batch
+            columns = [batch.column(EVENT_TS).take(rows), pa.array([c[3] for c in coords], pa.uint64()),
+                       *(batch.column(f.name).take(rows) for f in target if f.name not in (EVENT_TS, EVENT_ID))]
+            events = pa.Table.from_arrays(columns, schema=target)
+            self._events.append(events.append_column(_PREFIX, pa.array([c[1] for c in coords], pa.binary())))
+            self._quarantines.append(cells.verdicts.quarantine(where, source))
+            self.rows_in += n
+            offset += n
+
+    def commit(self) -> WriteResult:
+        """Merge every event held into the chunk tier; the load's counts and quarantine.
+
+        Raises:
+            StoreUnavailableError, HBaseError: as raised by the connection; users merged before
+                stay merged, and loading the same events again is safe.
+            SeqStoreError: a user kept being changed by others (re-run), or conservation failed.
+        """
+        events = pa.concat_tables(self._events) if self._events else None
+        self._events = []
+        quarantine = pa.concat_tables(self._quarantines) if self._quarantines else QUARANTINE_SCHEMA.empty_table()
+        users, merged = _by_user(events)
+        stats = bulk.merge(self.table, users)
+        written = sum(e.num_rows for _, e in users)
+        if stats.events != written or self.rows_in != written + merged + quarantine.num_rows:
+            raise SeqStoreError(f"conservation violated: {self.rows_in} in, {written} distinct events, "
+                                f"{stats.events} merged into chunks, {quarantine.num_rows} quarantined, "
+                                f"{merged} repeats")
+        if self.table.spec.max_events_per_user is not None:
+            trim(self.table, [keys.parse_row_key(p + bytes(keys.BUCKET_LEN))[1] for p, _ in users])
+        return WriteResult(self.rows_in, written, quarantine, stats.calls, merged)
+
+
+_PREFIX = "__prefix"
+
+
+def _by_user(events: pa.Table | None) -> tuple[list[tuple[bytes, pa.Table]], int]:
+    """Each user's events (by row prefix, in prefix order), newest first, each ``(event_ts,
+    event_id)`` once — the last held winning — and how many repeats were dropped."""
+    if events is None or not events.num_rows:
+        return [], 0
+    codes = pc.dictionary_encode(events.column(_PREFIX)).combine_chunks()
+    prefixes = codes.dictionary.to_pylist()
+    rank = np.empty(len(prefixes), dtype=np.int64)
+    rank[sorted(range(len(prefixes)), key=prefixes.__getitem__)] = np.arange(len(prefixes))
+    user = rank[np.asarray(codes.indices.to_numpy(), dtype=np.int64)]
+    ts = np.asarray(events.column(EVENT_TS).to_numpy(), dtype=np.int64)
+    eid = np.asarray(events.column(EVENT_ID).to_numpy(), dtype=np.uint64)
+    seq = np.arange(len(ts), dtype=np.int64)
+    order = np.lexsort((-seq, ~eid, -ts, user))  # user, then newest first, then the last held first
+    u, w, e = user[order], ts[order], eid[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (u[1:] != u[:-1]) | (w[1:] != w[:-1]) | (e[1:] != e[:-1])
+    order = order[first]
+    table = events.drop_columns([_PREFIX]).take(pa.array(order, pa.int64()))
+    starts = np.flatnonzero(np.diff(user[order], prepend=-1))
+    by_rank = sorted(prefixes)
+    out = []
+    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(order)], strict=True):
+        out.append((by_rank[int(user[order[a]])], table.slice(a, b - a)))
+    return out, int(len(first) - first.sum())
+
+
+def write_chunks(table: TableHandle, data: pa.Table | pa.RecordBatch | Iterable[pa.RecordBatch], *,
+                 source: str | None = None, start_position: int = 0, on_invalid: str = "quarantine",
+                 now_ms: int | None = None) -> WriteResult:
+    """Write events straight into the chunk tier: :class:`ChunkLoad` of ``data`` in one go
+    (all of it is held until merged). The arguments, errors and quarantine are those of
+    :func:`write_events`; repeats are merged across the whole call."""
+    load = ChunkLoad(table, now_ms=now_ms, on_invalid=on_invalid)
+    load.add(data, source=source, start_position=start_position)
+    return load.commit()

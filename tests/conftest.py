@@ -29,6 +29,7 @@ from typing import Any
 
 import happybase
 import pytest
+from hypothesis import settings
 from pytest_docker.plugin import DockerComposeExecutor
 
 from hbase import launcher
@@ -36,6 +37,11 @@ from hbase.state import Runtime
 from store import SequenceStore, SequenceTable, TableSpec
 from store.config import HBASE_ENV, HBASE_THRIFT2_ENV, Config, Endpoint
 from tests.ray_cluster import RayCluster
+
+# Speed is measured in benchmarks/, not asserted by tests: no per-example deadline (a loaded
+# 2-core machine makes Hypothesis's default 200 ms a timing test).
+settings.register_profile("seqstore", deadline=None)
+settings.load_profile("seqstore")
 
 REPO = Path(__file__).resolve().parents[1]
 

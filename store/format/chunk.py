@@ -115,8 +115,15 @@ def encode_chunk(events: pa.Table | pa.RecordBatch, schema: EventSchema) -> byte
         same = pc.and_(pc.equal(ts[1:], ts[:-1]), pc.equal(ids[1:], ids[:-1]))
         if pc.any(same).as_py():
             raise SchemaError("a chunk holds two events with the same (event_ts, event_id)")
-    batches = table.combine_chunks().to_batches()  # one batch; none for an empty table
-    batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=target)
+    return encode_sorted_chunk(table, schema)
+
+
+def encode_sorted_chunk(events: pa.Table, schema: EventSchema) -> bytes:
+    """One chunk value of ``events`` that are already in :func:`chunk_schema`'s columns, sorted
+    newest first, each ``(event_ts, event_id)`` once — what a merge step produces
+    (:mod:`store.tiers.chunk_steps`); :func:`encode_chunk` checks and sorts first, then calls this."""
+    batches = events.combine_chunks().to_batches()  # one batch; none for an empty table
+    batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=chunk_schema(schema))
     body: bytes = batch.serialize().to_pybytes()
     return bytes((FORMAT,)) + uvarint(schema.version) + body
 

@@ -98,7 +98,7 @@ class TableSpec:
         """The TTL rule, one for every reader of it: at ``now_ms`` an event is expired iff its
         ``event_ts`` is below this (None: no TTL). HBase applies it to cells with the
         RegionServer's clock; reads and the audit apply it with their caller's clock, and
-        compaction drops an event only well after (:data:`store.tiers.compaction.TTL_MARGIN_MS`), so
+        compaction drops an event only well after (:data:`store.tiers.chunk_steps.TTL_MARGIN_MS`), so
         clocks apart by less than that never make it delete an event a read could return."""
         return None if self.ttl_days is None else now_ms - self.ttl_s * 1000
 

@@ -13,22 +13,17 @@ holds a heavy user's whole backlog):
 
 1. The user's flag token and its raw rows' write tokens are read before its raw cells. A user
    whose flag is empty but who has raw cells is claimed first (a token of our own).
-2. Each raw event belongs to the chunk with the greatest oldest event not above it (the
-   oldest chunk for events older than all): its *territory*. Only chunks that own a raw event
-   are read and rewritten, so a late event costs one chunk, not the user's history. A window
-   is cut short where the chunks it would rewrite pass :data:`STEP_EVENTS` events.
-3. Each such chunk's events and its raw events are merged (one event per ``(event_ts,
-   event_id)``, the raw copy winning; events below the trim watermark or expired by
-   :meth:`TableSpec.ttl_floor` with :data:`TTL_MARGIN_MS` to spare dropped) and split into
-   pieces of at most ``chunk_events`` events and :data:`CHUNK_BYTES` bytes, of near-equal
-   size. A new piece is a cell never written before (its qualifier has a nonce).
-4. :func:`store.tiers.user_meta.commit`: one ``checkAndMutate`` of the user row on the token of 1
+2. :mod:`store.tiers.chunk_steps` plans the step: the chunks whose territories hold the raw
+   events (a window is cut short where they pass its ``STEP_EVENTS``), merged with them (the
+   raw copy winning; trimmed and expired events dropped) and cut into new pieces.
+3. :func:`store.tiers.chunk_steps.commit` (the protocol's :func:`store.tiers.user_meta.commit`):
+   one ``checkAndMutate`` of the user row on the token of 1
    deletes the replaced chunks, puts the new pieces and clears the flag (or, while raw events
    remain, renews it with a token of its own for the next window). If the check fails (a write
    or another compaction came in), nothing is written and the user starts again, at most
    :data:`ATTEMPTS` times; a user that keeps changing is *skipped* (left flagged, readable,
    counted and named in the stats), never an error.
-5. :func:`store.tiers.user_meta.delete_merged` deletes the merged raw cells.
+4. :func:`store.tiers.user_meta.delete_merged` deletes the merged raw cells.
 
 A compaction that stops anywhere leaves a readable table; running it again finishes the job
 (idempotent: events already in chunks merge with themselves).
@@ -36,8 +31,6 @@ A compaction that stops anywhere leaves a readable table; running it again finis
 
 from __future__ import annotations
 
-import itertools
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -49,13 +42,12 @@ import numpy as np
 import pyarrow as pa
 
 from store.format import keys
-from store.format.chunk import ChunkKey, chunk_key, chunk_qualifier, decode_chunk, encode_chunk, first_qualifier_before
+from store.format.chunk import ChunkKey, chunk_key, first_qualifier_before
 from store.format.keys import CHUNKS, EVENTS, META
-from store.format.visibility import kept, newest_first_once
 from store.io.calls import KEY_ONLY, all_of, columns_from, get_multiple
 from store.io.connection import idl
 from store.io.scanning import scan_results
-from store.tiers import user_meta
+from store.tiers import chunk_steps, user_meta
 from store.tiers.raw_scans import Event, events_table
 from store.tiers.user_meta import WATERMARK, flagged
 
@@ -64,10 +56,7 @@ if TYPE_CHECKING:
 
 WINDOW_EVENTS = 16_384  # raw events merged per atomic step of one user
 WINDOW_BYTES = 16 * 1024 * 1024  # ... and their payload bytes
-STEP_EVENTS = 65_536  # chunk events one step may rewrite besides its raw events
-CHUNK_BYTES = 4 * 1024 * 1024  # a piece's payload bytes, well under HBase's 10 MB cell limit
 BATCH_EVENTS = 65_536  # raw events held for a batch of users
-TTL_MARGIN_MS = 3_600_000  # compaction drops an expired event only this long after reads stop returning it
 # A scan call returns at most SCAN_RESULTS results of at most RAW_BATCH cells (a wide row comes
 # in several): 64k cells, whatever the rows' widths.
 RAW_BATCH = 256
@@ -149,9 +138,15 @@ def compact_users(table: TableHandle, users: list[str | bytes], *,
     stats = CompactionStats()
     prefixes = [keys.user_prefix(u, table.spec.salt_buckets) for u in dict.fromkeys(users)]
     with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-compact") as ex:
-        for part in ex.map(lambda p: _compact_user(table, p, older_than_ms), prefixes):
+        for part in ex.map(lambda p: compact_prefix(table, p, older_than_ms), prefixes):
             stats.add(part)
     return stats
+
+
+def compact_prefix(table: TableHandle, prefix: bytes, older_than_ms: int | None = None) -> CompactionStats:
+    """Compact one user, by row prefix (:func:`compact_users`); a flagged user with no raw
+    events left has its flag cleared."""
+    return _compact_user(table, prefix, older_than_ms)
 
 
 def _raw_scan(start: bytes, stop: bytes, older_than_ms: int | None) -> Any:
@@ -226,7 +221,7 @@ def _compact_user(table: TableHandle, prefix: bytes, older_than_ms: int | None) 
         if not flagged(token):
             if not _has_raw(table, prefix, []):
                 return stats  # nothing raw: nothing to do
-            claimed = user_meta.claim(table, prefix)
+            claimed = user_meta.claim(table, prefix, token)
             if claimed is None:
                 stats.retries += 1
                 continue  # a writer flagged it meanwhile: read its token
@@ -323,121 +318,56 @@ class _Plan:
 def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any]]],
                   tokens: dict[bytes, bytes]) -> list[_Plan]:
     """The step of each user (one non-empty window each), two batched gets for all of them. A
-    window whose territories hold more than :data:`STEP_EVENTS` chunk events is cut short
-    (``len(plan.cells) < len(window)``)."""
+    window whose territories hold more than :data:`~store.tiers.chunk_steps.STEP_EVENTS` chunk
+    events is cut short (``len(plan.cells) < len(window)``)."""
     t = idl()
     users = list(windows)
     if not users:
         return []
     decode = table.codec.decode
-    raws: dict[bytes, list[Event]] = {}
+    raws: dict[bytes, pa.Table] = {}
     gets = []
     for p in users:
-        raw = []
+        raw: list[Event] = []
         for _, cv in windows[p]:
             ts, eid = keys.parse_qualifier(cv.qualifier)
             raw.append((ts, eid, decode(cv.value)))
-        raws[p] = raw
+        raws[p] = events_table(table, raw)
         start = first_qualifier_before(max(e[0] for e in raw) + 1)
         gets.append(t.TGet(row=p, columns=[t.TColumn(META, WATERMARK)]))
         gets.append(t.TGet(row=p, columns=[t.TColumn(family=CHUNKS)], maxVersions=1,
                            filterString=all_of(KEY_ONLY, columns_from(start))))
     results = get_multiple(table.pool, table.name_bytes, gets)
     marks: dict[bytes, tuple[int, int] | None] = {}
-    owned: dict[bytes, dict[ChunkKey | None, list[Event]]] = {}
-    taken: dict[bytes, list[tuple[bytes, Any]]] = {}
+    steps: dict[bytes, tuple[list[ChunkKey], np.ndarray]] = {}
     value_gets = []
     for j, p in enumerate(users):
         marks[p] = user_meta.parse_gets([results[2 * j]]).marks.get(0)
         chunks = [chunk_key(cv.qualifier, cv.timestamp) for cv in results[2 * j + 1].columnValues or []]
-        owned[p], fit = _territories(chunks, raws[p])
-        taken[p] = windows[p][:fit]
-        wanted = [k for k in owned[p] if k is not None]
+        new = raws[p]
+        index, fit = chunk_steps.territories(chunks, new.column("event_ts").to_numpy(),
+                                             new.column("event_id").to_numpy())
+        raws[p], steps[p] = new.slice(0, fit), (chunks, index[:fit])
+        wanted = chunk_steps.owned(index[:fit], chunks)
         if wanted:
             value_gets.append(t.TGet(row=p, columns=[t.TColumn(CHUNKS, k.qualifier) for k in wanted], maxVersions=1))
     values: dict[bytes, dict[bytes, bytes]] = {}
     for result in get_multiple(table.pool, table.name_bytes, value_gets):
         values[result.row] = {cv.qualifier: cv.value for cv in result.columnValues or []}
-    spec = table.spec
-    floor = spec.ttl_floor(int(time.time() * 1000))
-    floor = floor - TTL_MARGIN_MS if floor is not None else None
+    floor = chunk_steps.merge_floor(table.spec)
     plans = []
     for p in users:
-        pieces: list[tuple[bytes, bytes, int]] = []
-        for key, events in owned[p].items():
-            # A chunk gone since its key was read was trimmed whole (a compaction replacing it
-            # would have changed the flag token, failing the check): its events are not kept.
-            chunk = values.get(p, {}).get(key.qualifier) if key is not None else None
-            merged = _merged(table, events, chunk, marks[p], floor)
-            for piece in _pieces(merged, spec.chunk_events or 2):
-                ts = piece.column("event_ts")
-                oldest = (ts[-1].as_py(), piece.column("event_id")[-1].as_py())
-                pieces.append((chunk_qualifier(oldest, piece.num_rows), encode_chunk(piece, table.codec.current),
-                               ts[0].as_py()))
-        plans.append(_Plan(p, tokens[p], taken[p], [k for k in owned[p] if k is not None], pieces))
+        chunks, index = steps[p]
+        pieces = chunk_steps.rewrite(table, raws[p], index, chunks, values.get(p, {}), marks[p], floor)
+        plans.append(_Plan(p, tokens[p], windows[p][:len(index)], chunk_steps.owned(index, chunks), pieces))
     return plans
 
 
 def _apply(table: TableHandle, plan: _Plan, *, keep_flag: bool) -> bool:
     """Step 4 for one user; False if its check failed (nothing written)."""
-    t = idl()
-    mutations = [t.TMutation(deleteSingle=t.TDelete(row=plan.prefix, deleteType=t.TDeleteType.DELETE_COLUMN, columns=[
-        t.TColumn(CHUNKS, k.qualifier, timestamp=k.newest_ts)])) for k in plan.replaced]
-    cells = [t.TColumnValue(CHUNKS, q, v, timestamp=ts) for q, v, ts in plan.pieces]
-    applied, plan.next_token = user_meta.commit(table, plan.prefix, plan.token, mutations, cells, keep_flag=keep_flag)
+    applied, plan.next_token = chunk_steps.commit(table, plan.prefix, plan.token, plan.replaced, plan.pieces,
+                                                  keep_flag=keep_flag)
     return applied
-
-
-def _territories(chunks: list[ChunkKey], raw: list[Event]) -> tuple[dict[ChunkKey | None, list[Event]], int]:
-    """The raw events by the chunk whose territory holds them: the chunk with the greatest
-    oldest event not above the event, or the oldest chunk for events older than all. ``chunks``
-    are the user's chunks with an oldest event not above the newest raw one, newest first
-    (None: the user has none). Only the first ``fit`` raw events (the second value) are taken:
-    as many as keep the chunks to rewrite within :data:`STEP_EVENTS` events (at least one)."""
-    if not chunks:
-        return {None: raw}, len(raw)
-    oldest_ts = -np.array([c.oldest[0] for c in chunks], dtype=np.int64)  # ascending
-    owned: dict[ChunkKey | None, list[Event]] = {}
-    rewritten = 0
-    for n, event in enumerate(raw):
-        j = int(np.searchsorted(oldest_ts, -event[0], "left"))  # first chunk with oldest_ts <= event_ts
-        while j < len(chunks) and chunks[j].oldest > (event[0], event[1]):
-            j += 1
-        chunk = chunks[min(j, len(chunks) - 1)]
-        if chunk not in owned:
-            if n and rewritten + chunk.events > STEP_EVENTS:
-                return owned, n
-            rewritten += chunk.events
-        owned.setdefault(chunk, []).append(event)
-    return owned, len(raw)
-
-
-def _merged(table: TableHandle, raw: list[Event], chunk: bytes | None, mark: tuple[int, int] | None,
-            floor: int | None) -> pa.Table:
-    """A chunk's events and raw events, newest first, once each (the raw copy wins), without
-    trimmed events or events expired before ``floor``."""
-    parts = [events_table(table, raw)]
-    if chunk is not None:
-        versions = {s.version: s for s in table.versions}
-        parts.append(pa.Table.from_batches([decode_chunk(chunk, versions, table.codec.current)]))
-    merged = pa.concat_tables(parts).combine_chunks()
-    ts = np.asarray(merged.column("event_ts").to_numpy(), dtype=np.int64)
-    eid = np.asarray(merged.column("event_id").to_numpy(), dtype=np.uint64)
-    order = newest_first_once(ts, eid)
-    order = order[kept(ts[order], eid[order], mark, floor)]
-    return merged.take(pa.array(order, pa.int64()))
-
-
-def _pieces(events: pa.Table, chunk_events: int) -> Iterator[pa.Table]:
-    """``events`` (newest first) in consecutive pieces of near-equal size, at most ``chunk_events``
-    events and about :data:`CHUNK_BYTES` bytes each."""
-    n = events.num_rows
-    if n == 0:
-        return
-    count = max(math.ceil(n / chunk_events), math.ceil(events.nbytes / CHUNK_BYTES))
-    bounds = np.linspace(0, n, min(count, n) + 1).round().astype(int)
-    for a, b in itertools.pairwise(bounds):
-        yield events.slice(int(a), int(b - a))
 
 
 def _has_raw(table: TableHandle, prefix: bytes, merged: list[tuple[bytes, Any]]) -> bool:

@@ -10,7 +10,9 @@ user row ``m:trim``  the retention watermark: ``(event_ts, event_id)`` of the ol
                 ``max_events_per_user`` (:mod:`store.tiers.retention` decides it, :func:`put_watermark`
                 records it); reads skip everything older
 user row ``m:raw``   the raw-tier *flag*: a random 8-byte token while the user may have raw events
-                that are not in its chunks; empty (or absent) when it has none
+                that are not in its chunks; when it has none, a *clean token* (``00`` and 8
+                random bytes, new with every commit) — or, on rows no commit touched since this
+                layout, empty or absent
 bucket row ``m:w``   the row's *write token*: a random 8-byte token put with every put of
                 explicitly identified events to that row, in the same row mutation
 ==============  ==============================================================================
@@ -24,19 +26,23 @@ users only (:mod:`store.tiers.view`). The rules that keep it:
    flag: not read until the same input is written again (documented on the writer) or a
    compaction picks them up (rule 4).
 2. A user's chunks change only in :func:`commit`: one row-atomic ``checkAndMutate`` of the user
-   row, conditional on the flag token the compactor read *before* everything it merged, that
-   also sets the flag — to the empty value, or to a new token of the compactor's while raw
-   events remain. A token is random and never reused, so the check passes only if no write and
-   no other compaction touched the user since the token was read; the loser writes nothing.
+   row, conditional on the flag value the committer read *before* everything it merged, that
+   also sets the flag — to a new clean token, or to a new token of the committer's while raw
+   events remain. Every value a commit or a writer puts is random and never reused, so the
+   check passes only if no write and no other commit touched the user since the value was
+   read; the loser writes nothing. That holds for a clean flag too: two committers that both
+   read the same clean token (or the empty flag of an untouched row: HBase matches an empty
+   expected value to an absent cell) cannot both pass, because the first one's commit puts a
+   value the second did not read. So a bulk load (:mod:`store.tiers.bulk`) commits a clean
+   user in one call, with no claim first.
 3. The flag is never deleted, only overwritten. Family ``m`` has classic delete semantics: a
    delete marker at the server's "now" hides every put with an equal or older timestamp, so a
    writer's flag put in the same millisecond as the clear would be lost (measured on HBase
    2.6.1: 104 of 300 such puts hidden). A put after a put of equal timestamp wins.
-4. The empty flag is not a token: it comes back after every successful compaction, so two
-   compactions that both read "empty" would both pass a check on it and commit the same events
-   twice. A compactor that finds raw cells under an empty flag first :func:`claim` s the user
-   (``checkAndPut`` of a token of its own, conditional on the flag being empty) and reads the
-   user's cells only after that claim succeeded.
+4. A compactor that finds raw cells under a clean flag (a write call that failed before
+   flagging) first :func:`claim` s the user — a token of its own, conditional on the clean
+   value it read — so reads see those cells from then on, and reads the user's cells only
+   after that claim succeeded.
 5. Raw cells are deleted only after the commit that put their events into chunks, exactly
    (qualifier and timestamp): a reader sees each event raw, in a chunk, or both (deduplicated),
    never in neither. An explicitly identified event can be re-written with another payload
@@ -69,7 +75,8 @@ if TYPE_CHECKING:
 WATERMARK = b"trim"
 RAW_FLAG = b"raw"
 ROW_TOKEN = b"w"
-UNFLAGGED = b""
+UNFLAGGED = b""  # the flag of a row no commit touched (an absent cell reads as this)
+_CLEAN = b"\x00"  # a clean token: this byte and 8 random ones (a raw token is 8 bytes long)
 _MARK = struct.Struct(">QQ")
 
 
@@ -83,12 +90,19 @@ def parse_watermark(value: bytes) -> tuple[int, int]:
 
 
 def new_token() -> bytes:
+    """A raw-tier token: the flag of a user that may have raw events."""
     return os.urandom(8)
 
 
+def new_clean_token() -> bytes:
+    """A clean token: the flag of a user whose events are all in chunks, new with each commit."""
+    return _CLEAN + os.urandom(8)
+
+
 def flagged(value: bytes | None) -> bool:
-    """Whether a ``m:raw`` cell value (None: no cell) says the user may have unread raw events."""
-    return bool(value)
+    """Whether a ``m:raw`` cell value (None: no cell) says the user may have unread raw events:
+    a raw token (8 bytes), not a clean token (9 bytes, the first 0) nor empty."""
+    return value is not None and value != b"" and not (len(value) == len(_CLEAN) + 8 and value[:1] == _CLEAN)
 
 
 @dataclass
@@ -187,26 +201,32 @@ def scan_tokens(table: TableHandle, start: bytes, stop: bytes) -> tuple[dict[byt
     for result in scan_results(table.pool, table.name_bytes, scan, 10_000):
         for cv in result.columnValues or []:
             if cv.qualifier == RAW_FLAG:
-                flags[result.row] = cv.value
+                if flagged(cv.value):
+                    flags[result.row] = cv.value
             else:
                 tokens[result.row] = cv.value
     return flags, tokens
 
 
 def user_tokens(table: TableHandle, prefix: bytes) -> tuple[bytes, dict[bytes, bytes]]:
-    """One user's flag (:data:`UNFLAGGED` if none) and its raw rows' write tokens: one scan."""
-    flags, tokens = scan_tokens(table, prefix, keys.prefix_end(prefix))
-    return flags.get(prefix, UNFLAGGED), tokens
+    """One user's flag value (clean, or :data:`UNFLAGGED` if none) and its raw rows' write
+    tokens: one get, then one scan."""
+    t = idl()
+    (result,) = get_multiple(table.pool, table.name_bytes, [t.TGet(row=prefix, columns=[t.TColumn(META, RAW_FLAG)])])
+    value = result.columnValues[0].value if result.columnValues else UNFLAGGED
+    _, tokens = scan_tokens(table, prefix, keys.prefix_end(prefix))
+    return value, tokens
 
 
-def claim(table: TableHandle, prefix: bytes) -> bytes | None:
-    """Rule 4: put a token of our own on a user whose flag is empty (or absent); the token, or
-    None if the user was flagged meanwhile (read its token again)."""
+def claim(table: TableHandle, prefix: bytes, current: bytes) -> bytes | None:
+    """Rule 4: put a token of our own on a user whose flag is clean, conditional on the clean
+    value ``current`` read (:data:`UNFLAGGED` for none); the token, or None if the user changed
+    meanwhile (read its flag again)."""
     t = idl()
     token = new_token()
     put = t.TPut(row=prefix, columnValues=[t.TColumnValue(META, RAW_FLAG, token)])
     # An empty expected value matches an empty cell and an absent one (HBase's checkAndMutate).
-    if table.pool.call("checkAndPut", table.name_bytes, prefix, META, RAW_FLAG, UNFLAGGED, put):
+    if table.pool.call("checkAndPut", table.name_bytes, prefix, META, RAW_FLAG, current, put):
         return token
     return None
 
@@ -214,14 +234,13 @@ def claim(table: TableHandle, prefix: bytes) -> bytes | None:
 def commit(table: TableHandle, prefix: bytes, token: bytes, mutations: list[Any], cells: list[Any], *,
            keep_flag: bool) -> tuple[bool, bytes]:
     """Rule 2: apply ``mutations`` (deletes) and put ``cells`` on the user row, atomically, if
-    its flag is still ``token``; the flag becomes a new token of ours if ``keep_flag`` (raw
-    events remain) else empty. Returns ``(applied, the flag now)``; nothing is written when
-    the check fails. A retried call whose first attempt was applied returns False: the
-    caller starts the user again, which is safe."""
-    if not flagged(token):
-        raise ValueError("commit needs a token (claim the user first): the empty flag comes back")
+    its flag is still ``token`` (the value read before everything merged: a raw token, a clean
+    token or :data:`UNFLAGGED`); the flag becomes a new token of ours if ``keep_flag`` (raw
+    events remain) else a new clean token. Returns ``(applied, the flag now)``; nothing is
+    written when the check fails. A retried call whose first attempt was applied returns False:
+    the caller starts the user again, which is safe."""
     t = idl()
-    next_token = new_token() if keep_flag else UNFLAGGED
+    next_token = new_token() if keep_flag else new_clean_token()
     put = t.TPut(row=prefix, columnValues=[*cells, t.TColumnValue(META, RAW_FLAG, next_token)])
     row = t.TRowMutations(row=prefix, mutations=[*mutations, t.TMutation(put=put)])
     applied = table.pool.call("checkAndMutate", table.name_bytes, prefix, META, RAW_FLAG, t.TCompareOp.EQUAL,

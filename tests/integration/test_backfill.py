@@ -16,20 +16,25 @@ from ray_jobs.backfill import run_backfill
 from ray_jobs.generate import generate
 from ray_jobs.verify import verify
 from store import SequenceStore, SequenceTable
+from store.tiers import RAW
 from tests.conftest import HBaseServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# Into chunks the units are groups of users (MIN_PARTITIONS of them for this small log), into
+# raw cells the log's 15 row groups; every other promise is the same.
+@pytest.mark.parametrize(("into", "units"), [("chunks", 4), ("raw", 15)])
 def test_backfill_verify_rerun_and_force(
     ray_local: None, small_log: Path, make_table: Callable[..., SequenceTable], tmp_path: Path,
-    hbase_server: HBaseServer, store: SequenceStore,
+    hbase_server: HBaseServer, store: SequenceStore, into: str, units: int,
 ) -> None:
     table = make_table(salt_buckets=4)
     report = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
-                          report_dir=tmp_path / "r1")
+                          report_dir=tmp_path / "r1", into=into)
     assert report.completed, report.error
-    assert report.units_total == report.units_done == 15 and report.units_skipped == 0
+    assert report.into == into
+    assert report.units_total == report.units_done == units and report.units_skipped == 0
     assert report.events_in == 30_000 == report.events_written + report.events_quarantined
     assert report.events_quarantined == 300 and sum(report.quarantine_by_reason.values()) == 300
     assert set(report.quarantine_by_reason) == {"missing_user", "user_id_too_long", "negative_timestamp",
@@ -48,14 +53,16 @@ def test_backfill_verify_rerun_and_force(
             assert source["item_id"] is None
     assert json.loads(Path(report.report_path).read_text())["events_written"] == report.events_written
     assert verify(str(small_log), table).ok
+    raw_cells = sum(len(c.event_id) for c in table.stored_copies(b"", b"") if c.tier == RAW)
+    assert raw_cells == (0 if into == "chunks" else report.events_written)  # into chunks: nothing to compact
 
     again = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
-                         report_dir=tmp_path / "r2")
-    assert again.completed and again.units_skipped == 15 and again.units_done == 0 and again.events_in == 0
+                         report_dir=tmp_path / "r2", into=into)
+    assert again.completed and again.units_skipped == units and again.units_done == 0 and again.events_in == 0
 
     forced = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(), force=True,
-                          report_dir=tmp_path / "r3")
-    assert forced.completed and forced.units_done == 15 and forced.events_written == report.events_written
+                          report_dir=tmp_path / "r3", into=into)
+    assert forced.completed and forced.units_done == units and forced.events_written == report.events_written
     result = verify(str(small_log), table)
     assert result.ok and result.events_found == result.events_expected and result.events_extra == 0
 
@@ -63,8 +70,8 @@ def test_backfill_verify_rerun_and_force(
     store.drop_table(table.name)
     store.create_table(table.spec)
     fresh = run_backfill(str(small_log), table.name, workers=2, config=hbase_server.config(),
-                         report_dir=tmp_path / "r4")
-    assert fresh.completed and fresh.units_skipped == 0 and fresh.units_done == 15
+                         report_dir=tmp_path / "r4", into=into)
+    assert fresh.completed and fresh.units_skipped == 0 and fresh.units_done == units
 
 
 def test_cli_generate_create_backfill_verify(hbase_server: HBaseServer, table_prefix: str, tmp_path: Path) -> None:

@@ -138,7 +138,8 @@ def test_an_input_spelled_another_way_or_from_another_directory_is_the_same_inpu
     monkeypatch.chdir(tmp_path)
     elsewhere = _backfill("work/d", table, hbase_server, tmp_path / "r-elsewhere")
     assert elsewhere.completed and elsewhere.units_skipped == 4 and elsewhere.units_done == 0
-    assert len(job_records.load(table.handle.pool, table.name, JOB)) == 4  # one record per unit, not per spelling
+    # One record per unit (a group of users), and the input's own, not one per spelling.
+    assert len(job_records.load(table.handle.pool, table.name, JOB)) == 4 + 1
 
 
 def test_a_manifest_recorded_by_an_earlier_version_under_the_spelled_path_still_resumes(
@@ -156,5 +157,6 @@ def test_a_manifest_recorded_by_an_earlier_version_under_the_spelled_path_still_
         job_records.record(table.handle.pool, table.name, JOB, f"d/{name}#rg{unit.row_group}", {
             "unit": f"d/{name}#rg{unit.row_group}", "fingerprint": unit.fingerprint, "table": digest,
             "now_ms": int(time.time() * 1000)})
-    resumed = _backfill("d", table, hbase_server, tmp_path / "r")
+    # Those were row groups written as raw cells: a raw backfill resumes from them.
+    resumed = _backfill("d", table, hbase_server, tmp_path / "r", into="raw")
     assert resumed.completed and resumed.units_skipped == 4 and resumed.units_done == 0, resumed.error

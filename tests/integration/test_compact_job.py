@@ -105,7 +105,7 @@ def _chunks_without_raw_deletes(table: SequenceTable, ref: SequenceTable, users:
 def _backfill(input_dir: Path, *tables: SequenceTable, config: Any, report_dir: Path, force: bool = False) -> int:
     written = []
     for i, table in enumerate(tables):
-        report = run_backfill(str(input_dir), table.name, workers=2, config=config, force=force,
+        report = run_backfill(str(input_dir), table.name, workers=2, config=config, force=force, into="raw",
                               report_dir=report_dir / f"{table.name}-{i}-{time.monotonic_ns()}")
         assert report.completed, report.error
         written.append(report.events_written)
@@ -224,7 +224,8 @@ def test_cli_compact_backfill_compact_and_old_table(ray_local: None, hbase_serve
     generate(tmp_path / "in", users=40, events=2_000, seed=3, files=1, row_group_rows=1_000)
     name, old = f"{table_prefix}cli", f"{table_prefix}old"
     assert run("create-table", name, "--salt-buckets", "2").returncode == 0
-    back = run("backfill", str(tmp_path / "in"), "--table", name, "--workers", "2", "--compact", "--json")
+    back = run("backfill", str(tmp_path / "in"), "--table", name, "--workers", "2", "--into", "raw", "--compact",
+               "--json")
     assert back.returncode == 0, back.stderr
     summary = json.loads(back.stdout)
     assert summary["completed"] and summary["events_written"] == 2_000

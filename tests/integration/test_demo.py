@@ -24,11 +24,11 @@ def test_demo_runs_end_to_end(hbase_server: HBaseServer, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     stages = {s["stage"]: s for s in summary["stages"]}
-    assert list(stages) == ["hbase", "generate", "backfill", "compact", "verify", "score", "export"]
+    assert list(stages) == ["hbase", "generate", "backfill", "verify", "score", "export"]
     assert stages["backfill"]["rows"] == 20_000 and stages["backfill"]["quarantined"] == 20
-    # Every stored event was compacted, and verify (both tiers) finds exactly the log's valid ones.
-    assert stages["compact"]["rows"] == stages["verify"]["rows"] == stages["backfill"]["written"]
-    assert stages["compact"]["users"] == 300 and stages["compact"]["chunks"] >= 300
+    # Straight into chunks, and verify (both tiers) finds exactly the log's valid ones.
+    assert stages["backfill"]["into"] == "chunks"
+    assert stages["verify"]["rows"] == stages["backfill"]["written"]
     assert stages["verify"]["mismatched"] == 0
     assert stages["score"]["rows"] == 300
     assert pq.read_table(summary["outputs"]["scores"]).num_rows == 300

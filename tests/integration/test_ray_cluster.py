@@ -49,7 +49,8 @@ def test_backfill_score_export_spread_over_the_nodes(
     generate(log, users=400, events=24_000, seed=3, bad_fraction=0.01, files=2, row_group_rows=2_000)
     table, hb = cluster_table, hbase_cluster
 
-    back = _job(ray_cluster, hb, "backfill", str(log), "--table", table.name, "--report-dir", str(tmp_path / "report"))
+    back = _job(ray_cluster, hb, "backfill", str(log), "--table", table.name, "--report-dir", str(tmp_path / "report"),
+                "--partition-events", "2000")  # 12 groups of users
     assert back["completed"] and back["units_done"] == back["units_total"] == 12
     assert back["events_in"] == 24_000 == back["events_written"] + back["events_merged"] + back["events_quarantined"]
     assert back["nodes"] == len(ray_cluster.nodes) == 3, "the actors were not spread over every node"

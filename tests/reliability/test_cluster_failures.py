@@ -86,7 +86,7 @@ def test_regionserver_sigkilled_mid_backfill_its_regions_move_and_the_job_comple
     hook, fired = _after_units(3, lambda: cluster_faults.kill_role(cluster.data_dir, "regionserver_2"))  # type: ignore[arg-type]
 
     report = run_backfill(str(small_log), cluster_table.name, workers=2, config=riding_out(cluster),
-                          report_dir=tmp_path, on_unit_done=hook)
+                          report_dir=tmp_path, on_unit_done=hook, partition_events=2_000)  # 15 groups of users
     assert fired, "the RegionServer was never killed"
     assert report.completed, report.error
     assert report.units_done == report.units_total == 15
@@ -103,7 +103,7 @@ def test_thrift2_server_gone_mid_backfill_clients_fail_over_to_the_others(
     hook, fired = _after_units(2, lambda: cluster_faults.kill_role(cluster.data_dir, "thrift2_2"))  # type: ignore[arg-type]
     # The default client settings: moving to the next endpoint is immediate, no outage to ride out.
     report = run_backfill(str(small_log), cluster_table.name, workers=3, config=cluster.config(),
-                          report_dir=tmp_path, on_unit_done=hook)
+                          report_dir=tmp_path, on_unit_done=hook, partition_events=2_000)
     assert fired and report.completed, report.error
     assert report.units_done == report.units_total == 15
     rt = state.read_runtime(cluster.data_dir)
@@ -144,7 +144,7 @@ def test_split_and_major_compaction_forced_during_a_backfill(
             regions.append(_split_then_compact(cluster, cluster_table.name))
 
     report = run_backfill(str(long_log), cluster_table.name, workers=2, config=riding_out(cluster),
-                          report_dir=tmp_path, on_unit_done=hook)
+                          report_dir=tmp_path, on_unit_done=hook, partition_events=10_000)  # 20 groups of users
     assert regions and regions[0] > 6
     assert len(done) == 20, "units after the split"
     assert report.completed, report.error

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from store.format.chunk import QUALIFIER_LEN, chunk_key, chunk_qualifier, first_qualifier_before
 from store.format.visibility import Columns, cut
-from store.tiers.compaction import _pieces
+from store.tiers.chunk_steps import STEP_EVENTS, territories
+from store.tiers.chunk_steps import _slices as _pieces
 
 MAX_U64 = 2**64 - 1
 
@@ -156,3 +157,34 @@ def test_first_qualifier_before_is_monotone(h1: int, h2: int) -> None:
 
 def test_fresh_qualifiers_differ() -> None:
     assert chunk_qualifier((5, 5), 3) != chunk_qualifier((5, 5), 3)  # the nonce: a cell never written before
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 3), st.integers(1, 40_000)), max_size=8,
+                unique_by=lambda c: c[:2]),
+       st.lists(st.tuples(st.integers(0, 60), st.integers(0, 3)), min_size=1, max_size=60, unique=True))
+def test_territories_are_the_greatest_chunk_not_above_each_event(chunks: list[tuple[int, int, int]],
+                                                                 events: list[tuple[int, int]]) -> None:
+    """The vectorised territories equal the definition, event by event: the chunk with the
+    greatest oldest event not above the event, else the oldest chunk; a step stops before the
+    first new territory that takes the chunks to rewrite past STEP_EVENTS."""
+    events.sort(reverse=True)
+    keys = [chunk_key(chunk_qualifier((ts, eid), n), ts + 1) for ts, eid, n in sorted(chunks, reverse=True)]
+    keys = [k for k in keys if k.oldest[0] <= events[0][0]]  # what the key-only get returns
+    ts = np.array([e[0] for e in events], dtype=np.int64)
+    eid = np.array([e[1] for e in events], dtype=np.uint64)
+    index, fit = territories(keys, ts, eid)
+    want = []
+    for event in events:
+        below = [j for j, k in enumerate(keys) if k.oldest <= event]
+        want.append(min(below) if below else len(keys) - 1)  # newest first: the first is the greatest
+    assert index.tolist() == want
+    rewritten, expected_fit = 0, len(events)
+    seen: set[int] = set()
+    for n, j in enumerate(want):
+        if j >= 0 and j not in seen:
+            if n and rewritten + keys[j].events > STEP_EVENTS:
+                expected_fit = n
+                break
+            seen.add(j)
+            rewritten += keys[j].events
+    assert fit == expected_fit
