@@ -98,7 +98,8 @@ def test_a_resumed_backfill_into_the_same_report_dir_keeps_every_quarantined_row
         return sorted((r["source"], r["position"]) for r in rows)
 
     first = _backfill(log, table, hbase_server, reports, on_unit_done=stop_after_two)
-    assert not first.completed and first.units_done == 2 and 0 < first.events_quarantined < len(bad)
+    # Rows without a user all fall in one group of users (the first done): some or all of them.
+    assert not first.completed and first.units_done == 2 and 0 < first.events_quarantined <= len(bad)
     resumed = _backfill(log, table, hbase_server, reports)
     assert resumed.completed and resumed.units_skipped == 2 and resumed.units_done == 2, resumed.error
     assert resumed.quarantine_path == first.quarantine_path
