@@ -12,7 +12,7 @@ per step, at most :data:`WINDOW_EVENTS` events and :data:`WINDOW_BYTES` bytes, s
 holds a heavy user's whole backlog):
 
 1. The user's flag token and its raw rows' write tokens are read before its raw cells. A user
-   whose flag is empty but who has raw cells is claimed first (a token of our own).
+   whose flag is clean but who has raw cells is claimed first (a token of our own).
 2. :mod:`store.tiers.chunk_steps` plans the step: the chunks whose territories hold the raw
    events (a window is cut short where they pass its ``STEP_EVENTS``), merged with them (the
    raw copy winning; trimmed and expired events dropped) and cut into new pieces.
