@@ -143,8 +143,9 @@ def test_split_and_major_compaction_forced_during_a_backfill(
         if len(done) == 2:
             regions.append(_split_then_compact(cluster, cluster_table.name))
 
+    # Into raw cells: a write load over the whole job, while the regions split and compact.
     report = run_backfill(str(long_log), cluster_table.name, workers=2, config=riding_out(cluster),
-                          report_dir=tmp_path, on_unit_done=hook, partition_events=10_000)  # 20 groups of users
+                          report_dir=tmp_path, on_unit_done=hook, into="raw")
     assert regions and regions[0] > 6
     assert len(done) == 20, "units after the split"
     assert report.completed, report.error
@@ -156,7 +157,8 @@ def test_split_and_major_compaction_forced_during_a_read_heavy_score(
     ray_local: None, long_log: Path, cluster: HBaseServer, cluster_table: SequenceTable, tmp_path: Path
 ) -> None:
     config = riding_out(cluster)
-    assert run_backfill(str(long_log), cluster_table.name, workers=2, config=config, report_dir=tmp_path).completed
+    assert run_backfill(str(long_log), cluster_table.name, workers=2, config=config, report_dir=tmp_path,
+                        into="raw").completed
     users = sorted({u for u in pq.read_table(long_log, columns=["user_id"]).column("user_id").to_pylist()
                     if isinstance(u, str) and 0 < len(u) < 100})  # not the log's malformed ids
     now = int(time.time() * 1000)

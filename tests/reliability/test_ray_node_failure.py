@@ -76,7 +76,7 @@ def test_backfill_completes_when_a_worker_node_dies_mid_job(
 
     summary, killed, done_at_kill = _run_killing_a_node(
         cluster, ["backfill", str(log), "--table", table.name, "--report-dir", str(tmp_path / "report"),
-                  "--partition-events", "2000"],  # 30 groups of users, as many units as row groups
+                  "--into", "raw"],  # row groups: a node is caught inside one (the chunk path: not yet)
         "BackfillWorker", lambda: len(job_records.load(store.pool, table.name, JOB)), tmp_path)
 
     assert done_at_kill < summary["units_total"] == 30, "the node died after the job's units were done"
