@@ -64,7 +64,7 @@ class LoadStats:
     chunks_replaced: int = 0
     compacted_first: int = 0  # users found flagged (raw events, another step) and compacted before their load
     retries: int = 0  # steps started over after a concurrent change
-    calls: int = 0  # commits (one per user and step; gets are batched) and compactions' calls, about
+    calls: int = 0  # commits: one per user and step (gets are batched; compactions first count their own)
 
     def add(self, other: LoadStats) -> None:
         for name in self.__dataclass_fields__:
@@ -116,12 +116,9 @@ def _load(table: TableHandle, ex: ThreadPoolExecutor, users: list[_User]) -> Loa
     while ready:
         steps, busy = _plan(table, ready)
         for user in busy:  # raw events, or someone else's step: compact it, then read it again
-            tries[user.prefix] += 1
-            if tries[user.prefix] > ATTEMPTS:
-                raise SeqStoreError(f"bulk load: user {_name(user.prefix)!r} kept changing for {ATTEMPTS} tries; "
-                                    "run the load again")
+            _tried(tries, user)
         stats.compacted_first += len(busy)
-        stats.calls += sum(ex.map(lambda u: _compact_first(table, u, tries[u.prefix]), busy))
+        list(ex.map(lambda u: _compact_first(table, u, tries[u.prefix]), busy))
         results = list(ex.map(lambda step: _commit(table, *step), steps))
         stats.calls += len(steps)
         again: list[_User] = list(busy)
@@ -132,10 +129,7 @@ def _load(table: TableHandle, ex: ThreadPoolExecutor, users: list[_User]) -> Loa
                 stats.chunks_replaced += len(replaced)
             else:
                 stats.retries += 1
-                tries[user.prefix] += 1
-                if tries[user.prefix] > ATTEMPTS:
-                    raise SeqStoreError(f"bulk load: user {_name(user.prefix)!r} kept changing for {ATTEMPTS} "
-                                        "tries; run the load again")
+                _tried(tries, user)
                 user.token = None
                 time.sleep(random.uniform(0, 0.002 * 2 ** tries[user.prefix]))
             if user.done < user.events.num_rows:
@@ -144,12 +138,18 @@ def _load(table: TableHandle, ex: ThreadPoolExecutor, users: list[_User]) -> Loa
     return stats
 
 
-def _compact_first(table: TableHandle, user: _User, attempt: int) -> int:
-    """Move a flagged user's raw events into chunks (clearing a stale flag); the calls, about."""
+def _tried(tries: dict[bytes, int], user: _User) -> None:
+    tries[user.prefix] += 1
+    if tries[user.prefix] > ATTEMPTS:
+        raise SeqStoreError(f"bulk load: user {_name(user.prefix)!r} kept changing for {ATTEMPTS} tries; "
+                            "run the load again")
+
+
+def _compact_first(table: TableHandle, user: _User, attempt: int) -> None:
+    """Move a flagged user's raw events into chunks (clearing a stale flag)."""
     if attempt > 1:
         time.sleep(random.uniform(0, 0.002 * 2**attempt))
     compaction.compact_prefix(table, user.prefix)
-    return 3
 
 
 def _plan(table: TableHandle, users: list[_User]

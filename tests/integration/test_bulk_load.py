@@ -145,3 +145,43 @@ def test_concurrent_bulk_loads_of_overlapping_logs_store_each_event_once(
         assert [e["event_ts"] for e in seq] == sorted((t for u, t in events if u == user), reverse=True)
     _, duplicated, unread = _resolved(table)
     assert (duplicated, unread) == (0, 0)
+
+
+def test_a_bulk_load_that_stops_between_steps_leaves_every_event_readable_and_a_rerun_finishes(
+        make_table: Callable[..., SequenceTable], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heavy user merged in several steps (made small here): the load crashes after its first
+    step. Reads and the audit then see exactly the events committed so far (the user is left
+    flagged by our own token, with no raw cell); the same load again stores the rest, nothing twice."""
+    from store.tiers import bulk, chunk_steps
+
+    table = make_table("stop", chunk_events=4, salt_buckets=1)
+    events = [("heavy", T0 + i * 1000) for i in range(40)]
+    rows = pa.table({"user_id": [u for u, _ in events], "event_ts": pa.array([t for _, t in events], pa.int64()),
+                     "event_type": ["view"] * 40, "item_id": pa.array(range(40), pa.int64()),
+                     "dwell_ms": pa.array([None] * 40, pa.int32())})
+    monkeypatch.setattr(bulk, "STEP_NEW_EVENTS", 10)
+    real_commit = chunk_steps.commit
+    commits: list[int] = []
+
+    def crash_after_one(*args: object, **kwargs: object) -> tuple[bool, bytes]:
+        if commits:
+            raise RuntimeError("injected: the loader died between steps")
+        commits.append(1)
+        return real_commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chunk_steps, "commit", crash_after_one)
+    with pytest.raises(RuntimeError, match="between steps"):
+        table.write_chunks(rows)
+    monkeypatch.setattr(chunk_steps, "commit", real_commit)
+    now = T0 + 4 * 86_400_000
+    seq = table.read_sequences([("heavy", now)], max_len=100).column("sequence")[0].as_py()
+    assert [e["event_ts"] for e in seq] == sorted((t for _, t in events), reverse=True)[:10]  # the newest step
+    returned, duplicated, unread = _resolved(table)
+    assert (len(returned), duplicated, unread) == (10, 0, 0)  # verify's side agrees with the read
+
+    again = table.write_chunks(rows)
+    assert again.written == 40
+    seq = table.read_sequences([("heavy", now)], max_len=100).column("sequence")[0].as_py()
+    assert [e["event_ts"] for e in seq] == sorted((t for _, t in events), reverse=True)
+    returned, duplicated, unread = _resolved(table)
+    assert (len(returned), duplicated, unread) == (40, 0, 0) and not _raw_cells(table)
