@@ -33,7 +33,7 @@ from store import SequenceStore, TableSpec
 from store.format import keys
 from store.format.payload import PayloadCodec
 from store.inputs.rows import conform
-from store.writer import event_coordinates
+from store.writer import ValidatedCells
 
 
 def plain_cells(files: list[str], spec: TableSpec, codec: PayloadCodec) -> list[tuple[bytes, bytes, bytes]]:
@@ -41,8 +41,9 @@ def plain_cells(files: list[str], spec: TableSpec, codec: PayloadCodec) -> list[
     for path in files:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
             batch, verdicts = conform(batch, spec.schema)
-            values, identities = codec.encode(batch)
-            for i, prefix, ts, eid in event_coordinates(batch, verdicts.valid, identities, spec.salt_buckets):
+            judged = ValidatedCells(spec, codec, batch, verdicts)
+            values = judged.values
+            for i, prefix, ts, eid in judged.coordinates():
                 cells.append((keys.row_key(prefix, ts // spec.bucket_ms), b"e:" + keys.qualifier(ts, eid), values[i]))
     return cells
 

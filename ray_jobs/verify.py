@@ -145,14 +145,10 @@ def _spill_input(input_path: str, table: SequenceTable, spill: _Side) -> None:
         with fs.open_input_file(unit.path) as handle:
             for raw in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, row_groups=[unit.row_group]):
                 cells = table.validated_cells(raw, now_ms=now_ms)
-                users, eids, rows = [], [], []
-                for i, prefix, _, eid in cells.coordinates():
-                    users.append(prefix)
-                    eids.append(eid)
-                    rows.append(i)
-                digests = content_digests(cells.batch.take(pa.array(rows, pa.int64())),
+                coords = cells.coordinates()
+                digests = content_digests(cells.batch.take(pa.array(coords.rows, pa.int64())),
                                           table.spec.schema.payload)
-                spill.add(pa.table([pa.array(users, pa.binary()), pa.array(eids, pa.uint64()),
+                spill.add(pa.table([coords.prefixes, pa.array(coords.ids, pa.uint64()),
                                     pa.array(digests, pa.uint64())], schema=_EVENTS))
 
 

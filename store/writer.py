@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from store.errors import InvalidEventError, InvalidRequestError, SeqStoreError
-from store.format import keys
+from store.format import event_ids, keys
 from store.format.chunk import chunk_schema
 from store.format.keys import EVENTS
 from store.format.schema import EVENT_ID, EVENT_TS, USER_ID
@@ -50,7 +50,9 @@ from store.tiers import bulk, user_meta
 from store.tiers.retention import trim
 
 if TYPE_CHECKING:
+    from store.format.payload import PayloadCodec
     from store.table.handle import TableHandle
+    from store.table.spec import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +153,14 @@ def write_events(
     with _PutThreads(table.pool.size) as executor:
         for raw in _batches(data, chunk_rows):
             cells = validated_cells(table, raw, now_ms=now_ms)
-            batch, verdicts, values, identities = cells.batch, cells.verdicts, cells.values, cells.identities
+            batch, verdicts = cells.batch, cells.verdicts
             n = batch.num_rows
             positions = np.arange(position, position + n, dtype=np.int64)
             valid = verdicts.valid
             if on_invalid == "raise" and not valid.all():
                 i = int(np.argmin(valid))
                 raise InvalidEventError(verdicts.reason[i], verdicts.field[i], int(positions[i]), verdicts.detail[i])
-            puts, chunk_merged = _group_puts(batch, valid, values, identities, spec.salt_buckets, spec.bucket_ms)
+            puts, chunk_merged = _group_puts(cells, spec.bucket_ms)
             chunk_cells = 0
             stamp = spec.chunk_events is not None and EVENT_ID in batch.schema.names
             for group in put_batches(puts):
@@ -236,69 +238,64 @@ def _settle(futures: set[Future[None]], until: str) -> set[Future[None]]:
     return pending
 
 
-@dataclass
 class ValidatedCells:
     """What one chunk of input would write: the conformed ``batch``, every row's ``verdicts``
-    (all the writer's rules, the payload size limit included), and per row its encoded payload
-    (``values``) and content identity (``identities``). :meth:`coordinates` says where each
-    valid row's cell goes. :func:`write_events` writes exactly these; ``seqstore verify``
-    expects exactly these."""
+    (all the writer's rules, the payload size limit included), and — computed when first
+    asked for — each row's encoded payload (:attr:`values`, only the raw tier stores them) and
+    where each valid row's cell goes (:meth:`coordinates`). :func:`write_events` writes exactly
+    these, a bulk load (:class:`ChunkLoad`) stores exactly these events, and ``seqstore
+    verify`` expects exactly these."""
 
-    batch: pa.RecordBatch
-    verdicts: Verdicts
-    values: list[bytes]
-    identities: list[bytes]
-    salt_buckets: int
+    def __init__(self, spec: TableSpec, codec: PayloadCodec, batch: pa.RecordBatch, verdicts: Verdicts) -> None:
+        self.batch = batch
+        self.verdicts = verdicts
+        self._spec = spec
+        self._codec = codec
+        self._encoded: tuple[list[bytes], list[bytes]] | None = None
+        self._coordinates: event_ids.Coordinates | None = None
 
-    def coordinates(self) -> Iterator[tuple[int, bytes, int, int]]:
-        """``(row index, user prefix, event_ts, event_id)`` of each valid row (:func:`event_coordinates`)."""
-        return event_coordinates(self.batch, self.verdicts.valid, self.identities, self.salt_buckets)
+    @property
+    def values(self) -> list[bytes]:
+        """Per row, the payload cell value (:meth:`PayloadCodec.encode`)."""
+        return self._encode()[0]
+
+    def _encode(self) -> tuple[list[bytes], list[bytes]]:
+        if self._encoded is None:
+            self._encoded = self._codec.encode(self.batch)
+        return self._encoded
+
+    def coordinates(self) -> event_ids.Coordinates:
+        """The valid rows' user prefixes, times and event ids (:func:`event_ids.coordinates`)."""
+        if self._coordinates is None:
+            spec = self._spec
+            content_scheme_1 = spec.id_scheme == 1 and EVENT_ID not in self.batch.schema.names
+            self._coordinates = event_ids.coordinates(
+                self.batch, self.verdicts.valid, salt_buckets=spec.salt_buckets, scheme=spec.id_scheme,
+                payload=list(self._codec.current.payload),
+                identities=self._encode()[1] if content_scheme_1 else None)
+        return self._coordinates
 
 
 def validated_cells(table: TableHandle, raw: pa.RecordBatch, *, now_ms: int | None = None) -> ValidatedCells:
-    """Judge and encode one chunk of input as :func:`write_events` does, writing nothing.
+    """Judge one chunk of input as :func:`write_events` does, writing nothing.
 
     Raises:
         SchemaError: the columns do not fit the table's schema.
     """
     spec = table.spec
     batch, verdicts = conform(raw, spec.schema, now_ms=now_ms)
-    values, identities = table.codec.encode(batch)
-    sizes = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-    verdicts.reject(sizes > spec.max_payload_bytes, Reason.PAYLOAD_TOO_LARGE, "*",
+    verdicts.reject(table.codec.sizes(batch) > spec.max_payload_bytes, Reason.PAYLOAD_TOO_LARGE, "*",
                     f"encoded payload over {spec.max_payload_bytes} bytes")
-    return ValidatedCells(batch, verdicts, values, identities, spec.salt_buckets)
+    return ValidatedCells(spec, table.codec, batch, verdicts)
 
 
-def event_coordinates(batch: pa.RecordBatch, valid: np.ndarray, identities: list[bytes],
-                      salt_buckets: int) -> Iterator[tuple[int, bytes, int, int]]:
-    """``(row index, user prefix, event_ts, event_id)`` of each valid row: where its cell goes.
-
-    The event id hashes the user, the time and either the explicit ``event_id`` column or
-    the event's content identity (see :meth:`PayloadCodec.encode`). ``batch`` and ``valid``
-    come from :func:`~store.inputs.rows.conform`, which rejects null explicit ids, so a valid
-    row never falls back to its content.
-    """
-    users = batch.column(USER_ID).to_pylist()
-    ts = batch.column(EVENT_TS).to_pylist()
-    explicit = batch.column(EVENT_ID).to_pylist() if EVENT_ID in batch.schema.names else None
-    prefixes: dict[str, bytes] = {}
-    for i in np.flatnonzero(valid).tolist():
-        user, when = users[i], ts[i]
-        prefix = prefixes.get(user)
-        if prefix is None:
-            prefix = prefixes[user] = keys.user_prefix(user, salt_buckets)
-        identity = identities[i] if explicit is None else b"id:" + explicit[i].encode()
-        yield i, prefix, when, keys.event_id(prefix[3:], when, identity)
-
-
-def _group_puts(batch: pa.RecordBatch, valid: np.ndarray, values: list[bytes], identities: list[bytes],
-                salt_buckets: int, bucket_ms: int) -> tuple[dict[bytes, list[Any]], int]:
+def _group_puts(cells: ValidatedCells, bucket_ms: int) -> tuple[dict[bytes, list[Any]], int]:
     """Cells of the valid rows grouped by row key (one wide row per (user, time bucket)),
     one per distinct coordinates, and how many valid rows merged into a later row's cell."""
     t = idl()
-    coords = list(event_coordinates(batch, valid, identities, salt_buckets))
-    keep = last_of_each_cell(batch, valid, np.fromiter((c[3] for c in coords), np.uint64, count=len(coords)))
+    coords = cells.coordinates()
+    values = cells.values
+    keep = last_of_each_cell(cells.batch, cells.verdicts.valid, coords.ids)
     rows: dict[bytes, list[Any]] = defaultdict(list)
     for (i, prefix, when, eid), kept in zip(coords, keep.tolist(), strict=True):
         if kept:
@@ -313,7 +310,7 @@ def last_of_each_cell(batch: pa.RecordBatch, valid: np.ndarray, event_ids: np.nd
 
     Coordinates are (user, ``event_ts``, event id): the bucket, row key, qualifier and cell
     timestamp all follow from them. ``event_ids`` are the valid rows' ids, as
-    :func:`event_coordinates` yields them. The last row is the one written: what writing
+    :meth:`ValidatedCells.coordinates` gives them. The last row is the one written: what writing
     the rows one after another would leave (a later put of a cell replaces it).
     """
     index = np.flatnonzero(valid)
@@ -389,13 +386,13 @@ class ChunkLoad:
                 i = int(np.argmin(valid))
                 v = cells.verdicts
                 raise InvalidEventError(v.reason[i], v.field[i], int(where[i]), v.detail[i])
-            coords = list(cells.coordinates())
-            rows = pa.array([c[0] for c in coords], pa.int64())
+            coords = cells.coordinates()
+            rows = pa.array(coords.rows, pa.int64())
             batch = cells.batch
-            columns = [batch.column(EVENT_TS).take(rows), pa.array([c[3] for c in coords], pa.uint64()),
+            columns = [pa.array(coords.ts, pa.int64()), pa.array(coords.ids, pa.uint64()),
                        *(batch.column(f.name).take(rows) for f in target if f.name not in (EVENT_TS, EVENT_ID))]
             events = pa.Table.from_arrays(columns, schema=target)
-            self._events.append(events.append_column(_PREFIX, pa.array([c[1] for c in coords], pa.binary())))
+            self._events.append(events.append_column(_PREFIX, coords.prefixes))
             self._quarantines.append(cells.verdicts.quarantine(where, source))
             self.rows_in += n
             offset += n

@@ -44,6 +44,14 @@ def uvarint(n: int) -> bytes:
     return bytes(out)
 
 
+def uvarint_lengths(n: np.ndarray) -> np.ndarray:
+    """Element-wise ``len(uvarint(n))`` of non-negative int64s."""
+    out = np.ones(len(n), dtype=np.int64)
+    for bits in range(7, 64, 7):
+        out += n >= (1 << bits)
+    return out
+
+
 def read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
     shift = result = 0
     while True:
@@ -132,6 +140,23 @@ class PayloadCodec:
     @property
     def field_names(self) -> list[str]:
         return list(self._target)
+
+    def sizes(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Per row, the length of the value :meth:`encode` would give it, without encoding (int64)."""
+        n = batch.num_rows
+        fields = list(self.current.payload)
+        out = np.full(n, len(self._header) + (len(fields) + 7) // 8, dtype=np.int64)
+        for f in fields:
+            column = batch.column(f.name)
+            if f.type in _FIXED or pa.types.is_fixed_size_list(f.type):
+                size = np.full(n, _plan(f).size, dtype=np.int64)
+            else:
+                length = np.asarray(pc.binary_length(column).fill_null(0).to_numpy(zero_copy_only=False), np.int64)
+                size = length + uvarint_lengths(length)
+            if column.null_count:
+                size[~np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)] = 0
+            out += size
+        return out
 
     def encode(self, batch: pa.RecordBatch) -> tuple[list[bytes], list[bytes]]:
         """Encode the payload columns of ``batch`` (already validated and cast).

@@ -153,6 +153,7 @@ def load(pool: ClientPool, name: str) -> Registration:
     features = pa.ipc.read_schema(pa.py_buffer(cells[b"features"]))
     settings = json.loads(cells[b"spec"])
     settings.setdefault("chunk_events", None)  # registered before the chunk tier existed: raw only
+    settings.setdefault("id_scheme", 1)  # registered before column-wise ids: blake2b per event
     spec = TableSpec(schema=versions[-1], features=features, **settings)
     return Registration(spec, versions)
 

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from store.errors import ConfigError, InvalidRequestError
+from store.format.event_ids import SCHEMES
 from store.format.keys import DAY_MS, META_TABLE
 from store.format.schema import DEFAULT_SCHEMA, EventSchema
 from store.io.connection import idl
@@ -42,6 +43,8 @@ class TableSpec:
             hold between half of this and this many, so a read of ``max_len`` events decodes
             about ``max_len / chunk_events + 1`` cells. None: the table has no chunk tier
             (tables created before seqstore had one), it is never compacted.
+        id_scheme: how event ids are hashed (:mod:`store.format.event_ids`): 2, column-wise,
+            for new tables; 1 for tables registered before scheme 2 (their ids stay theirs).
     """
 
     name: str
@@ -56,6 +59,7 @@ class TableSpec:
     data_block_encoding: str = "FAST_DIFF"
     max_payload_bytes: int = 64 * 1024
     chunk_events: int | None = 128
+    id_scheme: int = 2
 
     def __post_init__(self) -> None:
         if not self.name or self.name.encode() == META_TABLE:
@@ -73,6 +77,8 @@ class TableSpec:
             raise ConfigError("'feature_versions' must be > 0")
         if self.chunk_events is not None and not 2 <= self.chunk_events <= 65_536:
             raise ConfigError("'chunk_events' must be in 2..65536 (or None: no chunk tier)")
+        if self.id_scheme not in SCHEMES:
+            raise ConfigError(f"'id_scheme' must be one of {SCHEMES}")
         if self.max_payload_bytes <= 0:
             raise ConfigError("'max_payload_bytes' must be > 0")
         if self.chunk_events is not None and self.chunk_events * (self.max_payload_bytes + 16) + _CHUNK_OVERHEAD \

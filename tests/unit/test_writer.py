@@ -14,7 +14,8 @@ from store.format.schema import DEFAULT_SCHEMA
 from store.inputs.rows import conform
 from store.io.calls import put_batches
 from store.io.connection import idl
-from store.writer import _group_puts
+from store.table.spec import TableSpec
+from store.writer import ValidatedCells, _group_puts
 
 NOW = 1_800_000_000_000
 
@@ -62,8 +63,8 @@ def test_put_batches_refuse_a_non_positive_bound(bound: str) -> None:
 
 def _grouped(cols: dict[str, list[Any]]) -> tuple[dict[bytes, list[Any]], int]:
     batch, verdicts = conform(pa.RecordBatch.from_pydict(cols), DEFAULT_SCHEMA, now_ms=NOW)
-    values, identities = PayloadCodec([DEFAULT_SCHEMA]).encode(batch)
-    return _group_puts(batch, verdicts.valid, values, identities, 4, 86_400_000)
+    cells = ValidatedCells(TableSpec("t", salt_buckets=4), PayloadCodec([DEFAULT_SCHEMA]), batch, verdicts)
+    return _group_puts(cells, 86_400_000)
 
 
 def test_rows_with_the_same_cell_are_one_cell_and_counted_as_merged() -> None:
