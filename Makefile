@@ -8,7 +8,7 @@ EXTRAS ?= jobs,test,dev
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install jars test lint unit demo bench bench-scaleout docker-engine docker-engine-stop test-docker clean
+.PHONY: install jars test lint unit demo bench bench-bulk bench-scaleout docker-engine docker-engine-stop test-docker clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -58,6 +58,11 @@ bench: jars                           ## ratios vs HBase PE, plain happybase and
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/seqstore hbase start
 	$(BIN)/python -m benchmarks.run_all
+
+bench-bulk: jars                      ## issue 22: bulk backfill into chunks vs plain puts and backfill+compact -> benchmarks/results/
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/seqstore hbase start
+	$(BIN)/python -m benchmarks.bulk_bench
 
 bench-scaleout: jars                  ## 1 vs 3 RegionServers x 1 vs 2 Ray nodes (its own HBase instances) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.scaleout_bench
