@@ -32,7 +32,7 @@ from typing import Any
 import thriftpy2
 from thriftpy2.protocol import TBinaryProtocolFactory
 from thriftpy2.thrift import TApplicationException, TClient, TDecodeException, TException
-from thriftpy2.transport import TBufferedTransportFactory, TSocket, TTransportException
+from thriftpy2.transport import TBufferedTransport, TSocket, TTransportException
 
 from store.config import Config, Endpoint
 from store.errors import (
@@ -57,6 +57,7 @@ ENCODING_ERRORS: tuple[type[BaseException], ...] = (
 # A socket wait is never cut shorter than this to fit the remaining budget: below it, even a
 # healthy server could not answer.
 MIN_ATTEMPT_TIMEOUT_MS = 1_000
+TRANSPORT_BUFFER = 65_536  # bytes each way: a chunk commit or a multi-get goes out in one send, not one per 4 KiB
 
 
 # HBase's Thrift2 IDL, vendored from the pinned hbase-thrift jar (a test checks it is the jar's),
@@ -138,7 +139,7 @@ class Thrift2Client:
             ep = self.endpoint
             sock: Any = TSocket(ep.host, ep.port, socket_family=socket_family(ep.host),  # type: ignore[no-untyped-call]
                                 socket_timeout=timeout_ms)
-            transport: Any = TBufferedTransportFactory().get_transport(sock)  # type: ignore[no-untyped-call]
+            transport: Any = TBufferedTransport(sock, buf_size=TRANSPORT_BUFFER)  # type: ignore[no-untyped-call]
             protocol: Any = TBinaryProtocolFactory().get_protocol(transport)  # type: ignore[no-untyped-call]
             transport.open()
             self._client, self._socket = _EncodingCheckedClient(self._idl.THBaseService, protocol), sock

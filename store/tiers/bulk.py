@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,6 +77,12 @@ class _User:
     events: pa.Table  # chunk columns, newest first, once each
     done: int = 0  # events committed
     token: bytes | None = None  # the flag our last commit left (None: read it)
+    ts: np.ndarray = field(init=False)  # events' event_ts and event_id, for planning without Arrow calls
+    ids: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ts = np.asarray(self.events.column("event_ts").to_numpy(), dtype=np.int64)
+        self.ids = np.asarray(self.events.column("event_id").to_numpy(), dtype=np.uint64)
 
 
 def merge(table: TableHandle, users: list[tuple[bytes, pa.Table]]) -> LoadStats:
@@ -157,10 +163,9 @@ def _plan(table: TableHandle, users: list[_User]
     """The next step of each user — ``(user, token, chunks replaced, pieces, events taken)`` —
     and the users that are flagged by someone else (to compact first); two batched gets."""
     t = idl()
-    windows = [u.events.slice(u.done, STEP_NEW_EVENTS) for u in users]
     gets = []
-    for u, window in zip(users, windows, strict=True):
-        newest = int(window.column("event_ts")[0].as_py())
+    for u in users:
+        newest = int(u.ts[u.done])
         gets.append(t.TGet(row=u.prefix, columns=[t.TColumn(META, RAW_FLAG), t.TColumn(META, WATERMARK)]))
         gets.append(t.TGet(row=u.prefix, columns=[t.TColumn(family=CHUNKS)], maxVersions=1,
                            filterString=all_of(KEY_ONLY, columns_from(first_qualifier_before(newest + 1)))))
@@ -168,7 +173,7 @@ def _plan(table: TableHandle, users: list[_User]
     planned = []
     busy = []
     value_gets = []
-    for j, (u, window) in enumerate(zip(users, windows, strict=True)):
+    for j, u in enumerate(users):
         cells = {cv.qualifier: cv.value for cv in results[2 * j].columnValues or []}
         if u.token is None:
             if flagged(cells.get(RAW_FLAG)):
@@ -177,10 +182,10 @@ def _plan(table: TableHandle, users: list[_User]
             u.token = cells.get(RAW_FLAG, UNFLAGGED)
         mark = parse_watermark(cells[WATERMARK]) if WATERMARK in cells else None
         chunks = [chunk_key(cv.qualifier, cv.timestamp) for cv in results[2 * j + 1].columnValues or []]
-        index, fit = chunk_steps.territories(chunks, np.asarray(window.column("event_ts").to_numpy()),
-                                             np.asarray(window.column("event_id").to_numpy()))
+        end = u.done + STEP_NEW_EVENTS
+        index, fit = chunk_steps.territories(chunks, u.ts[u.done:end], u.ids[u.done:end])
         owned = chunk_steps.owned(index[:fit], chunks)
-        planned.append((u, window.slice(0, fit), index[:fit], chunks, owned, mark))
+        planned.append((u, u.events.slice(u.done, fit), index[:fit], chunks, owned, mark))
         if owned:
             value_gets.append(t.TGet(row=u.prefix, columns=[t.TColumn(CHUNKS, k.qualifier) for k in owned],
                                      maxVersions=1))

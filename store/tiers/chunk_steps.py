@@ -22,9 +22,8 @@ merged and committed one way:
 from __future__ import annotations
 
 import itertools
-import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from store.table.spec import TableSpec
 
 STEP_EVENTS = 65_536  # chunk events one step may rewrite besides its new events
-CHUNK_BYTES = 4 * 1024 * 1024  # a piece's payload bytes, well under HBase's 10 MB cell limit
+CHUNK_BYTES = 4 * 1024 * 1024  # a chunk value's bytes at most (unless one event is more); HBase allows 10 MB
 TTL_MARGIN_MS = 3_600_000  # a merge drops an expired event only this long after reads stop returning it
 
 Piece = tuple[bytes, bytes, int]  # (qualifier, value, cell timestamp) of a new chunk cell
@@ -107,25 +106,30 @@ def merged(table: TableHandle, new: pa.Table, chunk: bytes | None, mark: Mark | 
 
 
 def pieces(table: TableHandle, events: pa.Table) -> list[Piece]:
-    """``events`` (newest first, once each) as new chunk cells: consecutive pieces of near-equal
-    size, at most the table's ``chunk_events`` events and about :data:`CHUNK_BYTES` bytes each."""
-    out: list[Piece] = []
-    for piece in _slices(events, table.spec.chunk_events or 2):
-        ts = piece.column("event_ts")
-        oldest = (ts[-1].as_py(), piece.column("event_id")[-1].as_py())
-        out.append((chunk_qualifier(oldest, piece.num_rows), encode_sorted_chunk(piece, table.codec.current),
-                    ts[0].as_py()))
-    return out
-
-
-def _slices(events: pa.Table, chunk_events: int) -> Iterator[pa.Table]:
+    """``events`` (newest first, once each) as new chunk cells: the fewest consecutive pieces of
+    near-equal size with at most the table's ``chunk_events`` events each and, measured on the
+    encoded values, at most :data:`CHUNK_BYTES` bytes (cut finer and encoded again if not)."""
     n = events.num_rows
     if n == 0:
-        return
-    count = max(math.ceil(n / chunk_events), math.ceil(events.nbytes / CHUNK_BYTES))
-    bounds = np.linspace(0, n, min(count, n) + 1).round().astype(int)
-    for a, b in itertools.pairwise(bounds):
-        yield events.slice(int(a), int(b - a))
+        return []
+    ts = events.column("event_ts").to_numpy()
+    ids = events.column("event_id").to_numpy()
+    current = table.codec.current
+    count = -(-n // (table.spec.chunk_events or 2))
+    while True:
+        bounds = cuts(n, count)
+        values = [encode_sorted_chunk(events.slice(a, b - a), current) for a, b in itertools.pairwise(bounds)]
+        largest = max(len(v) for v in values)
+        if largest <= CHUNK_BYTES or count == n:
+            break
+        count = min(n, max(2 * count, -(-sum(len(v) for v in values) // CHUNK_BYTES)))
+    return [(chunk_qualifier((int(ts[b - 1]), int(ids[b - 1])), b - a), v, int(ts[a]))
+            for (a, b), v in zip(itertools.pairwise(bounds), values, strict=True)]
+
+
+def cuts(n: int, count: int) -> list[int]:
+    """The bounds of ``count`` consecutive near-equal pieces of ``n`` events (``0 < count <= n``)."""
+    return [(i * n + count // 2) // count for i in range(count + 1)]
 
 
 def rewrite(table: TableHandle, new: pa.Table, index: np.ndarray, chunks: list[ChunkKey],
@@ -135,8 +139,9 @@ def rewrite(table: TableHandle, new: pa.Table, index: np.ndarray, chunks: list[C
     A chunk gone since its key was read was trimmed whole (a step replacing it would have
     changed the flag token, failing the commit): its events are not kept."""
     out: list[Piece] = []
-    starts = np.flatnonzero(np.diff(index, prepend=-2))
-    for a, b in itertools.pairwise([*starts.tolist(), len(index)]):
+    # index never decreases: one territory when its ends agree (a new user: all -1)
+    starts = [0] if index[0] == index[-1] else np.flatnonzero(np.diff(index, prepend=-2)).tolist()
+    for a, b in itertools.pairwise([*starts, len(index)]):
         j = int(index[a])
         chunk = values.get(chunks[j].qualifier) if j >= 0 else None
         out.extend(pieces(table, merged(table, new.slice(a, b - a), chunk, mark, floor)))
@@ -145,6 +150,8 @@ def rewrite(table: TableHandle, new: pa.Table, index: np.ndarray, chunks: list[C
 
 def owned(index: np.ndarray, chunks: list[ChunkKey]) -> list[ChunkKey]:
     """The chunks a step replaces: those owning one of its events."""
+    if not chunks:
+        return []
     return [chunks[j] for j in np.unique(index).tolist() if j >= 0]
 
 
