@@ -10,16 +10,18 @@ column is refused. Transform with ``batch_format="pyarrow"`` (or ``"pandas"``) t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -31,6 +33,7 @@ from ray.data.datasource import WriteResult
 from ray_jobs.outputs import publish, temp_path
 from ray_jobs.workers import actor_config
 from store import Config, InvalidRequestError, SeqStoreError, SequenceStore
+from store import WriteResult as StoreWriteResult
 from store.inputs import QUARANTINE_SCHEMA
 
 __all__ = ["SequenceDatasink", "SinkResult"]
@@ -75,6 +78,9 @@ class SinkResult:
     quarantine_omitted: int = 0
 
 
+INTO = ("raw", "chunks")
+
+
 @dataclass
 class _TaskOutcome:
     """One write task's counts and quarantined rows (its return value, sent to the driver)."""
@@ -107,6 +113,14 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
     whole log), whatever ``override_num_blocks``; ``.repartition(n)`` before the write gives ``n``
     blocks (``benchmarks/datasink_vs_backfill.py`` measures both ways).
 
+    ``into="chunks"`` writes each task's rows as one bulk load instead (:meth:`SequenceTable.chunk_load`,
+    what ``seqstore backfill`` does): straight into the users' chunks, no raw cell and nothing
+    to compact, the writer's validation and quarantine unchanged. It is exact however the rows
+    are spread over tasks (each task merges into what its users hold, safe beside other tasks,
+    writers and compactions), and cheap when each user's rows reach few tasks: group the
+    Dataset by user first, e.g. ``.repartition(n, keys=["user_id"])``. A task holds its rows
+    until it commits (``rows_per_write`` and Ray's block sizes bound them).
+
     Idempotent: an event's cell depends only on the event, so writing the same Dataset
     again, or Ray re-running a write task whose worker died, leaves the same cells. Failures:
     the store retries transport errors with backoff inside each call; a task whose HBase
@@ -132,6 +146,8 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
         rows_per_write: rows Ray gathers for one write task (each opens its own connections).
         now_ms: "now" for the future-timestamp check of every write (default: the clock when
             each write starts).
+        into: ``"raw"`` (:meth:`SequenceTable.write`, one cell per event, for a later
+            compaction) or ``"chunks"`` (a bulk load per task; the table needs a chunk tier).
 
     Raises (from ``write_datasink``):
         TableNotFoundError: no such table (before any row is written).
@@ -143,13 +159,16 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
     def __init__(self, table: str, *, config: Config | None = None,
                  quarantine_dir: str | os.PathLike[str] | None = None, max_quarantine_rows: int = 1_000,
                  pool_size: int = 4, chunk_rows: int = 10_000, rows_per_write: int = 50_000,
-                 now_ms: int | None = None) -> None:
+                 now_ms: int | None = None, into: str = "raw") -> None:
+        if into not in INTO:
+            raise InvalidRequestError(f"'into' must be one of {', '.join(INTO)}")
         for name, value in (("pool_size", pool_size), ("chunk_rows", chunk_rows), ("rows_per_write", rows_per_write)):
             if value <= 0:
                 raise InvalidRequestError(f"'{name}' must be > 0")
         if max_quarantine_rows < 0:
             raise InvalidRequestError("'max_quarantine_rows' must be >= 0")
         self.table = table
+        self.into = into
         self.config = config or Config.from_env()
         self.quarantine_dir = _directory_uri(quarantine_dir) if quarantine_dir is not None else None
         self.max_quarantine_rows = max_quarantine_rows
@@ -177,26 +196,42 @@ class SequenceDatasink(Datasink[_TaskOutcome]):
             fs.create_dir(path, recursive=True)
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> _TaskOutcome:
-        """One write task: every block through :meth:`SequenceTable.write`, counts summed."""
+        """One write task: every block through :meth:`SequenceTable.write` (``into="raw"``), or
+        all of them as one :meth:`SequenceTable.chunk_load` (``into="chunks"``); counts summed."""
         out = _TaskOutcome()
         bad: list[pa.Table] = []
         keep = self.max_quarantine_rows if self.quarantine_dir is None else None
+
+        def tally(result: StoreWriteResult, rows: Callable[[], pa.Table]) -> None:
+            out.rows_in += result.rows_in
+            out.written += result.written
+            out.merged += result.merged
+            out.quarantined += result.quarantined
+            out.put_calls += result.put_calls
+            out.by_reason.update(result.by_reason())
+            if result.quarantined:
+                held = rows()
+                if keep is not None:
+                    held = held.slice(0, max(0, keep - sum(t.num_rows for t in bad)))
+                bad.append(held)
+
         with SequenceStore(actor_config(self.config, ctx.task_idx), pool_size=self.pool_size) as store:
             table = store.table(self.table)
-            for block in blocks:
-                events = _events(BlockAccessor.for_block(block).to_arrow(), table.spec.schema.payload)
-                result = table.write(events, chunk_rows=self.chunk_rows, now_ms=self.now_ms)
-                out.rows_in += result.rows_in
-                out.written += result.written
-                out.merged += result.merged
-                out.quarantined += result.quarantined
-                out.put_calls += result.put_calls
-                out.by_reason.update(result.by_reason())
-                if result.quarantined:
-                    rows = _quarantined_rows(events, result.quarantine)
-                    if keep is not None:
-                        rows = rows.slice(0, max(0, keep - sum(t.num_rows for t in bad)))
-                    bad.append(rows)
+            payload = table.spec.schema.payload
+            if self.into == "raw":
+                for block in blocks:
+                    events = _events(BlockAccessor.for_block(block).to_arrow(), payload)
+                    result = table.write(events, chunk_rows=self.chunk_rows, now_ms=self.now_ms)
+                    tally(result, functools.partial(_quarantined_rows, events, result.quarantine))
+            else:
+                load = table.chunk_load(now_ms=self.now_ms)
+                held_blocks: list[pa.Table] = []
+                for block in blocks:
+                    events = _events(BlockAccessor.for_block(block).to_arrow(), payload)
+                    load.add(events, start_position=sum(b.num_rows for b in held_blocks))
+                    held_blocks.append(events)
+                result = load.commit()
+                tally(result, functools.partial(_quarantined_rows_of_blocks, held_blocks, result.quarantine))
         if bad:
             rows = pa.concat_tables(bad, promote_options="permissive")
             if self.quarantine_dir is None:
@@ -284,3 +319,19 @@ def _quarantined_rows(events: pa.Table, quarantine: pa.Table) -> pa.Table:
     rows = events.take(quarantine.column("position"))
     struct = pa.StructArray.from_arrays([c.combine_chunks() for c in rows.columns], names=rows.column_names)
     return quarantine.append_column("row", struct)
+
+
+def _quarantined_rows_of_blocks(blocks: list[pa.Table], quarantine: pa.Table) -> pa.Table:
+    """As :func:`_quarantined_rows` for a load of several ``blocks`` whose positions ran on from
+    block to block: each row found in its block, its position made the place in that block."""
+    starts = np.cumsum([0, *(b.num_rows for b in blocks)])
+    position = np.asarray(quarantine.column("position").to_numpy(), dtype=np.int64)
+    block = np.searchsorted(starts, position, side="right") - 1
+    parts = []
+    for j in np.unique(block).tolist():
+        mine = np.flatnonzero(block == j)
+        q = quarantine.take(pa.array(mine, pa.int64()))
+        q = q.set_column(q.schema.get_field_index("position"), q.schema.field("position"),
+                         pa.array(position[mine] - starts[j], pa.int64()))
+        parts.append(_quarantined_rows(blocks[j], q))
+    return pa.concat_tables(parts, promote_options="permissive")
