@@ -152,11 +152,12 @@ class BackfillWorker(StoreWorker):
     """A Ray actor body: writes units of one table through its own connection pool."""
 
     def __init__(self, config: Config, table: str, filesystem: pafs.FileSystem, pool_size: int,
-                 batch_rows: int, now_ms: int) -> None:
+                 batch_rows: int, now_ms: int, hold_events: int = DEFAULT_PARTITION_EVENTS) -> None:
         super().__init__(config, table, pool_size=pool_size)
         self.fs = filesystem
         self.batch_rows = batch_rows
         self.now_ms = now_ms
+        self.hold_events = hold_events
 
     def run(self, unit: Unit) -> dict[str, Any]:
         """Write one row group as raw cells; returns its counts and quarantine (Arrow IPC bytes)."""
@@ -169,15 +170,33 @@ class BackfillWorker(StoreWorker):
             raise SeqStoreError(f"{unit.key}: read {result.rows_in} rows, the file says {unit.num_rows}")
         return _outcome(result)
 
-    def load(self, partition: Partition, sources: list[str], *pieces: pa.Table) -> dict[str, Any]:
-        """Merge one partition (its piece of every row group, ``sources[j]`` the file of
-        ``pieces[j]``) straight into its users' chunks; returns counts and quarantine."""
-        load = self.table.chunk_load(now_ms=self.now_ms)
-        for source, piece in zip(sources, pieces, strict=True):
+    def load(self, partition: Partition, sources: list[str], pieces: list[Any]) -> dict[str, Any]:
+        """Merge one partition straight into its users' chunks; returns counts and quarantine.
+
+        ``pieces``: object refs of its piece of every row group (``sources[j]`` the file of
+        ``pieces[j]``), fetched one at a time, and merged whenever :attr:`hold_events` rows are
+        held: memory is bounded by that setting and one piece, not by the partition (a user
+        whose history alone is larger goes in several merges, each exact and idempotent).
+        """
+        import ray
+
+        results: list[WriteResult] = []
+        load, held = self.table.chunk_load(now_ms=self.now_ms), 0
+        for source, ref in zip(sources, pieces, strict=True):
+            piece: pa.Table = ray.get(ref)
             if piece.num_rows:
-                load.add(piece.drop_columns([POSITION]), source=source,
-                         positions=piece.column(POSITION).to_numpy())
-        return _outcome(load.commit())
+                load.add(piece.drop_columns([POSITION]), source=source, positions=piece.column(POSITION).to_numpy())
+                held += piece.num_rows
+            del piece
+            if held >= self.hold_events:
+                results.append(load.commit())
+                load, held = self.table.chunk_load(now_ms=self.now_ms), 0
+        results.append(load.commit())
+        outcome = _outcome(WriteResult(
+            rows_in=sum(r.rows_in for r in results), written=sum(r.written for r in results),
+            quarantine=pa.concat_tables([r.quarantine for r in results]),
+            put_calls=sum(r.put_calls for r in results), merged=sum(r.merged for r in results)))
+        return {**outcome, "merges": len(results)}
 
 
 def _outcome(result: WriteResult) -> dict[str, Any]:
@@ -232,6 +251,7 @@ class BackfillReport(JobReport):
     events_merged: int = 0
     events_quarantined: int = 0
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    merges: int = 0  # into chunks: bulk merges, one per partition and more for those over partition_events
     events_per_s: float = 0.0
     quarantine_path: str = ""
     report_path: str = ""
@@ -276,7 +296,9 @@ def run_backfill(
         into: ``"chunks"`` (straight into the chunk tier, grouped by user), ``"raw"`` (raw
             cells, for a later compaction) or ``"auto"``: chunks if the table has a chunk tier.
         partition_events: into chunks, the input rows of one partition, about (at least
-            :data:`~ray_jobs.partitions.MIN_PARTITIONS` partitions): what one actor holds.
+            :data:`~ray_jobs.partitions.MIN_PARTITIONS` partitions), and the most rows an actor
+            holds before it merges them (a partition larger than this, e.g. with a heavy user, is
+            merged in several goes): the setting that bounds an actor's memory.
         max_attempts: tries per unit before the job gives up.
         ray_address: the Ray cluster to join (see :func:`ray_jobs.runner.init_ray`), once the
             input is planned and the table found; Ray is started locally if neither this nor
@@ -341,11 +363,11 @@ def run_backfill(
         Worker = worker_actor(BackfillWorker)
 
         def spawn(i: int) -> Any:
-            return Worker.remote(actor_config(config, i), table, fs, pool_size, batch_rows, now_ms)
+            return Worker.remote(actor_config(config, i), table, fs, pool_size, batch_rows, now_ms, partition_events)
 
         def submit(actor: Any, unit: Any) -> Any:
             if isinstance(unit, Partition):
-                return actor.load.remote(unit, sources, *pieces[unit.index])
+                return actor.load.remote(unit, sources, pieces[unit.index])  # refs in a list: fetched one by one
             return actor.run.remote(unit)
 
         reasons: Counter[str] = Counter()
@@ -366,6 +388,7 @@ def run_backfill(
             report.events_written += outcome["written"]
             report.events_merged += outcome["merged"]
             report.events_quarantined += outcome["quarantined"]
+            report.merges += outcome.get("merges", 0)
             reasons.update(outcome["by_reason"])
             if on_progress:
                 on_progress(outcome["rows_in"])

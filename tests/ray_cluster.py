@@ -63,6 +63,12 @@ class RayCluster:
     def start(cls) -> RayCluster:
         from ray.cluster_utils import Cluster
 
+        from ray_jobs.runner import _token_auth_if_token_available
+
+        # As `ray start --head` does, and as a local Ray started earlier in the session leaves this
+        # process: token authentication when this machine has a Ray token. Jobs joining the
+        # cluster use it then (ray_jobs.runner.init_ray); without it they would be refused.
+        _token_auth_if_token_available()
         # Short, so Ray's Unix socket paths (session dir + sockets/...) stay under the 107-byte limit.
         temp_dir = Path(tempfile.mkdtemp(prefix="seqray-", dir="/tmp"))
         try:
