@@ -55,6 +55,9 @@ def _stop(root: Path, timeout_s: float = 30) -> list[int]:
     for pid in left:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10  # a SIGKILLed process is gone soon, not at once
+    while left and _holding(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
     return left
 
 
