@@ -241,8 +241,9 @@ def run_into_parts(units: Sequence[Any], out: Path, prefix: str, spawn: Callable
     :class:`PartWriter` (tagged with ``settings``) and returns ``{"rows": n}``. A part already
     there is skipped only if :func:`part_rows` trusts it, so a re-run resumes where a crash left
     off and a changed input file is redone. Holds :class:`OutputLock` on ``out`` throughout
-    (raises :class:`OutputInUseError` while another job holds it) and first removes the
-    temporary files of ``prefix`` parts that stopped jobs left (:func:`remove_stale_temps`).
+    (raises :class:`OutputInUseError` while another job holds it) and removes the temporary
+    files of ``prefix`` parts that dead writers left (:func:`remove_stale_temps`): a stopped
+    job's before running, and this job's lost actors' once its own have ended.
     Refuses to run (``error`` set) when ``out`` holds ``<prefix>-*`` parts no unit of this
     input produces (reading ``out`` would mix them in), or parts made with other settings (they
     would be kept as if made by this job) — unless ``overwrite``, which removes the former and
@@ -306,6 +307,7 @@ def _run_locked(outcome: PartsOutcome, out: Path, prefix: str, spawn: Callable[[
         runner.run(outcome.ran, done)
     except SeqStoreError as exc:
         outcome.error = str(exc)
+    remove_stale_temps(out, prefix)  # those of actors that died during this run (a lost node's)
     bad: list[Any] = []
     for unit, name in zip(units, names, strict=True):
         rows = part_rows(out / name, unit, settings=settings)

@@ -131,3 +131,31 @@ def test_a_part_is_on_disk_before_its_name_and_its_name_before_close_returns(
     assert Path(temp).name.startswith(f".{target.name}.") and temp.endswith(".tmp")
     assert events == [("fsync", temp), ("replace", str(target)), ("fsync", str(out))]
     assert part_rows(target, unit) == 4
+
+
+def test_a_part_left_half_written_by_an_actor_lost_during_the_run_is_removed_when_the_run_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray_jobs.parts as parts
+
+    units = _units(tmp_path)
+    out = tmp_path / "out"
+
+    class LosesANode:
+        """The runner as on a cluster that loses a node: the first attempt at units[0] dies with
+        its part half written; the retry and the other unit complete."""
+
+        def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+            self.stats = parts.RunStats()
+
+        def run(self, todo: list[Any], on_done: Any) -> None:
+            PartWriter(out / part_name(todo[0]), todo[0]).write(pa.table({"x": [1]}))  # the lost node's
+            for u in todo:
+                write_part(pa.table({"x": list(range(u.num_rows))}), out / part_name(u), u)
+                on_done(u, {"rows": u.num_rows}, [])
+
+    monkeypatch.setattr(parts, "UnitRunner", LosesANode)
+    outcome = run_into_parts(units, out, "part", _no_spawn, workers=1)
+    assert not outcome.error and (outcome.parts, outcome.rows) == (2, 8)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert pq.read_table(out).num_rows == 8
