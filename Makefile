@@ -59,10 +59,11 @@ bench: jars                           ## ratios vs HBase PE, plain happybase and
 	$(BIN)/seqstore hbase start
 	$(BIN)/python -m benchmarks.run_all
 
-bench-bulk: jars                      ## issue 22: bulk backfill into chunks vs plain puts and backfill+compact -> benchmarks/results/
+bench-bulk: jars                      ## issue 22: bulk backfill into chunks vs plain puts and backfill+compact; chunk format 3 vs 2 -> benchmarks/results/
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/seqstore hbase start
 	$(BIN)/python -m benchmarks.bulk_bench
+	$(BIN)/python -m benchmarks.chunk_format
 
 bench-scaleout: jars                  ## 1 vs 3 RegionServers x 1 vs 2 Ray nodes (its own HBase instances) -> benchmarks/results/
 	$(BIN)/python -m benchmarks.scaleout_bench

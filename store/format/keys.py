@@ -67,6 +67,12 @@ def user_prefix(user_id: str | bytes, salt_buckets: int) -> bytes:
     return bytes((salt_of(user, salt_buckets),)) + _LEN.pack(len(user)) + user
 
 
+def prefix_user(prefix: bytes) -> bytes:
+    """The user id bytes of a :func:`user_prefix` (a user's chunk and features row)."""
+    (length,) = _LEN.unpack_from(prefix, 1)
+    return prefix[3 : 3 + length]
+
+
 def bucket_of(ts_ms: int, bucket_ms: int) -> int:
     return ts_ms // bucket_ms
 

@@ -193,10 +193,10 @@ def _plan(table: TableHandle, users: list[_User]
     for result in get_multiple(table.pool, table.name_bytes, value_gets):
         values[result.row] = {cv.qualifier: cv.value for cv in result.columnValues or []}
     floor = chunk_steps.merge_floor(table.spec)
-    steps = []
-    for u, new, index, chunks, owned, mark in planned:
-        new_pieces = chunk_steps.rewrite(table, new, index, chunks, values.get(u.prefix, {}), mark, floor)
-        steps.append((u, u.token or UNFLAGGED, owned, new_pieces, new.num_rows))
+    merged = [(u.prefix, chunk_steps.rewritten(table, u.prefix, new, index, chunks, values.get(u.prefix, {}), mark,
+                                               floor)) for u, new, index, chunks, _, mark in planned]
+    steps = [(u, u.token or UNFLAGGED, owned, new_pieces, new.num_rows)
+             for (u, new, _, _, owned, _), new_pieces in zip(planned, chunk_steps.pieces(table, merged), strict=True)]
     return steps, busy
 
 

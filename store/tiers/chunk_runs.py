@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from store.format.chunk import chunk_key, chunk_schema, decode_chunks, first_qualifier_before
+from store.format.chunk import PendingIds, chunk_key, chunk_schema, decode_chunks_deferred, first_qualifier_before
 from store.format.keys import CHUNKS, META
 from store.format.visibility import Columns, cut
 from store.io.calls import columns_from, family_or, get_multiple
@@ -60,6 +60,8 @@ class ChunkRuns:
 
     After :meth:`fetch`, :attr:`tables` holds each round's decoded events and
     ``found[i] = (round, indices)`` the cut of request ``i`` (indices into that round's table).
+    Only the found events are sure to have their ``event_id``: those of chunks without stored
+    ids are computed for them alone (:class:`~store.format.chunk.PendingIds`).
     """
 
     def __init__(self, table: TableHandle, executor: ThreadPoolExecutor, max_len: int,
@@ -75,6 +77,7 @@ class ChunkRuns:
         self.first_limit = math.ceil(max_len / (chunk_events / 2)) + 1
         self.now_ms = int(time.time() * 1000)
         self.tables: list[pa.Table] = []
+        self._ids_left: list[PendingIds | None] = []  # per round: the ids not computed yet
         self.found: dict[int, tuple[int, np.ndarray]] = {}
 
     def first_gets(self, prefixes: Sequence[bytes], his: Sequence[int], meta: Sequence[bytes]) -> list[Any]:
@@ -105,9 +108,16 @@ class ChunkRuns:
             else:
                 results = self._get_multiple([self._get(prefixes[u], requests[pending[u][0]].hi, limits[u],
                                                         first=round_id == start_round) for u in users])
-            events, runs = self._decode(results, [limits[u] for u in users])
+            # A user's first round may stop decoding where its one request is covered; a later
+            # round (that one was not) decodes all it got, so every round makes progress.
+            alone = [requests[pending[u][0]].hi if round_id == start_round and len(pending[u]) == 1
+                     and self.types is None else None for u in users]
+            events, runs, ids_left = self._decode(results, [limits[u] for u in users], alone)
+            if ids_left is not None and any(requests[i].mark is not None for u in users for i in pending[u]):
+                events, ids_left = ids_left.fill(events, None), None  # cuts at a watermark compare ids
             cols = Columns.of(events, self.types)
             self.tables.append(events)
+            self._ids_left.append(ids_left)
             left: dict[int, list[int]] = {}
             for u, (start, end, oldest, exhausted) in zip(users, runs, strict=True):
                 rest = []
@@ -124,6 +134,19 @@ class ChunkRuns:
                     limits[u] = limits[u] * 4 if top_reached else self.first_limit
                     left[u] = rest
             pending = left
+        self._fill_ids(start_round, indices)
+
+    def _fill_ids(self, start_round: int, indices: Sequence[int]) -> None:
+        """Compute the ids left to compute (:class:`~store.format.chunk.PendingIds`) of the
+        events found for ``indices`` in the rounds from ``start_round`` on: only those."""
+        found: dict[int, list[np.ndarray]] = {}
+        for i in indices:
+            if i in self.found and self.found[i][0] >= start_round:
+                found.setdefault(self.found[i][0], []).append(self.found[i][1])
+        for round_id, picks in found.items():
+            ids_left = self._ids_left[round_id]
+            if ids_left is not None:
+                self.tables[round_id] = ids_left.fill(self.tables[round_id], np.concatenate(picks))
 
     def _get(self, prefix: bytes, hi: int, limit: int, meta: list[Any] | None = None, *, first: bool = False) -> Any:
         """A get of the user's newest ``limit`` chunks that may hold events before ``hi``.
@@ -144,22 +167,46 @@ class ChunkRuns:
         return t.TGet(row=prefix, columns=[t.TColumn(family=CHUNKS), *(meta or [])], maxVersions=1,
                       storeLimit=max(limit, len(meta or [])), filterString=chunks)
 
+    def _enough(self, cells: list[Any], hi: int) -> int:
+        """How many of a run's chunks (newest first) hold ``max_len`` events wholly before
+        ``hi``: a request before ``hi`` is covered by them (unless retention or a watermark
+        hides some of them: then the next round reads further), so the rest are not decoded."""
+        held = 0
+        for k, cv in enumerate(cells):
+            key = chunk_key(cv.qualifier, cv.timestamp)
+            if key.newest_ts < hi:
+                held += key.events
+                if held >= self.max_len:
+                    return k + 1
+        return len(cells)
+
     def _get_multiple(self, gets: list[Any]) -> list[Any]:
         return get_multiple(self.table.pool, self.table.name_bytes, gets, per_call=GETS_PER_CALL,
                             executor=self.executor)
 
-    def _decode(self, results: list[Any], limits: list[int]) -> tuple[pa.Table, list[_Run]]:
-        """All runs' events in one table, and per run ``(start, end, oldest_ts of its last
-        chunk, whether it is the end of the user's chunks)``."""
+    def _decode(self, results: list[Any], limits: list[int], alone: list[int | None]
+                ) -> tuple[pa.Table, list[_Run], PendingIds | None]:
+        """All runs' events in one table, per run ``(start, end, oldest_ts of its last chunk,
+        whether it is the end of the user's chunks)``, and the ids not computed yet.
+
+        ``alone[j]``: the ``hi`` of user ``j``'s one request (no type filter), whose run is
+        decoded only as far as :meth:`_enough` chunks; None: the whole run."""
         versions = {s.version: s for s in self.table.versions}
         values: list[bytes] = []
+        rows: list[bytes] = []
         shape = []
-        for result, limit in zip(results, limits, strict=True):
+        for result, limit, hi in zip(results, limits, alone, strict=True):
             cells = [cv for cv in result.columnValues or [] if cv.family == CHUNKS]
+            exhausted = len(cells) < limit
+            if hi is not None:
+                enough = self._enough(cells, hi)
+                exhausted = exhausted and enough == len(cells)
+                cells = cells[:enough]
             values.extend(cv.value for cv in cells)
+            rows.extend([result.row] * len(cells))
             oldest = chunk_key(cells[-1].qualifier, cells[-1].timestamp).oldest[0] if cells else None
-            shape.append((len(cells), oldest, len(cells) < limit))
-        events, counts = decode_chunks(values, versions, self.table.codec.current)
+            shape.append((len(cells), oldest, exhausted))
+        events, counts, ids_left = decode_chunks_deferred(values, versions, self.table.codec.current, rows)
         runs: list[_Run] = []
         offset = done = 0
         for n, oldest, exhausted in shape:
@@ -167,4 +214,4 @@ class ChunkRuns:
             runs.append((offset, offset + size, oldest, exhausted))
             offset += size
             done += n
-        return events, runs
+        return events, runs, ids_left

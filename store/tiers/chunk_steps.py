@@ -10,11 +10,11 @@ merged and committed one way:
    above it (the oldest chunk for events older than all). Only chunks that own a new event
    are read and rewritten, so a late event costs one chunk, not the user's history; a step
    stops where the chunks it would rewrite pass :data:`STEP_EVENTS` events.
-2. :func:`merged`: a chunk's events and the new ones, once each (the new copy wins), without
+2. :func:`rewritten`, :func:`merged`: a chunk's events and the new ones, once each (the new copy wins), without
    events below the trim watermark or expired (:func:`merge_floor`).
 3. :func:`pieces`: consecutive pieces of near-equal size, at most ``chunk_events`` events and
-   :data:`CHUNK_BYTES` bytes; each becomes a cell never written before (its qualifier has a
-   nonce).
+   :data:`CHUNK_BYTES` bytes, for many users in one go; each becomes a cell never written
+   before (its qualifier has a nonce).
 4. :func:`commit`: one ``checkAndMutate`` of the user row deletes the replaced chunks and puts
    the pieces, on the flag token read before everything merged.
 """
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.format.chunk import ChunkKey, chunk_qualifier, decode_chunk, encode_sorted_chunk
+from store.format.chunk import ChunkKey, chunk_qualifier, decode_chunk, encode_sorted_chunks
 from store.format.keys import CHUNKS
 from store.format.visibility import Mark, kept, newest_first_once
 from store.io.connection import idl
@@ -86,7 +86,8 @@ def territories(chunks: list[ChunkKey], ts: np.ndarray, eid: np.ndarray) -> tupl
     return index, int(over[0]) if len(over) else n
 
 
-def merged(table: TableHandle, new: pa.Table, chunk: bytes | None, mark: Mark | None, floor: int | None) -> pa.Table:
+def merged(table: TableHandle, prefix: bytes, new: pa.Table, chunk: bytes | None, mark: Mark | None,
+           floor: int | None) -> pa.Table:
     """``new`` events (chunk columns, newest first, once each) and a chunk's events, newest
     first, once each (the new copy wins), without events below ``mark`` or expired before ``floor``."""
     if chunk is None:  # new events only: already sorted, once each
@@ -96,7 +97,7 @@ def merged(table: TableHandle, new: pa.Table, chunk: bytes | None, mark: Mark | 
                     mark, floor)
         return new.filter(pa.array(keep))
     versions = {s.version: s for s in table.versions}
-    old = pa.Table.from_batches([decode_chunk(chunk, versions, table.codec.current)])
+    old = decode_chunk(chunk, versions, table.codec.current, prefix)
     events = pa.concat_tables([new, old]).combine_chunks()
     ts = np.asarray(events.column("event_ts").to_numpy(), dtype=np.int64)
     eid = np.asarray(events.column("event_id").to_numpy(), dtype=np.uint64)
@@ -105,26 +106,51 @@ def merged(table: TableHandle, new: pa.Table, chunk: bytes | None, mark: Mark | 
     return events.take(pa.array(order, pa.int64()))
 
 
-def pieces(table: TableHandle, events: pa.Table) -> list[Piece]:
-    """``events`` (newest first, once each) as new chunk cells: the fewest consecutive pieces of
+def pieces(table: TableHandle, users: Sequence[tuple[bytes, Sequence[pa.Table]]]) -> list[list[Piece]]:
+    """Step 3 for many users at once: each user's event tables (``(row prefix, tables)``, each
+    newest first, once each) as new chunk cells — per table the fewest consecutive pieces of
     near-equal size with at most the table's ``chunk_events`` events each and, measured on the
-    encoded values, at most :data:`CHUNK_BYTES` bytes (cut finer and encoded again if not)."""
-    n = events.num_rows
-    if n == 0:
-        return []
-    ts = events.column("event_ts").to_numpy()
-    ids = events.column("event_id").to_numpy()
+    encoded values, at most :data:`CHUNK_BYTES` bytes (a table cut finer and encoded again if
+    not). All pieces are encoded in one call (:func:`encode_sorted_chunks`: one content id
+    computation for all of them)."""
     current = table.codec.current
-    count = -(-n // (table.spec.chunk_events or 2))
-    while True:
+    per = table.spec.chunk_events or 2
+    plan: list[tuple[int, pa.Table, list[int]]] = []
+    slices: list[pa.Table] = []
+    rows: list[bytes] = []
+    for u, (prefix, tables) in enumerate(users):
+        for events in tables:
+            n = events.num_rows
+            if n:
+                bounds = cuts(n, -(-n // per))
+                plan.append((u, events, bounds))
+                slices.extend(events.slice(a, b - a) for a, b in itertools.pairwise(bounds))
+                rows.extend([prefix] * (len(bounds) - 1))
+    values = encode_sorted_chunks(slices, rows, current)
+    out: list[list[Piece]] = [[] for _ in users]
+    done = 0
+    for u, events, bounds in plan:
+        encoded = values[done : done + len(bounds) - 1]
+        done += len(bounds) - 1
+        if max(len(v) for v in encoded) > CHUNK_BYTES and len(encoded) < events.num_rows:
+            bounds, encoded = _finer(table, users[u][0], events, encoded)
+        ts = events.column("event_ts").to_numpy()
+        ids = events.column("event_id").to_numpy()
+        out[u].extend((chunk_qualifier((int(ts[b - 1]), int(ids[b - 1])), b - a), v, int(ts[a]))
+                      for (a, b), v in zip(itertools.pairwise(bounds), encoded, strict=True))
+    return out
+
+
+def _finer(table: TableHandle, prefix: bytes, events: pa.Table, encoded: list[bytes]) -> tuple[list[int], list[bytes]]:
+    """Cuts of ``events`` whose encoded values are each at most :data:`CHUNK_BYTES` (or one event)."""
+    n = events.num_rows
+    count = len(encoded)
+    while max(len(v) for v in encoded) > CHUNK_BYTES and count < n:
+        count = min(n, max(2 * count, -(-sum(len(v) for v in encoded) // CHUNK_BYTES)))
         bounds = cuts(n, count)
-        values = [encode_sorted_chunk(events.slice(a, b - a), current) for a, b in itertools.pairwise(bounds)]
-        largest = max(len(v) for v in values)
-        if largest <= CHUNK_BYTES or count == n:
-            break
-        count = min(n, max(2 * count, -(-sum(len(v) for v in values) // CHUNK_BYTES)))
-    return [(chunk_qualifier((int(ts[b - 1]), int(ids[b - 1])), b - a), v, int(ts[a]))
-            for (a, b), v in zip(itertools.pairwise(bounds), values, strict=True)]
+        encoded = encode_sorted_chunks([events.slice(a, b - a) for a, b in itertools.pairwise(bounds)],
+                                       [prefix] * count, table.codec.current)
+    return cuts(n, count), encoded
 
 
 def cuts(n: int, count: int) -> list[int]:
@@ -132,19 +158,19 @@ def cuts(n: int, count: int) -> list[int]:
     return [(i * n + count // 2) // count for i in range(count + 1)]
 
 
-def rewrite(table: TableHandle, new: pa.Table, index: np.ndarray, chunks: list[ChunkKey],
-            values: Mapping[bytes, bytes], mark: Mark | None, floor: int | None) -> list[Piece]:
-    """Steps 2-3 for one user: the pieces replacing the chunks that own ``new`` events
-    (``index`` from :func:`territories`, ``values`` the owned chunks' values by qualifier).
-    A chunk gone since its key was read was trimmed whole (a step replacing it would have
-    changed the flag token, failing the commit): its events are not kept."""
-    out: list[Piece] = []
+def rewritten(table: TableHandle, prefix: bytes, new: pa.Table, index: np.ndarray, chunks: list[ChunkKey],
+              values: Mapping[bytes, bytes], mark: Mark | None, floor: int | None) -> list[pa.Table]:
+    """Step 2 for one user: per territory of ``new`` events (``index`` from :func:`territories`,
+    ``values`` the owned chunks' values by qualifier), the events replacing its chunk — cut into
+    cells by :func:`pieces`. A chunk gone since its key was read was trimmed whole (a step
+    replacing it would have changed the flag token, failing the commit): its events are not kept."""
+    out: list[pa.Table] = []
     # index never decreases: one territory when its ends agree (a new user: all -1)
     starts = [0] if index[0] == index[-1] else np.flatnonzero(np.diff(index, prepend=-2)).tolist()
     for a, b in itertools.pairwise([*starts, len(index)]):
         j = int(index[a])
         chunk = values.get(chunks[j].qualifier) if j >= 0 else None
-        out.extend(pieces(table, merged(table, new.slice(a, b - a), chunk, mark, floor)))
+        out.append(merged(table, prefix, new.slice(a, b - a), chunk, mark, floor))
     return out
 
 

@@ -355,12 +355,10 @@ def _plan_windows(table: TableHandle, windows: dict[bytes, list[tuple[bytes, Any
     for result in get_multiple(table.pool, table.name_bytes, value_gets):
         values[result.row] = {cv.qualifier: cv.value for cv in result.columnValues or []}
     floor = chunk_steps.merge_floor(table.spec)
-    plans = []
-    for p in users:
-        chunks, index = steps[p]
-        pieces = chunk_steps.rewrite(table, raws[p], index, chunks, values.get(p, {}), marks[p], floor)
-        plans.append(_Plan(p, tokens[p], windows[p][:len(index)], chunk_steps.owned(index, chunks), pieces))
-    return plans
+    merged = [(p, chunk_steps.rewritten(table, p, raws[p], steps[p][1], steps[p][0], values.get(p, {}), marks[p],
+                                        floor)) for p in users]
+    return [_Plan(p, tokens[p], windows[p][:len(steps[p][1])], chunk_steps.owned(steps[p][1], steps[p][0]), pieces)
+            for p, pieces in zip(users, chunk_steps.pieces(table, merged), strict=True)]
 
 
 def _apply(table: TableHandle, plan: _Plan, *, keep_flag: bool) -> bool:

@@ -183,7 +183,7 @@ def _decoded(table: TableHandle, rows: list[bytes], values: list[bytes]) -> Iter
     if not values:
         return
     current = table.codec.current
-    events, counts = decode_chunks(values, {s.version: s for s in table.versions}, current)
+    events, counts = decode_chunks(values, {s.version: s for s in table.versions}, current, rows)
     ts = np.asarray(events.column("event_ts").to_numpy(), dtype=np.int64)
     eid = np.asarray(events.column("event_id").to_numpy(), dtype=np.uint64)
     digest = content_digests(events, current.payload)

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 class Gathered:
     """What :meth:`TierView.gather` found for some requests."""
 
-    events: pa.Table  # every candidate event, in the chunk tier's columns (current schema)
+    events: pa.Table  # every event read, in the chunk tier's columns (current schema); event_id sure at picks only
     picks: list[np.ndarray]  # per request: indices into ``events``, newest first, at most max_len
     users: list[str | bytes]  # the distinct users, in first-seen order
     marks: dict[int, Mark]  # the watermark of each user that has one, by position in ``users``

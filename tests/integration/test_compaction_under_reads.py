@@ -121,7 +121,7 @@ def _chunks(table: SequenceTable, user: str) -> list[tuple[tuple[int, int], list
     versions = {s.version: s for s in table.schema_versions}
     out = []
     for cv in result.columnValues or []:
-        batch = decode_chunk(cv.value, versions, table.handle.codec.current)
+        batch = decode_chunk(cv.value, versions, table.handle.codec.current, result.row)
         events = list(zip(batch.column("event_ts").to_pylist(), batch.column("event_id").to_pylist(), strict=True))
         key = chunk_key(cv.qualifier, cv.timestamp)
         assert key.events == len(events) and key.oldest == events[-1] and key.newest_ts == events[0][0]

@@ -80,7 +80,7 @@ def _chunked(table: SequenceTable) -> dict[str, list[tuple[int, int]]]:
     out: dict[str, list[tuple[int, int]]] = {}
     for r in scan_results(h.pool, h.name_bytes, scan, 100):
         for cv in r.columnValues:
-            batch = decode_chunk(cv.value, versions, h.codec.current)
+            batch = decode_chunk(cv.value, versions, h.codec.current, r.row)
             user = parse_row_key(r.row + bytes(8))[1].decode()
             out.setdefault(user, []).extend(zip(batch.column("event_ts").to_pylist(),
                                                 batch.column("event_id").to_pylist(), strict=True))
