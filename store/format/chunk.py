@@ -561,12 +561,6 @@ def _dictionary(field: pa.Field, sizes: np.ndarray, blobs: list[memoryview], ver
     return pa.Array.from_buffers(field.type, len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(values)])
 
 
-def _one_array(column: pa.ChunkedArray) -> pa.Array:
-    if column.num_chunks == 1:
-        return column.chunk(0)
-    return pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type)
-
-
 def _upgrade(table: pa.Table, target: pa.Schema) -> pa.Table:
     """Events of any schema version in ``target``'s columns (fields added since null), ids
     nullable (those to be computed are null)."""
