@@ -21,7 +21,9 @@ Needs a running HBase (``seqstore hbase start``); starts (and stops) its own Ray
 * **reads** of the bulk-written table against the compacted one: ``read_sequences`` as of now,
   max_len 100, a sample of users in one call, alternating.
 
-Ratios come from one run on a shared machine. Writes ``benchmarks/results/bulk_<events>.{json,md}``.
+Ratios come from one run on a shared machine. Writes ``benchmarks/results/bulk_<events>.{json,md}``
+(``bulk_<events>_<users>u`` for other ``--users``). The bulk command's CPU is also broken down
+by process (HBase's JVMs, Ray's workers and daemons, the driver).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import happybase
 import numpy as np
 
 from benchmarks.backfill_bench import plain_cells
-from benchmarks.common import RESULTS, machine_cpu_s, measure, save
+from benchmarks.common import RESULTS, ProcessCpu, machine_cpu_s, measure, save
 from benchmarks.tiers_bench import disk_bytes, find_data_dir, flush, hbase_root, logical_bytes
 from ray_jobs.generate import generate
 from store import SequenceStore, TableSpec
@@ -127,6 +129,8 @@ def markdown(r: dict[str, Any]) -> str:
          f"{b['events_per_s'] / p['events_per_s']:.2f} x plain (goal >= 3)"),
         ("  events per machine CPU-second", f"{b['events_per_cpu_s']:,}",
          f"{b['events_per_cpu_s'] / p['events_per_cpu_s']:.2f} x plain's (goal >= 200,000)"),
+        ("  machine CPU-s of it by process", f"{b['cpu_s']}",
+         "; ".join(f"{k} {v}" for k, v in b["cpu_s_by_process"].items())),
         ("  the whole command with its own Ray (events/s; per CPU-s)",
          f"{w['events_per_s']:,}; {w['events_per_cpu_s']:,}", ""),
         ("old path: `backfill --into raw` + `compact` (s, Parquet to read-ready)", f"{o['wall_s']:.1f}", ""),
@@ -180,11 +184,13 @@ def main() -> None:
             try:
                 r["plain"] = plain_puts(store, log.files, args.workers)
                 common = ["--workers", str(args.workers)]
-                summary, wall, cpu = command(["backfill", str(work / "in"), "--table", new, *common,
-                                              "--ray-address", address, "--report-dir", str(work / "r1")], env)
+                with ProcessCpu() as by_process:
+                    summary, wall, cpu = command(["backfill", str(work / "in"), "--table", new, *common,
+                                                  "--ray-address", address, "--report-dir", str(work / "r1")], env)
                 n = summary["events_written"]
                 r["bulk"] = {"events": n, "wall_s": round(wall, 2), "events_per_s": round(n / wall),
-                             "events_per_cpu_s": round(n / cpu), "summary": summary}
+                             "events_per_cpu_s": round(n / cpu), "cpu_s": round(cpu, 2),
+                             "cpu_s_by_process": by_process.by_kind, "summary": summary}
                 s1, w1, _ = command(["backfill", str(work / "in"), "--table", old, *common, "--into", "raw",
                                      "--ray-address", address, "--report-dir", str(work / "r2")], env)
                 _, w2, _ = command(["compact", "--table", old, *common, "--ray-address", address], env)
@@ -218,9 +224,10 @@ def main() -> None:
         subprocess.run([RAY, "stop", "--force"], env=ray_env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     r["wall_s"] = round(time.perf_counter() - t_start, 1)
-    save(f"bulk_{args.events}", r)
+    name = f"bulk_{args.events}" if args.users == 10_000 else f"bulk_{args.events}_{args.users}u"
+    save(name, r)
     md = markdown(r)
-    (RESULTS / f"bulk_{args.events}.md").write_text(md)
+    (RESULTS / f"{name}.md").write_text(md)
     print(md)
 
 
