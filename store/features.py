@@ -20,7 +20,6 @@ has no TTL, so an old valid-from time never expires a value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -155,8 +154,7 @@ def _versions(table: TableHandle, rows: list[bytes], names: Sequence[str],
     columns = [t.TColumn(family=FEATURES, qualifier=n.encode()) for n in names]
     gets = [t.TGet(row=row, columns=columns, maxVersions=versions) for row in rows]
     per_call = max(1, min(GETS_PER_CALL, CELLS_PER_CALL // (versions * max(1, len(names)))))
-    with ThreadPoolExecutor(max_workers=table.pool.size) as ex:
-        results = get_multiple(table.pool, table.name_bytes, gets, per_call=per_call, executor=ex)
+    results = get_multiple(table.pool, table.name_bytes, gets, per_call=per_call, executor=table.pool.executor)
     kept: dict[bytes, dict[str, list[tuple[int, bytes]]]] = {}
     for i, (row, result) in enumerate(zip(rows, results, strict=True)):
         if result.row not in (None, b"", row):

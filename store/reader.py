@@ -98,13 +98,20 @@ def read_sequences(
     view = TierView(table, max_len=max_len, window_ms=window_ms, inclusive=inclusive,
                     types=set(event_types) if event_types is not None else None)
     # Requests grouped by user (stable), in slices of whole users read concurrently: while one
-    # slice waits for HBase another decodes.
+    # slice waits for HBase another decodes. HBase calls go through the pool's shared threads; a
+    # call of one slice (an online read) starts no thread of its own.
     order = sorted(range(len(batch.users)), key=batch.users.__getitem__)
     slices = _slices(order, batch.users)
-    with ThreadPoolExecutor(max_workers=table.pool.size, thread_name_prefix="seqstore-read") as ex, \
-            ThreadPoolExecutor(max_workers=SLICE_THREADS, thread_name_prefix="seqstore-slice") as sx:
-        parts = list(sx.map(lambda chosen: _slice(view, ex, [batch.users[i] for i in chosen],
-                                                  [batch.ts[i] for i in chosen], wanted, oldest_first), slices))
+    ex = table.pool.executor
+
+    def one(chosen: list[int]) -> pa.Table:
+        return _slice(view, ex, [batch.users[i] for i in chosen], [batch.ts[i] for i in chosen], wanted, oldest_first)
+
+    if len(slices) <= 1:
+        parts = [one(chosen) for chosen in slices]
+    else:
+        with ThreadPoolExecutor(max_workers=SLICE_THREADS, thread_name_prefix="seqstore-slice") as sx:
+            parts = list(sx.map(one, slices))
     events_type = _sequence_type(table, wanted)
     if parts:
         merged = pa.concat_tables(parts).combine_chunks()

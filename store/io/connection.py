@@ -24,6 +24,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -243,6 +244,22 @@ class ClientPool:
             self._free.put(Thrift2Client(config.thrift2, config, first=i))
         self._lock = threading.Lock()
         self._closed = False
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """``size`` threads that issue this pool's calls concurrently, shared by every caller and
+        created on first use (a call of one user's read makes none). A task on it must never wait
+        for another task on it. Shut down by :meth:`close`.
+
+        Raises:
+            StoreClosedError: the pool is closed.
+        """
+        with self._lock:
+            self._check_open()
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="seqstore-call")
+            return self._executor
 
     @contextmanager
     def client(self) -> Iterator[Thrift2Client]:
@@ -274,6 +291,8 @@ class ClientPool:
         """
         with self._lock:
             self._closed = True
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
             idle: list[Thrift2Client] = []
             while not self._free.empty():
                 idle.append(self._free.get_nowait())

@@ -28,6 +28,7 @@ FEATURES = pa.schema([pa.field("clicks", pa.int64()), pa.field("emb", pa.list_(p
 class RecordingPool:
     size: int = 1
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    executor: Any = None  # calls in the caller's thread
 
     def call(self, method: str, table: bytes, arg: Any) -> Any:
         self.calls.append((method, arg))

@@ -63,3 +63,17 @@ def test_a_thread_waiting_for_a_client_when_the_pool_closes_gets_an_error(
         pool.close()
     thread.join(5)
     assert not thread.is_alive() and len(errors) == 1
+
+
+def test_the_pools_call_threads_are_made_once_shared_and_shut_down_by_close(
+        closed_clients: list[Thrift2Client]) -> None:
+    pool = _pool(3)
+    first = pool.executor
+    assert pool.executor is first and first._max_workers == 3
+    names = set(first.map(lambda _: threading.current_thread().name, range(6)))
+    assert names and all(n.startswith("seqstore-call") for n in names)
+    pool.close()
+    with pytest.raises(RuntimeError):
+        first.submit(int)  # shut down
+    with pytest.raises(StoreClosedError):
+        _ = pool.executor
