@@ -37,6 +37,7 @@ from ray_jobs.commands import (
     cmd_hbase_status,
     cmd_hbase_stop,
     cmd_score,
+    cmd_show,
     cmd_verify,
 )
 from ray_jobs.paths import check_writable_dir
@@ -68,6 +69,16 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise _BadValue("must be > 0", text)
     return value
+
+
+def _time(text: str) -> int:
+    """An argparse type: milliseconds UTC, or an ISO 8601 time (UTC unless it says otherwise)."""
+    from ray_jobs.show import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise _BadValue(str(exc), text) from None
 
 
 def _port(text: str) -> int:
@@ -335,6 +346,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the clock, or the stopped run's now on a resume)")
         common(p)
         p.set_defaults(output_dirs=("out",))
+
+    p = sub.add_parser("show", help="print one user's sequence as of a time, as a table")
+    p.add_argument("user", help="the user id")
+    table_arg(p, "table to read")
+    p.add_argument("--as-of", type=_time, help="ms UTC or an ISO 8601 time, e.g. 2026-12-01T10:00:00Z (default: now)")
+    p.add_argument("--max-len", type=_positive, default=20, help="at most this many events, the newest")
+    p.add_argument("--fields", help="comma-separated payload fields to show (default: all)")
+    p.add_argument("--oldest-first", action="store_true", help="list the events oldest first")
+    p.add_argument("--allow-any-ts", action="store_true",
+                   help="accept an --as-of that looks like seconds or microseconds (a deliberate far past/future read)")
+    common(p)
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("score", help="score sequences as of a time with a model, into Parquet")
     p.add_argument("--requests", required=True, help="Parquet with user_id and optional as_of_ts")

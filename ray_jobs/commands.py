@@ -397,6 +397,18 @@ def _run_with_bar(args: argparse.Namespace, desc: str,
         bar.close()
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from ray_jobs import show
+
+    as_of = args.as_of if args.as_of is not None else int(time.time() * 1000)
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+    with SequenceStore(pool_size=1) as store:
+        shown = show.sequence(store.table(args.table), args.user, as_of=as_of, max_len=args.max_len, fields=fields,
+                              oldest_first=args.oldest_first, allow_any_ts=args.allow_any_ts)
+    _emit(args, shown, lambda: print(show.render(shown, args.max_len), end=""))
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from ray_jobs.score import run_score
 
