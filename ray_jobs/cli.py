@@ -71,6 +71,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _counts(text: str) -> list[int]:
+    """An argparse type: comma-separated integers > 0."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise _BadValue("expected comma-separated event counts, e.g. 10000,100000", text) from None
+    if any(v <= 0 for v in values):
+        raise _BadValue("every count must be > 0", text)
+    return values
+
+
 def _time(text: str) -> int:
     """An argparse type: milliseconds UTC, or an ISO 8601 time (UTC unless it says otherwise)."""
     from ray_jobs.show import parse_time
@@ -283,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="fraction of malformed rows")
     p.add_argument("--files", type=_positive, default=4, help="number of Parquet files")
     p.add_argument("--row-group-rows", type=_positive, default=50_000, help="rows per Parquet row group")
+    p.add_argument("--heavy-users", type=_counts, default=[],
+                   help="comma-separated event counts: one more user (heavy0000000, ...) with each, "
+                        "beyond --events (deep histories, e.g. 10000,100000,1000000)")
     common(p)
     p.set_defaults(func=cmd_generate, output_dirs=("out",))
 

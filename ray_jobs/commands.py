@@ -222,7 +222,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     result = generate(args.out, users=args.users, events=args.events, seed=args.seed,
-                      bad_fraction=args.bad_fraction, files=args.files, row_group_rows=args.row_group_rows)
+                      bad_fraction=args.bad_fraction, files=args.files, row_group_rows=args.row_group_rows,
+                      heavy_users=args.heavy_users)
     payload = {"out": str(args.out), "files": result.files, "events": result.events, "bad_rows": result.bad_rows,
                "users": result.users, "max_user_events": result.max_user_events,
                "wall_s": round(time.monotonic() - t0, 2)}

@@ -7,6 +7,8 @@ What it contains, for ``--users N --events M --seed S``:
 * Sessions: bursts of events seconds apart, separated by gaps of hours to days.
 * Event types view / click / play / purchase, Zipf-popular items, nullable dwell times.
 * Same-millisecond ties and locally out-of-order rows, as real logs have.
+* ``--heavy-users 10000,100000`` adds users with exactly that many events each (``heavy0000000``,
+  ``heavy0000001``, ...), made the same way: the deep histories long-sequence models read.
 * ``--bad-fraction F`` of the rows malformed, cycling through every kind the writer
   quarantines (null/empty/oversized user, negative / seconds / far-future timestamps,
   a dwell time that overflows int32, a null item, an oversized payload).
@@ -17,6 +19,7 @@ groups. The same arguments give the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,16 +63,25 @@ def _user_events(users: int, events: int, rng: np.random.Generator) -> np.ndarra
 
 
 def generate(out: Path, *, users: int, events: int, seed: int, bad_fraction: float = 0.0,
-             files: int = 4, row_group_rows: int = 50_000) -> Generated:
-    """Write the log to ``out`` (created); see the module docstring. Deterministic in its arguments."""
+             files: int = 4, row_group_rows: int = 50_000, heavy_users: Sequence[int] = ()) -> Generated:
+    """Write the log to ``out`` (created); see the module docstring. Deterministic in its arguments.
+
+    ``heavy_users``: one more user per entry, with exactly that many events (beyond ``events``).
+    """
     if users <= 0 or events <= 0:
         raise ValueError("'users' and 'events' must be > 0")
+    if any(n <= 0 for n in heavy_users):
+        raise ValueError("'heavy_users' must be event counts > 0")
     if not 0.0 <= bad_fraction < 1.0:
         raise ValueError("'bad_fraction' must be in [0, 1)")
     if files <= 0 or row_group_rows <= 0:
         raise ValueError("'files' and 'row_group_rows' must be > 0")
     rng = np.random.default_rng(seed)
     owner = _user_events(users, events, rng)
+    if heavy_users:  # indices after the Zipf users', so the owners stay sorted
+        owner = np.concatenate([owner, np.repeat(np.arange(users, users + len(heavy_users)), list(heavy_users))])
+    names = [f"user{u:07d}" for u in range(users)] + [f"heavy{k:07d}" for k in range(len(heavy_users))]
+    users, events = len(names), len(owner)
     # Per user: a session-structured walk in time from a random start.
     new_session = rng.random(events) < 0.08
     gaps = np.where(new_session, rng.exponential(8 * 3_600_000, events), rng.exponential(20_000, events))
@@ -92,10 +104,11 @@ def generate(out: Path, *, users: int, events: int, seed: int, bad_fraction: flo
     order = np.argsort(ts, kind="stable")
     # Local disorder: swap some neighbours, as logs merged from several collectors are.
     swap = np.flatnonzero(rng.random(events - 1) < 0.03) if events > 1 else np.array([], dtype=np.int64)
+    swap = swap[np.r_[True, np.diff(swap) > 1]] if len(swap) else swap  # disjoint pairs: each row kept once
     order[swap], order[swap + 1] = order[swap + 1], order[swap].copy()
     owner, ts = owner[order], ts[order]
 
-    user_ids = np.array([f"user{u:07d}" for u in range(users)], dtype=object)[owner]
+    user_ids = np.array(names, dtype=object)[owner]
     event_type = EVENT_TYPES[rng.choice(len(EVENT_TYPES), size=events, p=TYPE_P)].astype(object)
     item_w = 1.0 / np.arange(1, 100_001) ** 0.9
     item = rng.choice(100_000, size=events, p=item_w / item_w.sum()).astype(np.int64) + 1

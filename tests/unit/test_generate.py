@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ray_jobs.generate import generate
@@ -39,3 +40,16 @@ def test_generate_is_reproducible_and_has_every_ingredient(tmp_path: Path) -> No
     assert sum(reasons.values()) == a.bad_rows
     assert set(reasons) == {"missing_user", "user_id_too_long", "negative_timestamp", "seconds_not_ms",
                             "future_timestamp", "wrong_type", "missing_field", "payload_too_large"}, reasons
+
+
+def test_every_user_keeps_its_drawn_events_and_heavy_users_get_exactly_theirs(tmp_path: Path) -> None:
+    log = generate(tmp_path / "h", users=300, events=3_000, seed=5, files=2, row_group_rows=500,
+                   heavy_users=[5_000, 20_000])
+    table = pq.read_table(log.files)
+    ids, counts = np.unique(table.column("user_id").to_numpy(zero_copy_only=False), return_counts=True)
+    by_user = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    assert by_user.pop("heavy0000000") == 5_000 and by_user.pop("heavy0000001") == 20_000
+    assert len(by_user) == 300 and sum(by_user.values()) == 3_000, "every Zipf user is there, no row twice"
+    assert (log.events, log.users, log.max_user_events) == (28_000, 302, 20_000)
+    heavy = table.filter(pc.equal(table.column("user_id"), "heavy0000001")).column("event_ts").to_numpy()
+    assert np.unique(heavy).size > 0.9 * heavy.size, "a deep history spreads over time, with some ties"
