@@ -222,6 +222,17 @@ def _table_of(args: tuple[Any, ...]) -> str | None:
     return None
 
 
+class _CallThreads(ThreadPoolExecutor):
+    """A pool's call threads: a task submitted once the pool is closed raises
+    :class:`StoreClosedError`, as a call would (not the executor's RuntimeError)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError as exc:  # shut down (the pool closed), or the interpreter is exiting
+            raise StoreClosedError("the store is closed; open a new SequenceStore") from exc
+
+
 class ClientPool:
     """``size`` Thrift2 clients spread over the configured endpoints, shared by threads.
 
@@ -258,7 +269,7 @@ class ClientPool:
         with self._lock:
             self._check_open()
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="seqstore-call")
+                self._executor = _CallThreads(max_workers=self.size, thread_name_prefix="seqstore-call")
             return self._executor
 
     @contextmanager
