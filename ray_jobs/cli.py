@@ -82,6 +82,17 @@ def _counts(text: str) -> list[int]:
     return values
 
 
+def _size(text: str) -> int:
+    """An argparse type: a size in bytes (``256MiB``, ``2GB``, ``off``: 0)."""
+    from store.config import parse_size
+    from store.errors import ConfigError
+
+    try:
+        return parse_size(text, "size")
+    except ConfigError:
+        raise _BadValue("expected a size such as 256MiB, 2GB or off", text) from None
+
+
 def _time(text: str) -> int:
     """An argparse type: milliseconds UTC, or an ISO 8601 time (UTC unless it says otherwise)."""
     from ray_jobs.show import parse_time
@@ -358,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         _option(p, "--now-ms", env="SEQSTORE_NOW_MS", type=_integer,
                 help="the job's 'now' (ms UTC): for requests without as_of_ts and the future-time check "
                      "(default: the clock, or the stopped run's now on a resume)")
+        p.add_argument("--chunk-cache", type=_size, metavar="SIZE",
+                       help="each worker's memory for decoded chunks, e.g. 1GiB, or off (default 256MiB, "
+                            "or SEQSTORE_CHUNK_CACHE_BYTES)")
         common(p)
         p.set_defaults(output_dirs=("out",))
 

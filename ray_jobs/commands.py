@@ -11,17 +11,21 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from hbase import datadir, launcher
 from hbase.roles import role_key
 from store import DEFAULT_SCHEMA, EventSchema, SequenceStore, TableSpec
+from store.config import Config
 from store.errors import SchemaError, SeqStoreError
 from store.format import fields_from_json
+
+if TYPE_CHECKING:
+    from ray_jobs.report import ReadingReport
 
 EXIT_FAILED = 1
 
@@ -410,11 +414,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_config(args: argparse.Namespace) -> Config | None:
+    """The config of a read job: the environment's, with ``--chunk-cache`` if given."""
+    return None if args.chunk_cache is None else replace(Config.from_env(), chunk_cache_bytes=args.chunk_cache)
+
+
+def _cache_line(report: ReadingReport) -> None:
+    cache = report.chunk_cache
+    if cache.get("hit_ratio") is not None:
+        print(f"  chunk cache: {cache['hits']:,} chunks from memory, {cache['misses']:,} decoded "
+              f"({100 * cache['hit_ratio']:.0f}% hits)")
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from ray_jobs.score import run_score
 
     report = _run_with_bar(args, "score", lambda on_plan, progress: run_score(
-        args.requests, args.model, args.out, args.table, max_len=args.max_len,
+        args.requests, args.model, args.out, args.table, max_len=args.max_len, config=_read_config(args),
         features=_features_arg(args.features), workers=args.workers, overwrite=args.overwrite,
         allow_any_ts=args.allow_any_ts, ray_address=args.ray_address, now_ms=args.now_ms,
         model_version=args.model_version, on_plan=on_plan, on_progress=progress))
@@ -423,6 +439,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"score {'completed' if report.completed else 'DID NOT COMPLETE'}: {report.scored} of "
               f"{report.requests} requests scored in {report.wall_s} s ({report.sequences_per_s:.0f} sequences/s) "
               f"on {report.nodes} Ray node(s); {report.units_skipped} parts already there")
+        _cache_line(report)
         print(f"  output: {report.out}")
 
     return _finish(args, "score", report, human)
@@ -433,6 +450,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     report = _run_with_bar(args, "export", lambda on_plan, progress: run_export(
         args.labels, args.out, args.table, max_len=args.max_len, features=_features_arg(args.features),
+        config=_read_config(args),
         workers=args.workers, overwrite=args.overwrite, allow_any_ts=args.allow_any_ts, now_ms=args.now_ms,
         ray_address=args.ray_address, on_plan=on_plan, on_progress=progress))
 
@@ -443,6 +461,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if report.rows_history_incomplete:
             print(f"  {report.rows_history_incomplete} rows have history_complete=False: retention (TTL or "
                   "max_events_per_user) deleted events that were in their time range")
+        _cache_line(report)
         print(f"  output: {report.out}")
 
     return _finish(args, "export", report, human)

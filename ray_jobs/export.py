@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from ray_jobs.assemble import feature_rule
 from ray_jobs.parts import PartWriter, job_settings, part_file_name, run_into_parts
-from ray_jobs.report import JobReport
+from ray_jobs.report import ReadingReport
 from ray_jobs.runner import init_ray
 from ray_jobs.units import Unit, plan
 from ray_jobs.workers import StoreWorker, worker_actor
@@ -84,12 +84,13 @@ class ExportWorker(StoreWorker):
                 raise SchemaError(f"{unit.path}: label column(s) {clash} have the names of columns export writes; "
                                   "rename them")
             rows = 0
+            counts = self.cache_counts()
             with PartWriter(self.out / shard_name(unit), unit, self.settings) as part:
                 for batch in parquet.iter_batches(batch_size=self.batch_rows, row_groups=[unit.row_group]):
                     part.write(self._rows(pa.Table.from_batches([batch]), unit, rows))
                     rows += batch.num_rows
                 part.close(empty=self._rows(parquet.schema_arrow.empty_table(), unit, 0))
-        return {"rows": rows}
+        return {"rows": rows, **self.cache_since(counts)}
 
     def _rows(self, labels: pa.Table, unit: Unit, offset: int) -> pa.Table:
         try:
@@ -121,10 +122,10 @@ class ExportWorker(StoreWorker):
 
 
 @dataclass(kw_only=True)
-class ExportReport(JobReport):
+class ExportReport(ReadingReport):
     """The job's outcome (``--json``): ``labels`` read, ``rows_written`` training rows in
     ``shards`` complete shards under ``out``, ``rows_history_incomplete`` of them with events
-    retention had deleted, and the fields of :class:`~ray_jobs.report.JobReport`."""
+    retention had deleted, and the fields of :class:`~ray_jobs.report.ReadingReport`."""
 
     labels: int = 0
     rows_written: int = 0

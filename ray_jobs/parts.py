@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from ray_jobs.outputs import OutputLock, publish, remove_stale_temps, temp_path
-from ray_jobs.report import JobReport
+from ray_jobs.report import JobReport, ReadingReport
 from ray_jobs.runner import RunStats, UnitRunner
 from store.errors import SeqStoreError
 
@@ -220,10 +220,14 @@ there) and those it ran, and how it ended.
     parts: int = 0
     rows: int = 0
     names: list[str] = field(default_factory=list)
+    cache_hits: int = 0  # chunk cache hits and misses of the units run, as they reported them
+    cache_misses: int = 0
 
     def fill(self, report: JobReport, started: float) -> float:
         """Put the run's units, runner counts and outcome into ``report`` and time it from
         ``started``; returns the input rows this run processed per second (0 if it failed)."""
+        if isinstance(report, ReadingReport):
+            report.cache_counts(self.cache_hits, self.cache_misses)
         report.units_total, report.units_skipped = len(self.units), len(self.skipped)
         report.units_done = self.stats.units_done
         report.ran(self.stats)
@@ -295,6 +299,8 @@ def _run_locked(outcome: PartsOutcome, out: Path, prefix: str, spawn: Callable[[
     outcome.skipped = [u for u, ok in zip(units, trusted, strict=True) if ok]
 
     def done(_unit: Any, result: dict[str, Any], _actors: list[Any]) -> None:
+        outcome.cache_hits += result.get("cache_hits", 0)
+        outcome.cache_misses += result.get("cache_misses", 0)
         if on_rows:
             on_rows(result["rows"])
 

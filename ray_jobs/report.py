@@ -1,7 +1,8 @@
 """What every job's report has: its units, retries, Ray nodes, time and outcome.
 
 Each job's report (:class:`~ray_jobs.backfill.BackfillReport`, ``CompactReport``,
-``ScoreReport``, ``ExportReport``) is a :class:`JobReport` with the job's own counts added;
+``ScoreReport``, ``ExportReport``) is a :class:`JobReport` with the job's own counts added
+(the jobs that read sequences: a :class:`ReadingReport`, with their chunk caches' counts);
 :meth:`JobReport.to_json` is what ``--json`` prints.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ray_jobs.runner import RunStats, UnitRunner
@@ -71,3 +72,21 @@ class JobReport:
     def to_json(self) -> dict[str, Any]:
         """Every field, JSON-ready."""
         return asdict(self)
+
+
+@dataclass(kw_only=True)
+class ReadingReport(JobReport):
+    """A job that reads sequences (score, export): the fields of :class:`JobReport`, and what
+    the workers' chunk caches served (:mod:`store.table.chunk_cache`).
+
+    Attributes:
+        chunk_cache: ``hits`` (chunks served from memory), ``misses`` (decoded from their
+            bytes) and ``hit_ratio`` (None when no chunk was read, or no cache is on), summed
+            over the units this run ran.
+    """
+
+    chunk_cache: dict[str, Any] = field(default_factory=dict)
+
+    def cache_counts(self, hits: int, misses: int) -> None:
+        total = hits + misses
+        self.chunk_cache = {"hits": hits, "misses": misses, "hit_ratio": round(hits / total, 4) if total else None}

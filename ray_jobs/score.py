@@ -64,7 +64,7 @@ from ray_jobs.parts import (
     part_file_name,
     run_into_parts,
 )
-from ray_jobs.report import JobReport
+from ray_jobs.report import ReadingReport
 from ray_jobs.runner import init_ray
 from ray_jobs.units import Unit, plan
 from ray_jobs.workers import StoreWorker, worker_actor
@@ -232,6 +232,7 @@ class ScoreWorker(StoreWorker):
         if not self.allow_any_ts:
             # The job's "now", not this actor's clock: every node and every resume judges alike.
             check_times(as_of, "as_of_ts", now_ms=self.now_ms, source=unit.path, first_row=unit.first_row)
+        counts = self.cache_counts()
         with PartWriter(self.out / part_name(unit), unit, self.settings) as part:
             for start in range(0, len(users), self.batch_rows):
                 stop = min(start + self.batch_rows, len(users))
@@ -247,14 +248,14 @@ class ScoreWorker(StoreWorker):
                 part.write(pa.table({"user_id": ids, "as_of_ts": ts,
                                      **{k: pa.array(np.asarray(v)) for k, v in columns.items()}}))
             part.close(empty=pa.table({"user_id": users.slice(0, 0), "as_of_ts": pa.array([], pa.int64())}))
-        return {"rows": len(users)}
+        return {"rows": len(users), **self.cache_since(counts)}
 
 
 @dataclass(kw_only=True)
-class ScoreReport(JobReport):
+class ScoreReport(ReadingReport):
     """The job's outcome (``--json``): ``requests`` read, ``scored`` rows in complete parts
     under ``out``, ``now_ms`` the job's "now" (the ``as_of_ts`` of requests without one), and
-    the fields of :class:`~ray_jobs.report.JobReport`."""
+    the fields of :class:`~ray_jobs.report.ReadingReport`."""
 
     requests: int = 0
     scored: int = 0

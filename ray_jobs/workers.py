@@ -74,3 +74,15 @@ class StoreWorker(JobWorker):
     def __init__(self, config: Config, table: str, *, pool_size: int = 8) -> None:
         self.store = SequenceStore(config, pool_size=pool_size)
         self.table = self.store.table(table)
+
+    def cache_counts(self) -> tuple[int, int]:
+        """The chunk cache's hits and misses so far (the actor's store keeps one across units)."""
+        cache = self.store.chunk_cache
+        stats = cache.stats() if cache is not None else None
+        return (stats.hits, stats.misses) if stats is not None else (0, 0)
+
+    def cache_since(self, before: tuple[int, int]) -> dict[str, int]:
+        """A unit's chunk cache hits and misses since :meth:`cache_counts` gave ``before``, for
+        its result (:class:`ray_jobs.parts.PartsOutcome` sums them)."""
+        hits, misses = self.cache_counts()
+        return {"cache_hits": hits - before[0], "cache_misses": misses - before[1]}

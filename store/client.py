@@ -29,6 +29,7 @@ from store.inputs.requests import Requests
 from store.io.connection import ClientPool
 from store.table import job_records as _job_records
 from store.table import registry as _table
+from store.table.chunk_cache import ChunkCache
 from store.table.handle import TableHandle
 from store.table.spec import TableSpec
 from store.tiers import compaction as _compaction
@@ -50,6 +51,9 @@ class SequenceStore:
     def __init__(self, config: Config | None = None, *, pool_size: int = 8) -> None:
         self.config = config or Config.from_env()
         self.pool = ClientPool(self.config, pool_size)
+        size = self.config.chunk_cache_bytes
+        #: decoded chunks every table of this store shares between reads (None: ``chunk_cache_bytes`` 0)
+        self.chunk_cache: ChunkCache | None = ChunkCache(size) if size else None
 
     def __enter__(self) -> SequenceStore:
         return self
@@ -72,7 +76,7 @@ class SequenceStore:
 
     def table(self, name: str) -> SequenceTable:
         """Open a registered table. Raises :class:`TableNotFoundError` if there is none."""
-        return SequenceTable(TableHandle.open(self.pool, _table.load(self.pool, name)))
+        return SequenceTable(TableHandle.open(self.pool, _table.load(self.pool, name), self.chunk_cache))
 
     def drop_table(self, name: str) -> None:
         """Disable and delete the table and its registration; a table that does not exist is ignored.

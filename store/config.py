@@ -13,16 +13,18 @@ Everything else comes from :class:`Config` fields, each readable from ``SEQSTORE
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from store.endpoint_file import read_local_hbase
 from store.errors import ConfigError
 
-__all__ = ["HBASE_ENV", "HBASE_THRIFT2_ENV", "Config", "Endpoint"]
+__all__ = ["HBASE_ENV", "HBASE_THRIFT2_ENV", "Config", "Endpoint", "parse_size"]
 
 HBASE_ENV = "SEQSTORE_HBASE"
 HBASE_THRIFT2_ENV = "SEQSTORE_HBASE_THRIFT2"
+DEFAULT_CHUNK_CACHE_BYTES = 256 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,30 @@ class Endpoint:
         return cls(host, int(port))
 
 
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*")
+
+
+def parse_size(value: object, name: str) -> int:
+    """A size in bytes from an int or a text such as ``256MiB``, ``1.5GB``, ``0`` or ``off``.
+
+    Raises:
+        ConfigError: naming ``name`` and the value, when it is not a size.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"'{name}' must be a size such as 256MiB or off, got {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text in ("off", "none", "no", "false"):
+        return 0
+    match = _SIZE.fullmatch(text)
+    if match is None or match.group(2) not in _UNITS:
+        raise ConfigError(f"'{name}' must be a size such as 256MiB, 2GB or off, got {value!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
 def _parse_list(text: str) -> tuple[Endpoint, ...]:
     return tuple(Endpoint.parse(part) for part in text.split(",") if part.strip())
 
@@ -74,6 +100,10 @@ class Config:
             raises :class:`StoreUnavailableError` (its whole retry sequence, socket waits
             included). Jobs retry their units for as long again, so a job stops about twice
             this after HBase went away.
+        chunk_cache_bytes: memory for decoded chunks kept between reads
+            (:mod:`store.tiers.chunk_cache`), shared by every table of a store; 0 turns it off.
+            From a mapping or ``SEQSTORE_CHUNK_CACHE_BYTES`` also a size: ``256MiB``, ``2GB``,
+            ``off``.
     """
 
     thrift: tuple[Endpoint, ...] = ()
@@ -83,6 +113,7 @@ class Config:
     backoff_ms: int = 100
     max_backoff_ms: int = 5_000
     unavailable_after_ms: int = 60_000
+    chunk_cache_bytes: int = DEFAULT_CHUNK_CACHE_BYTES
 
     def __post_init__(self) -> None:
         for name in ("timeout_ms", "backoff_ms", "max_backoff_ms", "unavailable_after_ms"):
@@ -90,6 +121,8 @@ class Config:
                 raise ConfigError(f"'{name}' must be > 0")
         if self.retries < 0:
             raise ConfigError("'retries' must be >= 0")
+        if self.chunk_cache_bytes < 0:
+            raise ConfigError("'chunk_cache_bytes' must be >= 0 (0: no cache)")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> Config:
@@ -102,6 +135,8 @@ class Config:
         for key, value in values.items():
             if key in ("thrift", "thrift2"):
                 kwargs[key] = _parse_list(value) if isinstance(value, str) else tuple(value)  # type: ignore[arg-type]
+            elif key == "chunk_cache_bytes":
+                kwargs[key] = parse_size(value, key)
             else:
                 try:
                     kwargs[key] = int(value)  # type: ignore[call-overload]

@@ -9,7 +9,8 @@ its reason, and a filter's quoting is written once:
   in cells and bytes;
 * :func:`delete_multiple`: ``deleteMultiple`` calls bounded in cells;
 * the filters: :func:`columns_from` / :func:`columns_after` (``ColumnRangeFilter``, qualifiers
-  quoted), :data:`KEY_ONLY`, :data:`NOT_EMPTY`, :func:`all_of`.
+  quoted), :data:`KEY_ONLY`, :data:`NOT_EMPTY`, :func:`all_of`, :func:`family_is`,
+  :func:`family_or`.
 
 Scans page through :func:`store.io.scanning.scan_results`.
 """
@@ -175,7 +176,14 @@ def all_of(*filters: bytes | None) -> bytes:
     return present[0] if len(present) == 1 else b" AND ".join(b"(" + f + b")" for f in present)
 
 
+def family_is(family: bytes) -> bytes:
+    """A filter for the cells of ``family`` only."""
+    return b"FamilyFilter(=, 'binary:" + family + b"')"
+
+
 def family_or(family: bytes, other: bytes) -> bytes:
     """Every cell of ``family``, and the cells of other families ``other`` lets through (a
-    filter applies to every family of a get)."""
-    return b"(FamilyFilter(=, 'binary:" + family + b"')) OR (" + other + b")"
+    filter applies to every family of a get; a transforming filter such as :data:`KEY_ONLY`
+    in ``other`` changes only the cells ``other`` lets through if it names their family with
+    :func:`family_is`)."""
+    return b"(" + family_is(family) + b") OR (" + other + b")"

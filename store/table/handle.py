@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from store.format.payload import PayloadCodec, feature_codecs
 from store.format.schema import EventSchema
 from store.io.connection import ClientPool
+from store.table.chunk_cache import ChunkCache
 from store.table.registry import Registration
 from store.table.spec import TableSpec
 
@@ -26,6 +27,7 @@ class TableHandle:
         versions: every registered version of its event schema, oldest first.
         codec: encodes payloads with the current schema, decodes any version.
         feature_codecs: one codec per feature column.
+        chunk_cache: decoded chunks kept between reads, shared with the store's other tables.
     """
 
     pool: ClientPool
@@ -33,12 +35,13 @@ class TableHandle:
     versions: tuple[EventSchema, ...]
     codec: PayloadCodec = field(repr=False)
     feature_codecs: dict[str, PayloadCodec] = field(repr=False)
+    chunk_cache: ChunkCache | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, pool: ClientPool, registration: Registration) -> TableHandle:
+    def open(cls, pool: ClientPool, registration: Registration, chunk_cache: ChunkCache | None = None) -> TableHandle:
         spec = registration.spec
         return cls(pool, spec, registration.versions, PayloadCodec(registration.versions, table=spec.name),
-                   feature_codecs(spec.features))
+                   feature_codecs(spec.features), chunk_cache)
 
     @property
     def name(self) -> str:

@@ -17,10 +17,19 @@ already reached it, so rounds are few and memory stays bounded by what a request
 Cutting a request out of a run never loops over events: a run's events are sorted newest
 first (chunks are disjoint and each is sorted), so ``hi``, ``lo`` and the trim watermark
 are binary searches (:func:`store.format.visibility.cut`), an event-type filter one mask.
+
+With the table's chunk cache (:mod:`store.table.chunk_cache`), a user row the cache holds
+chunks of is read *key-only* for its chunks (qualifiers and timestamps, the metadata cells
+whole): the same row-atomic get, without the bytes. Its chunks the cache holds come from
+memory; the others in one more get of exactly those cells. A chunk gone by then (a compaction
+replaced it after the first get) sends the user back to one full get, row-atomic again, so
+what a run holds is always one moment of the row, whoever supplies the bytes. Chunks decoded
+from bytes are cached with every id computed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -34,7 +43,7 @@ import pyarrow as pa
 from store.format.chunk import PendingIds, chunk_key, chunk_schema, decode_chunks_deferred, first_qualifier_before
 from store.format.keys import CHUNKS, META
 from store.format.visibility import Columns, cut
-from store.io.calls import columns_from, family_or, get_multiple
+from store.io.calls import KEY_ONLY, all_of, columns_from, family_is, family_or, get_multiple
 from store.io.connection import idl
 
 if TYPE_CHECKING:
@@ -43,6 +52,7 @@ if TYPE_CHECKING:
 UNFILTERED_WITHIN_MS = 3_600_000
 GETS_PER_CALL = 256  # the reader's slices hold at most this many users: one call per round
 _Run = tuple[int, int, int | None, bool]  # start, end, oldest_ts of the last chunk, end of the user's chunks
+_Ask = tuple[bytes, int, int, list[Any] | None, bool]  # a run's get: prefix, hi, limit, meta columns, first
 
 
 @dataclass(slots=True)
@@ -72,6 +82,9 @@ class ChunkRuns:
         self.types = types
         self.t = idl()
         self.schema = chunk_schema(table.codec.current)
+        self.cache = table.chunk_cache
+        self.version = table.codec.current.version
+        self._cached: dict[tuple[bytes, bytes, int], pa.Table] = {}  # chunks this call takes from the cache
         chunk_events = table.spec.chunk_events or 2
         # Chunks hold chunk_events/2..chunk_events events; the newest is often smaller.
         self.first_limit = math.ceil(max_len / (chunk_events / 2)) + 1
@@ -85,8 +98,7 @@ class ChunkRuns:
         get: a row-atomic read of the flags, the watermark and the newest chunks before each
         user's highest ``hi``. Pass the results to :meth:`fetch` as ``first``."""
         columns = [self.t.TColumn(family=META, qualifier=q) for q in meta]
-        return self._get_multiple([self._get(p, hi, self.first_limit, columns, first=True)
-                                   for p, hi in zip(prefixes, his, strict=True)])
+        return self._runs([(p, hi, self.first_limit, columns, True) for p, hi in zip(prefixes, his, strict=True)])
 
     def fetch(self, prefixes: Sequence[bytes], requests: Sequence[Request], indices: Sequence[int],
               first: Sequence[Any] | None = None) -> None:
@@ -106,8 +118,8 @@ class ChunkRuns:
                 results = [first[u] for u in users]
                 first = None
             else:
-                results = self._get_multiple([self._get(prefixes[u], requests[pending[u][0]].hi, limits[u],
-                                                        first=round_id == start_round) for u in users])
+                results = self._runs([(prefixes[u], requests[pending[u][0]].hi, limits[u], None,
+                                       round_id == start_round) for u in users])
             # A user's first round may stop decoding where its one request is covered; a later
             # round (that one was not) decodes all it got, so every round makes progress.
             alone = [requests[pending[u][0]].hi if round_id == start_round and len(pending[u]) == 1
@@ -148,7 +160,54 @@ class ChunkRuns:
             if ids_left is not None:
                 self.tables[round_id] = ids_left.fill(self.tables[round_id], np.concatenate(picks))
 
-    def _get(self, prefix: bytes, hi: int, limit: int, meta: list[Any] | None = None, *, first: bool = False) -> Any:
+    def _runs(self, asks: Sequence[_Ask]) -> list[Any]:
+        """The results of the runs' gets, in order; with the cache, a user row it holds chunks
+        of is read key-only and its chunk values are completed (:meth:`_complete`)."""
+        cache = self.cache
+        keyed = [cache is not None and cache.holds(self.table.name, self.version, ask[0]) for ask in asks]
+        results = self._get_multiple([self._get(*ask, keys_only=k) for ask, k in zip(asks, keyed, strict=True)])
+        if any(keyed):
+            self._complete(asks, results, keyed)
+        return results
+
+    def _complete(self, asks: Sequence[_Ask], results: list[Any], keyed: Sequence[bool]) -> None:
+        """Give the key-only results their chunks: from the cache (kept in :attr:`_cached` for
+        this call), else the cells' values from one more get; a user one of whose chunks is
+        gone by then gets one full get instead, and its result is replaced by that one."""
+        assert self.cache is not None
+        t = self.t
+        missing: dict[int, list[Any]] = {}  # result index -> its cells without a value
+        for j, result in enumerate(results):
+            if not keyed[j]:
+                continue
+            cells = [cv for cv in result.columnValues or [] if cv.family == CHUNKS]
+            found = self.cache.get(self.table.name, self.version, result.row,
+                                   [(cv.qualifier, cv.timestamp) for cv in cells])
+            for cv, piece in zip(cells, found, strict=True):
+                if piece is None:
+                    missing.setdefault(j, []).append(cv)
+                else:
+                    self._cached[(result.row, cv.qualifier, cv.timestamp)] = piece
+        if not missing:
+            return
+        order = list(missing)
+        values = self._get_multiple([
+            t.TGet(row=results[j].row, columns=[t.TColumn(family=CHUNKS, qualifier=cv.qualifier) for cv in missing[j]],
+                   maxVersions=1) for j in order])
+        again = []
+        for j, got in zip(order, values, strict=True):
+            by_key = {(cv.qualifier, cv.timestamp): cv.value for cv in got.columnValues or []}
+            for cv in missing[j]:
+                cv.value = by_key.get((cv.qualifier, cv.timestamp), b"")
+            if not all(cv.value for cv in missing[j]):
+                again.append(j)
+        if again:
+            full = self._get_multiple([self._get(*asks[j], keys_only=False) for j in again])
+            for j, result in zip(again, full, strict=True):
+                results[j] = result
+
+    def _get(self, prefix: bytes, hi: int, limit: int, meta: list[Any] | None = None, first: bool = False, *,
+             keys_only: bool = False) -> Any:
         """A get of the user's newest ``limit`` chunks that may hold events before ``hi``.
 
         No time range: it would hide the ``m`` cells, and ``limit`` already bounds the run.
@@ -157,13 +216,16 @@ class ChunkRuns:
         events of the last moments, so the newest chunks are nearly always the ones wanted, and
         the server skips a filter on every cell (a quarter of its time per get, measured). A run
         holding only newer chunks does not reach ``hi``; the next round (never ``first``) filters.
-        Either way the result is the same; only the number of rounds differs."""
+        Either way the result is the same; only the number of rounds differs.
+        ``keys_only``: the chunks without their values (the metadata cells whole)."""
         t = self.t
         chunks = None
         if not first or hi < self.now_ms - UNFILTERED_WITHIN_MS:
             chunks = columns_from(first_qualifier_before(hi))
-            if meta:  # the filter applies to every family: let the m cells through
-                chunks = family_or(META, chunks)
+        if keys_only:
+            chunks = _keys_only(chunks, bool(meta))
+        elif meta and chunks:  # the filter applies to every family: let the m cells through
+            chunks = family_or(META, chunks)
         return t.TGet(row=prefix, columns=[t.TColumn(family=CHUNKS), *(meta or [])], maxVersions=1,
                       storeLimit=max(limit, len(meta or [])), filterString=chunks)
 
@@ -194,6 +256,8 @@ class ChunkRuns:
         versions = {s.version: s for s in self.table.versions}
         values: list[bytes] = []
         rows: list[bytes] = []
+        fresh: list[tuple[bytes, tuple[bytes, int]]] = []  # the chunks decoded from values: row, key
+        pieces: list[pa.Table | None] = []  # per chunk used: its cached events, or None (decoded)
         shape = []
         for result, limit, hi in zip(results, limits, alone, strict=True):
             cells = [cv for cv in result.columnValues or [] if cv.family == CHUNKS]
@@ -202,11 +266,24 @@ class ChunkRuns:
                 enough = self._enough(cells, hi)
                 exhausted = exhausted and enough == len(cells)
                 cells = cells[:enough]
-            values.extend(cv.value for cv in cells)
-            rows.extend([result.row] * len(cells))
+            for cv in cells:
+                piece = None if cv.value else self._cached[(result.row, cv.qualifier, cv.timestamp)]
+                pieces.append(piece)
+                if piece is None:
+                    values.append(cv.value)
+                    rows.append(result.row)
+                    fresh.append((result.row, (cv.qualifier, cv.timestamp)))
             oldest = chunk_key(cells[-1].qualifier, cells[-1].timestamp).oldest[0] if cells else None
             shape.append((len(cells), oldest, exhausted))
         events, counts, ids_left = decode_chunks_deferred(values, versions, self.table.codec.current, rows)
+        if self.cache is not None:
+            if ids_left is not None:
+                events, ids_left = ids_left.fill(events, None), None
+            starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
+            self.cache.put(self.table.name, self.version, events,
+                           [(row, key, starts[k], counts[k]) for k, (row, key) in enumerate(fresh)])
+            if len(fresh) < len(pieces):
+                events, counts = _assemble(events, starts, pieces)
         runs: list[_Run] = []
         offset = done = 0
         for n, oldest, exhausted in shape:
@@ -215,3 +292,32 @@ class ChunkRuns:
             offset += size
             done += n
         return events, runs, ids_left
+
+
+@functools.lru_cache(maxsize=64)
+def _keys_only(chunks: bytes | None, meta: bool) -> bytes:
+    """The filter of a key-only run get: its chunks' keys (the ``chunks`` filter's), and with
+    ``meta`` the metadata cells whole (those filters repeat across a call's gets)."""
+    return family_or(META, all_of(family_is(CHUNKS), KEY_ONLY, chunks)) if meta else all_of(KEY_ONLY, chunks)
+
+
+def _assemble(decoded: pa.Table, starts: list[int], pieces: Sequence[pa.Table | None]) -> tuple[pa.Table, list[int]]:
+    """The events of every chunk used, in order (``pieces``: cached events, or None for the
+    next chunk of ``decoded``, which begins at ``starts``), and each chunk's event count;
+    consecutive decoded chunks stay one slice."""
+    parts: list[pa.Table] = []
+    counts: list[int] = []
+    k = run = 0  # the next decoded chunk; where the current run of decoded ones began
+    for piece in pieces:
+        if piece is None:
+            counts.append(starts[k + 1] - starts[k])
+            k += 1
+            continue
+        if k > run:
+            parts.append(decoded.slice(starts[run], starts[k] - starts[run]))
+        run = k
+        parts.append(piece)
+        counts.append(piece.num_rows)
+    if k > run:
+        parts.append(decoded.slice(starts[run], starts[k] - starts[run]))
+    return pa.concat_tables(parts), counts

@@ -93,10 +93,14 @@ def test_export_never_leaks_an_event_at_or_after_the_label_time(
     labels = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"user_id": users, "ts": ts, "label": rng.integers(0, 2, 200),
                              "weight": rng.random(200)}), labels, row_group_size=64)
+    scored_table.compact_users([f"u{u}" for u in range(20)])  # chunks: what the workers' caches hold
     report = run_export(str(labels), tmp_path / "train", scored_table.name, max_len=50, features=["segment"],
                         workers=2, config=hbase_server.config())
     assert report.completed, report.error
     assert report.rows_written == 200 and report.shards == 4
+    cache = report.chunk_cache  # 4 units over 2 actors, the same 20 users in each: later units hit
+    assert cache["hits"] > 0 and cache["misses"] > 0
+    assert cache["hit_ratio"] == round(cache["hits"] / (cache["hits"] + cache["misses"]), 4)
     rows = pq.read_table(tmp_path / "train").to_pylist()
     assert len(rows) == 200
     for row in rows:
@@ -139,11 +143,20 @@ def test_cli_score_with_json_summary(scored_table: SequenceTable, tmp_path: Path
     result = subprocess.run(
         [sys.executable, "-m", "ray_jobs.cli", "score", "--requests", str(req), "--table", scored_table.name,
          "--model", "ray_jobs.examples.models:recency_similarity", "--out", str(tmp_path / "out"), "--json",
-         "--max-len", "20"], env=dict(os.environ), capture_output=True, text=True, timeout=300)
+         "--max-len", "20", "--chunk-cache", "off"], env=dict(os.environ), capture_output=True, text=True,
+        timeout=300)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["requests"] == summary["scored"] == 3
     assert {"wall_s", "sequences_per_s"} <= set(summary)
+    assert summary["chunk_cache"] == {"hits": 0, "misses": 0, "hit_ratio": None}
+    bad = subprocess.run(
+        [sys.executable, "-m", "ray_jobs.cli", "score", "--requests", str(req), "--table", scored_table.name,
+         "--model", "ray_jobs.examples.models:recency_similarity", "--out", str(tmp_path / "out3"),
+         "--chunk-cache", "lots"], env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].endswith(
+        "argument --chunk-cache: expected a size such as 256MiB, 2GB or off, got 'lots'")
     failed = subprocess.run(
         [sys.executable, "-m", "ray_jobs.cli", "score", "--requests", str(req), "--table", scored_table.name,
          "--model", "tests.models:failing_model", "--out", str(tmp_path / "out2")],

@@ -91,3 +91,18 @@ def test_table_spec_refuses_a_ttl_hbase_cannot_hold() -> None:
     for bad in (24_856, 1e9, 0, -1):
         with pytest.raises(ConfigError, match=r"'ttl_days' must be in \(0, 24855\]"):
             TableSpec("bad", ttl_days=bad)
+
+
+def test_the_chunk_cache_size_is_a_size_or_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEQSTORE_STATE_DIR", str(tmp_path))
+    assert Config().chunk_cache_bytes == 256 * 1024**2
+    for text, size in [("256MiB", 256 * 1024**2), ("2GB", 2 * 1000**3), ("1.5 kib", 1536), ("4096", 4096),
+                       ("off", 0), ("0", 0), (" 8 MB ", 8_000_000)]:
+        env = {"SEQSTORE_HBASE_THRIFT2": "h1:9091", "SEQSTORE_CHUNK_CACHE_BYTES": text}
+        assert Config.from_env(env).chunk_cache_bytes == size, text
+    assert Config.from_mapping({"chunk_cache_bytes": 1024}).chunk_cache_bytes == 1024
+    for bad in ("lots", "12 parsecs", "-5MiB", "MiB", ""):
+        with pytest.raises(ConfigError, match=r"'chunk_cache_bytes' must be a size such as 256MiB"):
+            Config.from_mapping({"chunk_cache_bytes": bad})
+    with pytest.raises(ConfigError, match="'chunk_cache_bytes' must be >= 0"):
+        Config(chunk_cache_bytes=-1)
